@@ -1,0 +1,60 @@
+"""Build settings shared by our CUDA extensions (hashencoder, shencoder, raymarching).
+
+Each package's `setup.py` (ahead-of-time: `pip install --no-build-isolation ./hashencoder`) and `backend.py`
+(just-in-time fallback) take their flags from here, so the three extensions are always built the same way.
+The compiled module is a top-level module (e.g. `_hashencoder_cuda`), not part of the package, so the package
+can be imported from the source tree while the binary lives in site-packages or in the JIT cache.
+"""
+import importlib
+import os
+
+# The C++ standard is left to torch (C++17 up to torch 2.13, C++20 from 2.14: a flag of ours would override it).
+CXX_FLAGS = ["-O3"]
+# No --use_fast_math: the kernels are tested against their PyTorch twins at fp32 tolerance.
+NVCC_FLAGS = [
+    "-O3",
+    "-U__CUDA_NO_HALF_OPERATORS__",
+    "-U__CUDA_NO_HALF_CONVERSIONS__",
+    "-U__CUDA_NO_HALF2_OPERATORS__",
+]
+
+
+def torch_only() -> bool:
+    """True when the user asked for the PyTorch twins everywhere (INSTANT_NSR_TORCH_ONLY=1)."""
+    return os.environ.get("INSTANT_NSR_TORCH_ONLY", "0") not in ("", "0")
+
+
+def cuda_extension(name: str, package_dir: str, sources: list):
+    """A setuptools CUDAExtension for `setup.py` (sources relative to `package_dir/src`)."""
+    from torch.utils.cpp_extension import CUDAExtension
+
+    return CUDAExtension(
+        name=name,
+        sources=[os.path.join("src", s) for s in sources],
+        extra_compile_args={"cxx": CXX_FLAGS, "nvcc": NVCC_FLAGS},
+    )
+
+
+def load_extension(name: str, package_dir: str, sources: list, verbose: bool = False):
+    """The compiled module `name`: the prebuilt one if installed, else built now with torch's JIT loader.
+
+    The JIT build honours TORCH_CUDA_ARCH_LIST; left unset, torch builds for the local GPU. Builds are cached
+    under $INSTANT_NSR_BUILD_DIR (default ~/.cache/instant_nsr/<name>) so only the first call compiles.
+    """
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        pass
+    from torch.utils.cpp_extension import load
+
+    build_root = os.environ.get("INSTANT_NSR_BUILD_DIR", os.path.expanduser("~/.cache/instant_nsr"))
+    build_dir = os.path.join(build_root, name)
+    os.makedirs(build_dir, exist_ok=True)
+    return load(
+        name=name,
+        sources=[os.path.join(package_dir, "src", s) for s in sources],
+        extra_cflags=CXX_FLAGS,
+        extra_cuda_cflags=NVCC_FLAGS,
+        build_directory=build_dir,
+        verbose=verbose,
+    )

@@ -1,0 +1,284 @@
+"""Multiresolution hash-grid encoding: the op `hash_encode` (CUDA kernels or PyTorch twin) and the module
+`HashEncoder` that owns the embeddings and the level layout.
+
+On CUDA the op is two autograd Functions, as in tiny-cuda-nn: `_HashEncode` (forward kernel) whose backward
+applies `_HashEncodeGrad` (backward kernel), itself differentiable through the double-backward kernel. So
+`torch.autograd.grad(sdf, x, create_graph=True)` followed by an Eikonal loss trains the embeddings through the
+kernels instead of silently cutting the gradient.
+"""
+import math
+import os
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+import cuda_build
+
+from . import torch_impl
+from .backend import get_backend
+
+# Fill per-(point, level) kernel outputs with NaN before the kernels write them, so that a row a kernel forgets
+# shows up in the tests (HASHENCODER_POISON=1 or set by tests/test_hashencoder.py).
+_POISON_OUTPUTS = os.environ.get("HASHENCODER_POISON", "0") not in ("", "0")
+# Design switches measured by scripts/bench_kernels.py; the defaults are the faster choice on an H100.
+#   _LEVEL_MAJOR: kernels write/read per-level features as [L, N, C] (coalesced, plus a transpose) instead of
+#                 [N, L * C] (strided rows of C, no transpose).
+#   _FP16_GRAD_ACCUMULATION: fp16 tables accumulate grad_embeddings in a fp32 buffer ("fp32", then one cast) or
+#                 with half2 atomics straight into the fp16 gradient ("half2", each addition rounds to fp16).
+_LEVEL_MAJOR = False
+_FP16_GRAD_ACCUMULATION = "fp32"
+
+
+def hash_encode(inputs, embeddings, offsets, resolutions):
+    """Hash-encode points in [0, 1]: the CUDA kernels when the inputs are on a GPU and the extension is available
+    (and INSTANT_NSR_TORCH_ONLY is not set), else the PyTorch twin `torch_impl.hash_encode`, which defines the
+    exact semantics (cells, corner order, dense and hashed levels, fp32 accumulation).
+
+    Args:
+        inputs: [N, D] float, D = 2 or 3, points in [0, 1] (outside, cells are clamped and weights extrapolate).
+        embeddings: [offsets[-1], C] float32, float16 or float64, all levels' tables stacked; C in {1, 2, 4, 8}.
+        offsets: [L + 1] int, first row of each level in `embeddings`.
+        resolutions: [L] int, grid vertices per axis of each level (>= 2).
+
+    Returns:
+        [N, L * C] of the embeddings' dtype, level-major: out[:, l * C + c].
+
+    Differentiable twice: w.r.t. the embeddings and the inputs, and the input gradient again w.r.t. the
+    embeddings, the upstream gradient and the inputs (analytic normals + Eikonal loss). On CUDA, positions are
+    computed in float32 (float64 for float64 embeddings) whatever the inputs' dtype.
+    """
+    if inputs.dim() != 2 or inputs.shape[1] not in (2, 3):
+        raise ValueError(f"hash_encode: inputs must be [N, 2] or [N, 3], got {list(inputs.shape)}")
+    if embeddings.dim() != 2 or embeddings.shape[1] not in (1, 2, 4, 8):
+        raise ValueError(f"hash_encode: embeddings must be [T, C] with C in 1, 2, 4, 8, got {list(embeddings.shape)}")
+    if resolutions.dim() != 1 or offsets.shape != (resolutions.shape[0] + 1,):
+        raise ValueError(
+            f"hash_encode: expected resolutions [L] and offsets [L + 1], got {list(resolutions.shape)} and "
+            f"{list(offsets.shape)}"
+        )
+    backend = _cuda_backend_for(inputs, embeddings)
+    if backend is None:
+        return torch_impl.hash_encode(inputs, embeddings, offsets, resolutions)
+    return hash_encode_with_backend(inputs, embeddings, offsets, resolutions, backend)
+
+
+def _cuda_backend_for(inputs, embeddings):
+    """The compiled extension if these tensors can use it, else None (-> the twin)."""
+    if not (inputs.is_cuda and embeddings.is_cuda) or cuda_build.torch_only():
+        return None
+    if embeddings.dtype not in (torch.float32, torch.float16, torch.float64):
+        return None
+    return get_backend()
+
+
+def hash_encode_with_backend(inputs, embeddings, offsets, resolutions, backend):
+    """`hash_encode` through the kernels of `backend` (the `_hashencoder_cuda` module, or a stand-in with its
+    three functions, as the CPU tests use to check the autograd plumbing)."""
+    acc_dtype = _acc_dtype(embeddings)
+    device = inputs.device
+    return _HashEncode.apply(
+        _aligned(inputs.to(acc_dtype)),
+        _aligned(embeddings),
+        offsets.to(device=device, dtype=torch.int32).contiguous(),
+        resolutions.to(device=device, dtype=torch.int32).contiguous(),
+        backend,
+    )
+
+
+def _acc_dtype(embeddings):
+    """dtype of positions, weights and gradient accumulators in the kernels."""
+    return torch.float64 if embeddings.dtype == torch.float64 else torch.float32
+
+
+def _aligned(t):
+    """`t` contiguous and 16-byte aligned (the kernels move rows of C features as vectors)."""
+    t = t.contiguous()
+    return t if t.data_ptr() % 16 == 0 else t.clone()
+
+
+def _new_features(num_points, num_levels, level_dim, like):
+    """An output buffer of per-(point, level) features in the kernels' layout, NaN-filled when poisoning."""
+    shape = (num_levels, num_points, level_dim) if _LEVEL_MAJOR else (num_points, num_levels * level_dim)
+    if _POISON_OUTPUTS:
+        return torch.full(shape, float("nan"), dtype=like.dtype, device=like.device)
+    return torch.empty(shape, dtype=like.dtype, device=like.device)
+
+
+def _to_public_layout(features):
+    """[L, N, C] or [N, L * C] kernel features -> [N, L * C]."""
+    if features.dim() == 3:
+        return features.permute(1, 0, 2).reshape(features.shape[1], -1)
+    return features
+
+
+def _to_kernel_layout(features, num_levels, level_dim):
+    """[N, L * C] -> the kernels' layout, contiguous and aligned."""
+    if _LEVEL_MAJOR:
+        features = features.reshape(-1, num_levels, level_dim).permute(1, 0, 2)
+    return _aligned(features)
+
+
+class _HashEncode(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, inputs, embeddings, offsets, resolutions, backend):
+        num_levels, level_dim = resolutions.shape[0], embeddings.shape[1]
+        outputs = _new_features(inputs.shape[0], num_levels, level_dim, embeddings)
+        backend.forward(inputs, embeddings, offsets, resolutions, outputs)
+        ctx.save_for_backward(inputs, embeddings, offsets, resolutions)
+        ctx.backend = backend
+        return _to_public_layout(outputs)
+
+    @staticmethod
+    def backward(ctx, grad_outputs):
+        inputs, embeddings, offsets, resolutions = ctx.saved_tensors
+        need_inputs, need_embeddings = ctx.needs_input_grad[:2]
+        if not (need_inputs or need_embeddings):
+            return None, None, None, None, None
+        # An autograd Function of its own so that the gradients can be differentiated again (create_graph=True).
+        grad_inputs, grad_embeddings = _HashEncodeGrad.apply(
+            grad_outputs, inputs, embeddings, offsets, resolutions, ctx.backend, need_inputs, need_embeddings
+        )
+        return grad_inputs, grad_embeddings, None, None, None
+
+
+class _HashEncodeGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, grad_outputs, inputs, embeddings, offsets, resolutions, backend, need_inputs, need_embeddings):
+        num_levels, level_dim = resolutions.shape[0], embeddings.shape[1]
+        grad_outputs = _to_kernel_layout(grad_outputs, num_levels, level_dim)
+        acc_dtype = _acc_dtype(embeddings)
+        grad_embeddings = grad_inputs = None
+        if need_embeddings:
+            half_atomics = embeddings.dtype == torch.float16 and _FP16_GRAD_ACCUMULATION == "half2"
+            grad_dtype = torch.float16 if half_atomics else acc_dtype
+            grad_embeddings = torch.zeros(embeddings.shape, dtype=grad_dtype, device=embeddings.device)
+        if need_inputs:
+            grad_inputs = torch.zeros(inputs.shape, dtype=acc_dtype, device=inputs.device)
+        backend.backward(grad_outputs, inputs, embeddings, offsets, resolutions, grad_embeddings, grad_inputs)
+        if grad_embeddings is not None:
+            grad_embeddings = grad_embeddings.to(embeddings.dtype)
+        ctx.save_for_backward(grad_outputs, inputs, embeddings, offsets, resolutions)
+        ctx.backend = backend
+        return grad_inputs, grad_embeddings
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_grad_inputs, grad_grad_embeddings):
+        grad_outputs, inputs, embeddings, offsets, resolutions = ctx.saved_tensors
+        need_grad_outputs, need_inputs, need_embeddings = ctx.needs_input_grad[:3]
+        backend = ctx.backend
+        num_points, num_levels, level_dim = inputs.shape[0], resolutions.shape[0], embeddings.shape[1]
+        acc_dtype = _acc_dtype(embeddings)
+        grad_grad_outputs = grad_inputs = grad_embeddings = None
+
+        if grad_grad_inputs is not None and (need_grad_outputs or need_inputs or need_embeddings):
+            if need_grad_outputs:
+                grad_grad_outputs = _new_features(num_points, num_levels, level_dim, embeddings)
+            if need_embeddings:
+                grad_embeddings = torch.zeros(embeddings.shape, dtype=acc_dtype, device=embeddings.device)
+            if need_inputs:
+                grad_inputs = torch.zeros(inputs.shape, dtype=acc_dtype, device=inputs.device)
+            backend.double_backward(
+                _aligned(grad_grad_inputs.to(acc_dtype)), grad_outputs, inputs, embeddings, offsets, resolutions,
+                grad_grad_outputs, grad_embeddings, grad_inputs,
+            )
+
+        # grad_embeddings = J(x)^T grad_outputs is linear in grad_outputs with the forward's Jacobian J(x), so its
+        # upstream gradient G goes through the first-order kernels with G in place of the embeddings:
+        # d/d grad_outputs = J(x) G (forward), d/dx = input gradient of <J(x) G, grad_outputs> (backward).
+        if grad_grad_embeddings is not None and (need_grad_outputs or need_inputs):
+            table = _aligned(grad_grad_embeddings.to(embeddings.dtype))
+            if need_grad_outputs:
+                jvp = _new_features(num_points, num_levels, level_dim, embeddings)
+                backend.forward(inputs, table, offsets, resolutions, jvp)
+                grad_grad_outputs = jvp if grad_grad_outputs is None else grad_grad_outputs + jvp
+            if need_inputs:
+                if grad_inputs is None:
+                    grad_inputs = torch.zeros(inputs.shape, dtype=acc_dtype, device=inputs.device)
+                backend.backward(grad_outputs, inputs, table, offsets, resolutions, None, grad_inputs)
+
+        if grad_grad_outputs is not None:
+            grad_grad_outputs = _to_public_layout(grad_grad_outputs)
+        if grad_embeddings is not None:
+            grad_embeddings = grad_embeddings.to(embeddings.dtype)
+        return grad_grad_outputs, grad_inputs, grad_embeddings, None, None, None, None, None
+
+
+def level_layout(input_dim, num_levels, base_resolution, per_level_scale, log2_hashmap_size):
+    """Per-level grid resolutions and table offsets.
+
+    Level l has floor(base_resolution * per_level_scale^l) vertices per axis. Its table holds min(res^D,
+    2^log2_hashmap_size) rows rounded up to a multiple of 8 (dense when all vertices fit, hashed otherwise).
+    Returns (resolutions [L] list of int, offsets [L + 1] list of int).
+    """
+    resolutions, offsets = [], [0]
+    for level in range(num_levels):
+        res = int(math.floor(base_resolution * per_level_scale**level + 1e-6))
+        res = max(res, 2)
+        size = min(res**input_dim, 2**log2_hashmap_size)
+        size = (size + 7) // 8 * 8
+        resolutions.append(res)
+        offsets.append(offsets[-1] + size)
+    return resolutions, offsets
+
+
+class HashEncoder(nn.Module):
+    """Multiresolution hash encoding of points in [-bound, bound]^D (Instant-NGP).
+
+    Args:
+        input_dim: D, 2 or 3.
+        num_levels: L levels.
+        level_dim: C features per level (1, 2, 4 or 8).
+        per_level_scale: growth factor of the resolution between levels; by default chosen so that the finest
+            level has `desired_resolution` vertices per axis.
+        base_resolution: vertices per axis of the coarsest level.
+        log2_hashmap_size: log2 of the largest per-level table.
+        desired_resolution: vertices per axis of the finest level (used when per_level_scale is None).
+        dtype: of the embeddings (float32 or float16).
+
+    forward(inputs [..., D], bound) -> [..., L * C]. Inputs outside [-bound, bound] are clamped to it.
+    """
+
+    def __init__(
+        self,
+        input_dim=3,
+        num_levels=16,
+        level_dim=2,
+        per_level_scale=None,
+        base_resolution=16,
+        log2_hashmap_size=19,
+        desired_resolution=2048,
+        dtype=torch.float32,
+    ):
+        super().__init__()
+        if input_dim not in (2, 3):
+            raise ValueError(f"HashEncoder: input_dim must be 2 or 3, got {input_dim}")
+        if level_dim not in (1, 2, 4, 8):
+            raise ValueError(f"HashEncoder: level_dim must be 1, 2, 4 or 8, got {level_dim}")
+        if per_level_scale is None:
+            per_level_scale = (desired_resolution / base_resolution) ** (1 / max(num_levels - 1, 1))
+        self.input_dim = input_dim
+        self.num_levels = num_levels
+        self.level_dim = level_dim
+        self.per_level_scale = per_level_scale
+        self.output_dim = num_levels * level_dim
+        resolutions, offsets = level_layout(input_dim, num_levels, base_resolution, per_level_scale, log2_hashmap_size)
+        self.register_buffer("resolutions", torch.tensor(resolutions, dtype=torch.int32), persistent=False)
+        self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.int32), persistent=False)
+        # Small uniform init as in Instant-NGP: the network starts from (almost) the plain xyz input.
+        self.embeddings = nn.Parameter(torch.empty(offsets[-1], level_dim, dtype=dtype).uniform_(-1e-4, 1e-4))
+
+    def extra_repr(self):
+        res = self.resolutions.tolist()
+        return (
+            f"input_dim={self.input_dim}, levels={self.num_levels}x{self.level_dim}, "
+            f"resolution {res[0]}..{res[-1]}, params={self.embeddings.shape[0] * self.level_dim}"
+        )
+
+    def forward(self, inputs: torch.Tensor, bound: float = 1.0) -> torch.Tensor:
+        if inputs.shape[-1] != self.input_dim:
+            raise ValueError(f"HashEncoder: expected inputs [..., {self.input_dim}], got {list(inputs.shape)}")
+        x = ((inputs + bound) / (2 * bound)).clamp(0.0, 1.0)
+        out = hash_encode(x.reshape(-1, self.input_dim).contiguous(), self.embeddings, self.offsets, self.resolutions)
+        return out.reshape(*inputs.shape[:-1], self.output_dim)

@@ -1,0 +1,86 @@
+// Backward of the hash-grid encoding. With g = grad_outputs[n, l, :]:
+//   grad_embeddings[row_k, :] += w_k * g                                       (scatter, atomics)
+//   grad_inputs[n, d] += (res - 1) * sum_k dw_k/dpos_d * <embeddings[row_k], g> (atomics over levels)
+// The input gradient is recomputed from the embeddings instead of storing d(out)/dx in the forward: the
+// corners are gathered again (mostly L2 hits) rather than writing and reading N * L * C * D floats.
+#include "hashencoder.h"
+#include "hashencoder_common.cuh"
+#include "hashencoder_dispatch.h"
+
+namespace hashencoder {
+
+template <typename scalar_t, int D, int C>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+backward_kernel(const scalar_t* __restrict__ grad_outputs,  // [N, L * C] or [L, N, C]
+                FeatureLayout grad_layout,
+                const acc_t<scalar_t>* __restrict__ inputs,  // [N, D]
+                const scalar_t* __restrict__ embeddings,     // [T, C], read only for grad_inputs
+                const int32_t* __restrict__ offsets,         // [L + 1]
+                const int32_t* __restrict__ resolutions,     // [L]
+                int64_t num_points,
+                acc_t<scalar_t>* __restrict__ grad_embeddings,  // [T, C] accumulator, or null
+                __half* __restrict__ grad_embeddings_half,      // [T, C] fp16 accumulated in place, or null
+                acc_t<scalar_t>* __restrict__ grad_inputs) {    // [N, D] accumulator, or null
+    using acc = acc_t<scalar_t>;
+    const int64_t n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    const int level = blockIdx.y;
+    if (n >= num_points) return;
+
+    acc grad[C];
+    load_row<scalar_t, C>(grad_outputs + n * grad_layout.point_stride + level * grad_layout.level_stride, grad);
+    const Level lv = load_level<D>(offsets, resolutions, level);
+    acc x[D];
+#pragma unroll
+    for (int d = 0; d < D; ++d) x[d] = inputs[n * D + d];
+    const Cell<acc, D> cell = locate_cell<acc, D>(x, lv);
+
+    acc grad_pos[D] = {};
+#pragma unroll
+    for (int k = 0; k < (1 << D); ++k) {
+        const int64_t row_start = static_cast<int64_t>(cell.rows[k]) * C;
+        if (grad_embeddings != nullptr || grad_embeddings_half != nullptr) {
+            const acc w = corner_weight<acc, D>(cell.frac, k);
+            acc contribution[C];
+#pragma unroll
+            for (int c = 0; c < C; ++c) contribution[c] = w * grad[c];
+            if constexpr (std::is_same_v<scalar_t, __half>) {
+                if (grad_embeddings_half != nullptr) {
+                    atomic_add_row_half<C>(grad_embeddings_half + row_start, contribution);
+                } else {
+                    atomic_add_row<acc, C>(grad_embeddings + row_start, contribution);
+                }
+            } else {
+                atomic_add_row<acc, C>(grad_embeddings + row_start, contribution);
+            }
+        }
+        if (grad_inputs != nullptr) {
+            acc feature[C];
+            load_row<scalar_t, C>(embeddings + row_start, feature);
+            acc feature_dot_grad = 0;
+#pragma unroll
+            for (int c = 0; c < C; ++c) feature_dot_grad += feature[c] * grad[c];
+#pragma unroll
+            for (int d = 0; d < D; ++d) grad_pos[d] += corner_weight_grad<acc, D>(cell.frac, k, d) * feature_dot_grad;
+        }
+    }
+    if (grad_inputs != nullptr) {
+#pragma unroll
+        for (int d = 0; d < D; ++d) atomicAdd(grad_inputs + n * D + d, grad_pos[d] * cell.scale);
+    }
+}
+
+bool launch_backward(const Grid& grid, const void* grad_outputs, FeatureLayout grad_layout, void* grad_embeddings,
+                     void* grad_embeddings_half, void* grad_inputs, cudaStream_t stream) {
+    return dispatch(grid, [&](auto scalar, auto dims, auto channels) {
+        using scalar_t = decltype(scalar);
+        using acc = acc_t<scalar_t>;
+        constexpr int D = decltype(dims)::value, C = decltype(channels)::value;
+        backward_kernel<scalar_t, D, C><<<grid_for(grid.num_points, grid.num_levels), kThreadsPerBlock, 0, stream>>>(
+            static_cast<const scalar_t*>(grad_outputs), grad_layout, static_cast<const acc*>(grid.inputs),
+            static_cast<const scalar_t*>(grid.embeddings), grid.offsets, grid.resolutions, grid.num_points,
+            static_cast<acc*>(grad_embeddings), static_cast<__half*>(grad_embeddings_half),
+            static_cast<acc*>(grad_inputs));
+    });
+}
+
+}  // namespace hashencoder

@@ -1,0 +1,105 @@
+// Backward of the backward, for losses on grad_inputs (Eikonal loss on analytic normals). With
+// g = grad_outputs[n, l, :], v = grad_grad_inputs[n, :] (upstream gradient of grad_inputs) and, per corner,
+// u_k = (res - 1) * sum_d v_d dw_k/dpos_d (the directional derivative of the weights along v):
+//   grad_grad_outputs[n, l, :] = sum_k u_k * embeddings[row_k]                  (Jacobian-vector product)
+//   grad_embeddings[row_k, :] += u_k * g                                         (scatter, atomics)
+//   grad_inputs[n, e] += (res - 1)^2 * sum_k sum_{d != e} v_d d2w_k/dpos_d dpos_e * <embeddings[row_k], g>
+// (the D-linear weights are linear along each axis, so only mixed second derivatives remain).
+// The part driven by the upstream gradient of grad_embeddings reuses the forward and backward kernels.
+#include "hashencoder.h"
+#include "hashencoder_common.cuh"
+#include "hashencoder_dispatch.h"
+
+namespace hashencoder {
+
+template <typename scalar_t, int D, int C>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+double_backward_kernel(const acc_t<scalar_t>* __restrict__ grad_grad_inputs,  // [N, D]
+                       const scalar_t* __restrict__ grad_outputs,             // [N, L * C] or [L, N, C]
+                       FeatureLayout grad_layout,
+                       const acc_t<scalar_t>* __restrict__ inputs,  // [N, D]
+                       const scalar_t* __restrict__ embeddings,     // [T, C]
+                       const int32_t* __restrict__ offsets,         // [L + 1]
+                       const int32_t* __restrict__ resolutions,     // [L]
+                       int64_t num_points,
+                       scalar_t* __restrict__ grad_grad_outputs,       // like grad_outputs, or null
+                       acc_t<scalar_t>* __restrict__ grad_embeddings,  // [T, C] accumulator, or null
+                       acc_t<scalar_t>* __restrict__ grad_inputs) {    // [N, D] accumulator, or null
+    using acc = acc_t<scalar_t>;
+    const int64_t n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    const int level = blockIdx.y;
+    if (n >= num_points) return;
+
+    const Level lv = load_level<D>(offsets, resolutions, level);
+    acc x[D], v[D];
+#pragma unroll
+    for (int d = 0; d < D; ++d) {
+        x[d] = inputs[n * D + d];
+        v[d] = grad_grad_inputs[n * D + d];
+    }
+    const Cell<acc, D> cell = locate_cell<acc, D>(x, lv);
+    acc v_pos[D];  // v in position units: d pos / d x = res - 1
+#pragma unroll
+    for (int d = 0; d < D; ++d) v_pos[d] = v[d] * cell.scale;
+
+    const int64_t feature_offset = n * grad_layout.point_stride + level * grad_layout.level_stride;
+    acc grad[C] = {};
+    if (grad_embeddings != nullptr || grad_inputs != nullptr) load_row<scalar_t, C>(grad_outputs + feature_offset, grad);
+
+    acc jvp[C] = {};
+    acc grad_pos[D] = {};
+#pragma unroll
+    for (int k = 0; k < (1 << D); ++k) {
+        const int64_t row_start = static_cast<int64_t>(cell.rows[k]) * C;
+        acc u = 0;
+#pragma unroll
+        for (int d = 0; d < D; ++d) u += v_pos[d] * corner_weight_grad<acc, D>(cell.frac, k, d);
+        if (grad_embeddings != nullptr) {
+            acc contribution[C];
+#pragma unroll
+            for (int c = 0; c < C; ++c) contribution[c] = u * grad[c];
+            atomic_add_row<acc, C>(grad_embeddings + row_start, contribution);
+        }
+        if (grad_grad_outputs != nullptr || grad_inputs != nullptr) {
+            acc feature[C];
+            load_row<scalar_t, C>(embeddings + row_start, feature);
+            acc feature_dot_grad = 0;
+#pragma unroll
+            for (int c = 0; c < C; ++c) {
+                jvp[c] += u * feature[c];
+                feature_dot_grad += feature[c] * grad[c];
+            }
+#pragma unroll
+            for (int e = 0; e < D; ++e) {
+                acc mixed = 0;
+#pragma unroll
+                for (int d = 0; d < D; ++d)
+                    if (d != e) mixed += v_pos[d] * corner_weight_mixed<acc, D>(cell.frac, k, d, e);
+                grad_pos[e] += mixed * feature_dot_grad;
+            }
+        }
+    }
+    if (grad_grad_outputs != nullptr) store_row<scalar_t, C>(grad_grad_outputs + feature_offset, jvp);
+    if (grad_inputs != nullptr) {
+#pragma unroll
+        for (int e = 0; e < D; ++e) atomicAdd(grad_inputs + n * D + e, grad_pos[e] * cell.scale);
+    }
+}
+
+bool launch_double_backward(const Grid& grid, const void* grad_grad_inputs, const void* grad_outputs,
+                            FeatureLayout grad_layout, void* grad_grad_outputs, void* grad_embeddings, void* grad_inputs,
+                            cudaStream_t stream) {
+    return dispatch(grid, [&](auto scalar, auto dims, auto channels) {
+        using scalar_t = decltype(scalar);
+        using acc = acc_t<scalar_t>;
+        constexpr int D = decltype(dims)::value, C = decltype(channels)::value;
+        double_backward_kernel<scalar_t, D, C>
+            <<<grid_for(grid.num_points, grid.num_levels), kThreadsPerBlock, 0, stream>>>(
+                static_cast<const acc*>(grad_grad_inputs), static_cast<const scalar_t*>(grad_outputs), grad_layout,
+                static_cast<const acc*>(grid.inputs), static_cast<const scalar_t*>(grid.embeddings), grid.offsets,
+                grid.resolutions, grid.num_points, static_cast<scalar_t*>(grad_grad_outputs),
+                static_cast<acc*>(grad_embeddings), static_cast<acc*>(grad_inputs));
+    });
+}
+
+}  // namespace hashencoder

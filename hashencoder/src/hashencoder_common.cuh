@@ -1,0 +1,214 @@
+// Device helpers shared by the hash-grid kernels: locating a point's cell in one level, the D-linear corner
+// weights and their first and second derivatives, row loads/stores of C features, and gradient atomics.
+//
+// Conventions (those of hashencoder/torch_impl.py, the reference):
+//   pos_d = x_d * (res - 1); cell_d = clamp(floor(pos_d), 0, res - 2); frac_d = pos_d - cell_d.
+//   Corner k of the cell sits at offset bit (D - 1 - d) of k along axis d (axis 0 varies slowest).
+//   w_k = prod_d (bit ? frac_d : 1 - frac_d).
+//   Dense level (res^D <= table size): row = sum_d corner_d * res^d.
+//   Hashed level: row = (xor_d corner_d * PRIMES[d] mod 2^32) mod table size.
+// One thread handles one (point, level); the level is blockIdx.y so that the blocks running at any time all
+// read the same level's table, which then stays in L2.
+#pragma once
+
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+namespace hashencoder {
+
+// Threads per block of every kernel: 1D over points, levels in blockIdx.y.
+constexpr int kThreadsPerBlock = 256;
+
+// Positions, weights and gradient accumulators are fp32 for fp32/fp16 tables (fp16 would round positions at the
+// fine levels) and fp64 for fp64 tables (used by gradcheck).
+template <typename scalar_t>
+struct Accumulator {
+    using type = float;
+};
+template <>
+struct Accumulator<double> {
+    using type = double;
+};
+template <typename scalar_t>
+using acc_t = typename Accumulator<scalar_t>::type;
+
+// Instant-NGP spatial-hash primes; must equal torch_impl.PRIMES. Constant-folded in unrolled loops.
+__device__ __forceinline__ uint32_t hash_prime(int axis) {
+    return axis == 0 ? 1u : (axis == 1 ? 2654435761u : 805459861u);
+}
+
+// Offset of corner k along `axis` (0 or 1).
+template <int D>
+__device__ __forceinline__ uint32_t corner_bit(int k, int axis) {
+    return (k >> (D - 1 - axis)) & 1;
+}
+
+// One level's layout, uniform across a block.
+struct Level {
+    uint32_t first_row;   // offsets[l]
+    uint32_t num_rows;    // offsets[l + 1] - offsets[l]
+    uint32_t resolution;  // vertices per axis (>= 2)
+    bool dense;           // all res^D vertices have their own row
+    bool pow2_rows;       // num_rows is a power of two: the modulo is a mask
+};
+
+template <int D>
+__device__ __forceinline__ Level load_level(const int32_t* __restrict__ offsets,     // [L + 1]
+                                            const int32_t* __restrict__ resolutions,  // [L]
+                                            int level) {
+    Level lv;
+    lv.first_row = static_cast<uint32_t>(offsets[level]);
+    lv.num_rows = static_cast<uint32_t>(offsets[level + 1]) - lv.first_row;
+    lv.resolution = static_cast<uint32_t>(resolutions[level]);
+    uint64_t vertices = 1;
+#pragma unroll
+    for (int d = 0; d < D; ++d) vertices *= lv.resolution;
+    lv.dense = vertices <= lv.num_rows;
+    lv.pow2_rows = (lv.num_rows & (lv.num_rows - 1)) == 0;
+    return lv;
+}
+
+// A point's cell in one level: the table rows of its 2^D corners and its fractional position.
+template <typename acc, int D>
+struct Cell {
+    uint32_t rows[1 << D];  // absolute rows in the stacked embedding table
+    acc frac[D];            // in [0, 1] for inputs in [0, 1]
+    acc scale;              // d pos / d x = res - 1
+};
+
+template <typename acc, int D>
+__device__ __forceinline__ Cell<acc, D> locate_cell(const acc (&x)[D], const Level& lv) {
+    Cell<acc, D> cell;
+    cell.scale = static_cast<acc>(lv.resolution - 1);
+    const acc last_cell = static_cast<acc>(lv.resolution - 2);
+    uint32_t base[D];
+#pragma unroll
+    for (int d = 0; d < D; ++d) {
+        const acc pos = x[d] * cell.scale;
+        // fmax before fmin: a NaN input lands in cell 0 instead of an out-of-bounds row.
+        const acc corner = fmin(fmax(floor(pos), acc(0)), last_cell);
+        base[d] = static_cast<uint32_t>(corner);
+        cell.frac[d] = pos - corner;
+    }
+#pragma unroll
+    for (int k = 0; k < (1 << D); ++k) {
+        uint32_t row;
+        if (lv.dense) {
+            row = 0;
+            uint32_t stride = 1;
+#pragma unroll
+            for (int d = 0; d < D; ++d) {
+                row += (base[d] + corner_bit<D>(k, d)) * stride;
+                stride *= lv.resolution;
+            }
+        } else {
+            uint32_t hash = 0;
+#pragma unroll
+            for (int d = 0; d < D; ++d) hash ^= (base[d] + corner_bit<D>(k, d)) * hash_prime(d);
+            row = lv.pow2_rows ? (hash & (lv.num_rows - 1)) : (hash % lv.num_rows);
+        }
+        cell.rows[k] = lv.first_row + row;
+    }
+    return cell;
+}
+
+// Factor of axis d in corner k's weight.
+template <typename acc, int D>
+__device__ __forceinline__ acc axis_factor(const acc (&frac)[D], int k, int d) {
+    return corner_bit<D>(k, d) ? frac[d] : acc(1) - frac[d];
+}
+
+// w_k, multiplied in axis order as the twin does.
+template <typename acc, int D>
+__device__ __forceinline__ acc corner_weight(const acc (&frac)[D], int k) {
+    acc w = 1;
+#pragma unroll
+    for (int d = 0; d < D; ++d) w *= axis_factor<acc, D>(frac, k, d);
+    return w;
+}
+
+// d w_k / d pos_d: the sign of corner k along d times the other axes' factors.
+template <typename acc, int D>
+__device__ __forceinline__ acc corner_weight_grad(const acc (&frac)[D], int k, int d) {
+    acc g = corner_bit<D>(k, d) ? acc(1) : acc(-1);
+#pragma unroll
+    for (int e = 0; e < D; ++e)
+        if (e != d) g *= axis_factor<acc, D>(frac, k, e);
+    return g;
+}
+
+// d^2 w_k / d pos_d d pos_e for d != e (zero for d == e: w is linear along each axis).
+template <typename acc, int D>
+__device__ __forceinline__ acc corner_weight_mixed(const acc (&frac)[D], int k, int d, int e) {
+    acc g = (corner_bit<D>(k, d) ^ corner_bit<D>(k, e)) ? acc(-1) : acc(1);
+#pragma unroll
+    for (int f = 0; f < D; ++f)
+        if (f != d && f != e) g *= axis_factor<acc, D>(frac, k, f);
+    return g;
+}
+
+// C features of one row as a single (or, above 16 bytes, a few) vector memory operation(s).
+template <typename T, int C>
+struct alignas(sizeof(T) * C < 16 ? sizeof(T) * C : 16) Row {
+    T v[C];
+};
+
+template <typename scalar_t, int C>
+__device__ __forceinline__ void load_row(const scalar_t* __restrict__ ptr,  // [C], aligned to the row size
+                                         acc_t<scalar_t> (&out)[C]) {
+    const Row<scalar_t, C> row = *reinterpret_cast<const Row<scalar_t, C>*>(ptr);
+#pragma unroll
+    for (int c = 0; c < C; ++c) out[c] = static_cast<acc_t<scalar_t>>(row.v[c]);
+}
+
+template <typename scalar_t, int C>
+__device__ __forceinline__ void store_row(scalar_t* __restrict__ ptr,  // [C], aligned to the row size
+                                          const acc_t<scalar_t> (&val)[C]) {
+    Row<scalar_t, C> row;
+#pragma unroll
+    for (int c = 0; c < C; ++c) row.v[c] = static_cast<scalar_t>(val[c]);
+    *reinterpret_cast<Row<scalar_t, C>*>(ptr) = row;
+}
+
+// Vector float atomics (one L2 atomic per 8 or 16 bytes instead of per 4) exist on sm_90 from CUDA 12.2.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && \
+    (__CUDACC_VER_MAJOR__ > 12 || (__CUDACC_VER_MAJOR__ == 12 && __CUDACC_VER_MINOR__ >= 2))
+#define HASHENCODER_VECTOR_ATOMICS 1
+#else
+#define HASHENCODER_VECTOR_ATOMICS 0
+#endif
+
+// dst[c] += val[c] for a row of a fp32 or fp64 accumulator.
+template <typename acc, int C>
+__device__ __forceinline__ void atomic_add_row(acc* __restrict__ dst,  // [C], aligned to the row size
+                                               const acc (&val)[C]) {
+#if HASHENCODER_VECTOR_ATOMICS
+    if constexpr (std::is_same_v<acc, float> && C % 4 == 0) {
+#pragma unroll
+        for (int c = 0; c < C; c += 4)
+            atomicAdd(reinterpret_cast<float4*>(dst + c), make_float4(val[c], val[c + 1], val[c + 2], val[c + 3]));
+        return;
+    } else if constexpr (std::is_same_v<acc, float> && C == 2) {
+        atomicAdd(reinterpret_cast<float2*>(dst), make_float2(val[0], val[1]));
+        return;
+    }
+#endif
+#pragma unroll
+    for (int c = 0; c < C; ++c) atomicAdd(dst + c, val[c]);
+}
+
+// dst[c] += val[c] straight into a fp16 gradient (half2 atomics; each addition rounds to fp16).
+template <int C>
+__device__ __forceinline__ void atomic_add_row_half(__half* __restrict__ dst,  // [C], aligned to the row size
+                                                    const float (&val)[C]) {
+    if constexpr (C == 1) {
+        atomicAdd(dst, __float2half(val[0]));
+    } else {
+#pragma unroll
+        for (int c = 0; c < C; c += 2) atomicAdd(reinterpret_cast<__half2*>(dst + c), __floats2half2_rn(val[c], val[c + 1]));
+    }
+}
+
+}  // namespace hashencoder

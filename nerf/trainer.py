@@ -1,0 +1,349 @@
+"""The training loop, losses, checkpoints, logs, and the test-time outputs (mesh, renders, metrics).
+
+Read `train` top to bottom: sample rays -> render -> losses -> step, with validation and checkpoints on a
+schedule. Checkpoints are plain dicts written atomically (temporary file + rename) and hold everything needed
+to resume the exact run: model, optimizer, grad scaler, step, every RNG state.
+"""
+import json
+import math
+import os
+import random
+import time
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+import tqdm
+
+from .mesh import export_mesh, extract_mesh
+from .metrics import psnr, ssim
+from .provider import image_rays, sample_rays
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+def lr_factor(step, total_steps, warmup_steps, final_ratio=0.05):
+    """Linear warm-up, then cosine decay to `final_ratio` of the base learning rate (as NeuS)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(total_steps - warmup_steps, 1))
+    return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model, lr):
+    """Adam; the hash-grid embeddings get no weight decay (decay would erase rarely-seen cells)."""
+    encoding = list(model.sdf_net.encoder.parameters())
+    encoding_ids = {id(p) for p in encoding}
+    networks = [p for n, p in model.named_parameters() if id(p) not in encoding_ids and n != "variance"]
+    groups = [
+        {"params": encoding, "base_lr": lr, "weight_decay": 0.0},
+        {"params": networks, "base_lr": lr, "weight_decay": 1e-6},
+        {"params": [model.variance], "base_lr": lr * 0.1, "weight_decay": 0.0},
+    ]
+    return torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.99), eps=1e-15)
+
+
+def write_atomic(path, write_fn):
+    """Call write_fn(tmp_path), then rename onto `path`."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.tmp{ext}"
+    write_fn(tmp)
+    os.replace(tmp, path)
+
+
+def save_png(path, image):
+    """image: [H, W, 3] float in [0, 1] or uint8."""
+    if image.dtype != np.uint8:
+        image = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+    write_atomic(path, lambda p: cv2.imwrite(p, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)))
+
+
+class Trainer:
+    def __init__(self, opt, model, renderer, scene, workspace, device):
+        self.opt = opt
+        self.model = model.to(device)
+        self.renderer = renderer
+        self.scene = scene
+        self.workspace = workspace
+        self.device = torch.device(device)
+        self.optimizer = make_optimizer(self.model, opt.lr)
+        self.use_amp = opt.fp16 and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(opt.seed)
+        self.step = 0
+        self.lr_scale = 1.0  # halved on each recovery from divergence
+        self.recoveries = 0
+        self.ckpt_dir = os.path.join(workspace, "checkpoints")
+        self.writer = None
+        self.log_file = None
+
+    # ------------------------------------------------------------------------------------------------------
+    # Logging
+
+    def log(self, msg):
+        if self.log_file is None:
+            os.makedirs(self.workspace, exist_ok=True)
+            self.log_file = open(os.path.join(self.workspace, "log.txt"), "a")
+        self.log_file.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}\n")
+        self.log_file.flush()
+
+    def scalar(self, name, value):
+        if self.writer is None:
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(os.path.join(self.workspace, "run"))
+        self.writer.add_scalar(name, value, self.step)
+
+    def background(self, n_rays):
+        if self.opt.background == "random":
+            return torch.rand(n_rays, 3, generator=self.generator, device=self.device)
+        value = 1.0 if self.opt.background == "white" else 0.0
+        return torch.full((n_rays, 3), value, device=self.device)
+
+    # ------------------------------------------------------------------------------------------------------
+    # Training
+
+    def losses(self, batch, bg):
+        """One forward pass: returns (total loss, dict of detached terms)."""
+        opt = self.opt
+        target = batch["rgb"]
+        mask = batch["mask"]
+        if mask is not None:  # the object on the step's background: the model must not learn the backdrop
+            target = target * mask[:, None] + bg * (1 - mask[:, None])
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
+            out = self.renderer.render(batch["rays_o"], batch["rays_d"], bg, perturb=True, create_graph=True)
+        loss_rgb = F.huber_loss(out["rgb"], target, delta=0.1, reduction="mean") * 10  # ~L1 for large errors
+        grad_norm = out["gradient"].float().norm(dim=-1)
+        inside = out["inside"].float()
+        loss_eikonal = (((grad_norm - 1) ** 2) * inside).sum() / inside.sum().clamp_min(1)
+        loss = loss_rgb + opt.lambda_eikonal * loss_eikonal
+        terms = {"rgb": loss_rgb.detach(), "eikonal": loss_eikonal.detach(),
+                 "psnr_mse": F.mse_loss(out["rgb"].detach(), target)}
+        if mask is not None and opt.lambda_mask > 0:
+            opacity = out["opacity"].clamp(1e-3, 1 - 1e-3)
+            loss_mask = F.binary_cross_entropy(opacity, mask)
+            loss = loss + opt.lambda_mask * loss_mask
+            terms["mask"] = loss_mask.detach()
+        return loss, terms
+
+    def train_step(self):
+        self.model.train()
+        self.model.update_step(self.step, self.opt.iters)
+        factor = lr_factor(self.step, self.opt.iters, self.opt.warmup) * self.lr_scale
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        batch = sample_rays(self.scene.train, self.opt.num_rays, self.generator)
+        bg = self.background(self.opt.num_rays)
+        loss, terms = self.losses(batch, bg)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)  # skips the update if fp16 gradients overflowed
+        self.scaler.update()
+        return loss.detach(), terms
+
+    def train(self, until_step=None):
+        """Train up to opt.iters (or `until_step`, for tests of interrupted runs), then save a checkpoint."""
+        opt = self.opt
+        end = opt.iters if until_step is None else min(until_step, opt.iters)
+        self.log(f"training from step {self.step} to {end} on {self.device}: {len(self.scene.train)} views, "
+                 f"{len(self.scene.test)} held out")
+        bad_steps = 0
+        bar = tqdm.tqdm(total=end, initial=self.step, dynamic_ncols=True, disable=opt.quiet)
+        start_time, start_step = time.time(), self.step
+        try:
+            while self.step < end:
+                loss, terms = self.train_step()
+                if not torch.isfinite(loss):
+                    bad_steps += 1
+                    self.optimizer.zero_grad(set_to_none=True)
+                    if bad_steps >= 10:
+                        self.recover(float(loss))
+                        bad_steps = 0
+                        bar.n = self.step
+                    continue
+                bad_steps = 0
+                self.step += 1
+                bar.update(1)
+                if self.step % 10 == 0 or self.step == end:
+                    self.report(bar, loss, terms, (self.step - start_step) / (time.time() - start_time))
+                if opt.eval_every > 0 and self.step % opt.eval_every == 0 and self.step < opt.iters:
+                    self.validate()
+                if opt.ckpt_every > 0 and self.step % opt.ckpt_every == 0:
+                    self.save_checkpoint()
+        except KeyboardInterrupt:
+            bar.close()
+            path = self.save_checkpoint()
+            self.log(f"interrupted at step {self.step}; saved {path}")
+            raise
+        bar.close()
+        self.save_checkpoint()
+        elapsed = time.time() - start_time
+        self.log(f"trained to step {self.step} in {elapsed:.1f} s")
+        return elapsed
+
+    def report(self, bar, loss, terms, its):
+        values = {k: float(v) for k, v in terms.items()}
+        train_psnr = -10 * math.log10(max(values.pop("psnr_mse"), 1e-10))
+        inv_s = float(self.model.inv_s().detach())
+        lr = self.optimizer.param_groups[0]["lr"]
+        bar.set_postfix(loss=f"{float(loss):.4f}", psnr=f"{train_psnr:.2f}", inv_s=f"{inv_s:.0f}", lr=f"{lr:.2e}",
+                        its=f"{its:.1f}")
+        for k, v in values.items():
+            self.scalar(f"train/loss_{k}", v)
+        self.scalar("train/loss", float(loss))
+        self.scalar("train/psnr", train_psnr)
+        self.scalar("train/inv_s", inv_s)
+        self.scalar("train/lr", lr)
+        if self.step % 100 == 0 or self.step == self.opt.iters:
+            self.log(f"step {self.step}: loss {float(loss):.4f} psnr {train_psnr:.2f} inv_s {inv_s:.1f} "
+                     f"lr {lr:.2e} {its:.2f} it/s")
+
+    def recover(self, loss_value):
+        """Divergence: reload the last checkpoint with half the learning rate, at most twice; else stop."""
+        latest = self.latest_checkpoint()
+        if latest is None or self.recoveries >= 2:
+            raise TrainingDiverged(
+                f"training diverged at step {self.step} (loss {loss_value}) "
+                + ("with no checkpoint to recover from" if latest is None else "after 2 recoveries"))
+        self.recoveries += 1
+        recoveries, lr_scale = self.recoveries, self.lr_scale * 0.5
+        self.load_checkpoint(latest)
+        self.recoveries, self.lr_scale = recoveries, lr_scale
+        self.log(f"loss {loss_value} for 10 steps: reloaded {latest}, learning rate x{self.lr_scale}")
+
+    # ------------------------------------------------------------------------------------------------------
+    # Checkpoints
+
+    def latest_checkpoint(self):
+        if not os.path.isdir(self.ckpt_dir):
+            return None
+        files = sorted(f for f in os.listdir(self.ckpt_dir) if f.startswith("ckpt_") and f.endswith(".pth"))
+        return os.path.join(self.ckpt_dir, files[-1]) if files else None
+
+    def save_checkpoint(self, keep=2):
+        state = {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "lr_scale": self.lr_scale,
+            "recoveries": self.recoveries,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+                "sampler": self.generator.get_state(),
+            },
+            "options": vars(self.opt),
+        }
+        path = os.path.join(self.ckpt_dir, f"ckpt_{self.step:07d}.pth")
+        write_atomic(path, lambda p: torch.save(state, p))
+        old = sorted(f for f in os.listdir(self.ckpt_dir) if f.startswith("ckpt_") and f.endswith(".pth"))
+        for f in old[:-keep]:
+            os.remove(os.path.join(self.ckpt_dir, f))
+        return path
+
+    def load_checkpoint(self, path):
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = state["step"]
+        self.lr_scale = state.get("lr_scale", 1.0)
+        self.recoveries = state.get("recoveries", 0)
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"].cpu())
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        self.generator.set_state(rng["sampler"].cpu() if self.device.type == "cpu" else rng["sampler"].cpu())
+        self.model.update_step(self.step, self.opt.iters)
+        self.log(f"loaded {path} (step {self.step})")
+
+    # ------------------------------------------------------------------------------------------------------
+    # Evaluation and outputs
+
+    def render_view(self, views, index, downscale=1):
+        """Render one view -> dict of numpy images: rgb, normal [H, W, 3] in [0, 1], depth [H, W] (world units,
+        NaN where the ray hits nothing), opacity, and the ground truth rgb (on the scene's background)."""
+        self.model.eval()
+        rays = image_rays(views, index, downscale)
+        h, w = rays["rays_o"].shape[:2]
+        bg_value = 0.0 if self.opt.background == "black" else 1.0  # random -> white for viewing
+        bg = torch.full((3,), bg_value, device=self.device)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
+            out = self.renderer.render_chunked(rays["rays_o"].reshape(-1, 3), rays["rays_d"].reshape(-1, 3), bg,
+                                               chunk=self.opt.eval_chunk)
+        gt = rays["rgb"]
+        if rays["mask"] is not None:
+            gt = gt * rays["mask"][..., None] + bg * (1 - rays["mask"][..., None])
+        opacity = out["opacity"].reshape(h, w)
+        depth = out["depth"].reshape(h, w) / opacity.clamp_min(1e-6) * self.scene.world_scale
+        depth = torch.where(opacity > 0.5, depth, torch.full_like(depth, float("nan")))
+        normal = F.normalize(out["normal"].reshape(h, w, 3), dim=-1)
+        # Normals shown in the camera frame, as is usual: (x right, y up, z towards the viewer) -> RGB.
+        c2w = views.c2w[index][:3, :3]
+        normal_cam = normal @ c2w * torch.tensor([1.0, -1.0, -1.0], device=self.device)
+        normal_img = (normal_cam * 0.5 + 0.5) * opacity[..., None] + (1 - opacity[..., None])
+        return {
+            "rgb": out["rgb"].reshape(h, w, 3).clamp(0, 1).cpu().numpy(),
+            "normal": normal_img.clamp(0, 1).cpu().numpy(),
+            "depth": depth.cpu().numpy(),
+            "opacity": opacity.cpu().numpy(),
+            "gt": gt.cpu().numpy(),
+        }
+
+    def validate(self):
+        views = self.scene.test if len(self.scene.test) else self.scene.train
+        index = (self.step // max(self.opt.eval_every, 1)) % len(views)
+        res = self.render_view(views, index, downscale=self.opt.eval_downscale)
+        value = psnr(torch.from_numpy(res["rgb"]), torch.from_numpy(res["gt"]))
+        image = np.concatenate([res["gt"], res["rgb"], res["normal"]], axis=1)
+        save_png(os.path.join(self.workspace, "validation", f"step_{self.step:07d}.png"), image)
+        self.scalar("val/psnr", value)
+        if self.writer is not None:
+            self.writer.add_image("val/gt_rgb_normal", image, self.step, dataformats="HWC")
+        self.log(f"validation at step {self.step}: view {views.names[index]} PSNR {value:.2f}")
+        return value
+
+    def export_mesh(self):
+        mesh = extract_mesh(self.model, self.opt.mc_resolution, self.scene.to_world, self.device)
+        path = os.path.join(self.workspace, "meshes", "mesh.ply")
+        export_mesh(mesh, path)
+        self.log(f"mesh: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces -> {path}")
+        return path
+
+    def test(self):
+        """Render every held-out view (rgb, normal, depth) and write results/metrics.json."""
+        results = os.path.join(self.workspace, "results")
+        per_view = {}
+        for i, name in enumerate(self.scene.test.names):
+            res = self.render_view(self.scene.test, i)
+            rgb, gt = torch.from_numpy(res["rgb"]), torch.from_numpy(res["gt"])
+            per_view[name] = {"psnr": psnr(rgb, gt), "ssim": ssim(rgb, gt)}
+            save_png(os.path.join(results, f"{name}_rgb.png"), res["rgb"])
+            save_png(os.path.join(results, f"{name}_normal.png"), res["normal"])
+            depth = res["depth"]
+            valid = np.isfinite(depth)
+            lo, hi = (np.nanmin(depth), np.nanmax(depth)) if valid.any() else (0.0, 1.0)
+            depth_img = np.where(valid, 1 - (depth - lo) / max(hi - lo, 1e-8), 0.0)
+            save_png(os.path.join(results, f"{name}_depth.png"), np.repeat(depth_img[..., None], 3, -1))
+            write_atomic(os.path.join(results, f"{name}_depth.npy"), lambda p: np.save(open(p, "wb"), depth))
+        metrics = {
+            "views": per_view,
+            "mean_psnr": float(np.mean([v["psnr"] for v in per_view.values()])) if per_view else None,
+            "mean_ssim": float(np.mean([v["ssim"] for v in per_view.values()])) if per_view else None,
+            "step": self.step,
+            "depth_units": "world (input frame), distance along the ray; NaN where nothing is hit",
+        }
+        path = os.path.join(results, "metrics.json")
+        write_atomic(path, lambda p: json.dump(metrics, open(p, "w"), indent=2))
+        self.log(f"test: {len(per_view)} views, PSNR {metrics['mean_psnr']}, SSIM {metrics['mean_ssim']}")
+        return metrics

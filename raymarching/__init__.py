@@ -1,0 +1,26 @@
+"""Ray marching for NeuS on an occupancy grid: ray/volume intervals, lattice sampling, alpha compositing.
+
+Each op runs as a CUDA kernel on CUDA tensors (built on first use, see `backend.py`) and as its PyTorch twin
+(`torch_impl.py`) otherwise or when INSTANT_NSR_TORCH_ONLY=1.
+"""
+from .occupancy import OccupancyGrid
+from .raymarching import (
+    composite_rays,
+    composite_rays_train,
+    march_rays,
+    march_rays_train,
+    near_far_from_aabb,
+    near_far_from_sphere,
+    packbits,
+)
+
+__all__ = [
+    "OccupancyGrid",
+    "composite_rays",
+    "composite_rays_train",
+    "march_rays",
+    "march_rays_train",
+    "near_far_from_aabb",
+    "near_far_from_sphere",
+    "packbits",
+]

@@ -1,0 +1,194 @@
+"""Every input format loads into the same normalised cameras; broken folders fail with one clear line."""
+import json
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import main_sdf
+from nerf.provider import DatasetError, image_rays, load_scene, pixel_rays
+
+from conftest import shared_data
+
+
+def world_rays(scene, views, index):
+    """Rays of a view mapped to the input's world frame: origins [H, W, 3], unit directions [H, W, 3]."""
+    rays = image_rays(views, index)
+    m = torch.from_numpy(scene.to_world).float()
+    o = rays["rays_o"] @ m[:3, :3].T + m[:3, 3]
+    d = torch.nn.functional.normalize(rays["rays_d"] @ m[:3, :3].T, dim=-1)
+    return o, d
+
+
+def test_neus_format_loads_and_holds_out(small_scene):
+    root, info = small_scene
+    scene = load_scene(root, holdout=8)
+    assert scene.format == "neus"
+    assert len(scene.train) + len(scene.test) == 16 and len(scene.test) == 2
+    assert set(scene.train.names).isdisjoint(scene.test.names)
+    assert scene.train.masks is not None and scene.train.images.shape[1:] == (72, 96, 3)
+    # Every camera lies outside the unit sphere and looks towards the object.
+    centres = scene.train.c2w[:, :3, 3]
+    assert (centres.norm(dim=-1) > 1).all()
+    forward = scene.train.c2w[:, :3, 2]
+    assert ((forward * -centres).sum(-1) > 0).all()
+    assert abs(scene.world_scale - info["scale_mat_radius"]) < 1e-6
+
+
+def test_instant_ngp_format_matches_neus_cameras(small_scene, tmp_path):
+    root, _ = small_scene
+    ngp = tmp_path / "ngp"
+    ngp.mkdir()
+    shutil.copy(os.path.join(root, "transforms.json"), ngp / "transforms.json")
+    shutil.copytree(os.path.join(root, "image"), ngp / "image")
+    neus = load_scene(root, holdout=8)
+    scene = load_scene(str(ngp), holdout=8)
+    assert scene.format == "instant-ngp"
+    # Same pixels -> same world rays, although the two normalisations differ.
+    for i in (0, 1):
+        o1, d1 = world_rays(neus, neus.test, i)
+        o2, d2 = world_rays(scene, scene.test, i)
+        assert torch.allclose(o1, o2, atol=1e-2)  # mm
+        assert torch.allclose(d1, d2, atol=1e-5)
+    # The derived normalisation keeps every camera outside the unit sphere.
+    assert (scene.train.c2w[:, :3, 3].norm(dim=-1) > 1).all()
+
+
+def test_nerf_synthetic_format_with_alpha_masks(small_scene, tmp_path):
+    """NeRF-synthetic: square-pixel camera_angle_x, RGBA images whose alpha is the mask, its own test split."""
+    root, _ = small_scene
+    meta = json.load(open(os.path.join(root, "transforms.json")))
+    out = tmp_path / "synthetic"
+    (out / "train").mkdir(parents=True)
+    (out / "test").mkdir()
+    w = meta["w"]
+    for split, frames in (("train", meta["frames"][:12]), ("test", meta["frames"][12:])):
+        entries = []
+        for j, frame in enumerate(frames):
+            name = os.path.splitext(os.path.basename(frame["file_path"]))[0]
+            rgb = cv2.imread(os.path.join(root, frame["file_path"]))
+            mask = cv2.imread(os.path.join(root, "mask", sorted(os.listdir(os.path.join(root, "mask")))[
+                meta["frames"].index(frame)]), cv2.IMREAD_GRAYSCALE)
+            cv2.imwrite(str(out / split / f"{name}.png"), np.dstack([rgb, mask]))
+            entries.append({"file_path": f"./{split}/{name}", "transform_matrix": frame["transform_matrix"]})
+        angle = 2 * np.arctan(0.5 * w / meta["fl_x"])
+        json.dump({"camera_angle_x": angle, "frames": entries}, open(out / f"transforms_{split}.json", "w"))
+    scene = load_scene(str(out))
+    assert scene.format == "nerf-synthetic"
+    assert len(scene.train) == 12 and len(scene.test) == 4
+    assert scene.train.masks is not None
+    # cx = W/2 in NeRF's +0.5 convention is W/2 - 0.5 in ours.
+    assert abs(float(scene.train.intrinsics[0, 0, 2]) - (w / 2 - 0.5)) < 1e-6
+    mask_fraction = float((scene.train.masks > 0).float().mean())
+    assert 0.05 < mask_fraction < 0.9
+
+
+def test_downscale_keeps_rays_through_the_same_points(small_scene):
+    root, _ = small_scene
+    full = load_scene(root, holdout=8)
+    half = load_scene(root, holdout=8, downscale=2)
+    assert half.train.images.shape[1:3] == (36, 48)
+    # Pixel (u, v) of the half image covers full-resolution pixels 2u, 2u+1: its centre is 2u + 0.5.
+    k_full, k_half = full.train.intrinsics[:1], half.train.intrinsics[:1]
+    pose = full.train.c2w[:1]
+    u, v = torch.tensor([10.0]), torch.tensor([7.0])
+    _, d_half = pixel_rays(k_half, pose, u, v)
+    _, d_full = pixel_rays(k_full, pose, 2 * u + 0.5, 2 * v + 0.5)
+    assert torch.allclose(d_half, d_full, atol=1e-6)
+
+
+@pytest.mark.skipif(shared_data("dtu_scan24") is None, reason="shared/data/dtu_scan24 not present")
+def test_dtu_scan24_cameras_see_the_object():
+    scene = load_scene(shared_data("dtu_scan24"), holdout=8, downscale=4)
+    assert len(scene.train) + len(scene.test) == 49
+    # The origin of the normalised space (the object's centre) projects inside every mask.
+    for views in (scene.train, scene.test):
+        w2c = torch.linalg.inv(views.c2w)
+        cam = w2c[:, :3, 3]  # the origin in camera coordinates
+        uv = torch.einsum("vij,vj->vi", views.intrinsics, cam)
+        u, v = (uv[:, 0] / uv[:, 2]).round().long(), (uv[:, 1] / uv[:, 2]).round().long()
+        assert (cam[:, 2] > 0).all()
+        assert (views.masks[torch.arange(len(views)), v, u] > 0).float().mean() > 0.95
+    assert 100 < scene.world_scale < 1000  # DTU millimetres
+
+
+# ------------------------------------------------------------------------------------------------------
+# Broken input: one line naming the file, non-zero exit, no workspace written.
+
+
+def broken_copy(small_scene, tmp_path):
+    root, _ = small_scene
+    bad = tmp_path / "bad"
+    shutil.copytree(root, bad)
+    return bad
+
+
+def run_main_expecting_error(data, tmp_path, capsys):
+    workspace = tmp_path / "ws"
+    code = main_sdf.main([str(data), "--workspace", str(workspace), "--iters", "1", "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    assert not workspace.exists()
+    return err
+
+
+def test_missing_cameras_file(small_scene, tmp_path, capsys):
+    bad = broken_copy(small_scene, tmp_path)
+    os.remove(bad / "cameras_sphere.npz")
+    os.remove(bad / "transforms.json")
+    err = run_main_expecting_error(bad, tmp_path, capsys)
+    assert str(bad) in err and "no cameras file" in err
+
+
+def test_mask_count_mismatch(small_scene, tmp_path, capsys):
+    bad = broken_copy(small_scene, tmp_path)
+    os.remove(bad / "mask" / sorted(os.listdir(bad / "mask"))[-1])
+    err = run_main_expecting_error(bad, tmp_path, capsys)
+    assert str(bad / "mask") in err and "15 masks for 16 images" in err
+
+
+def test_mask_size_mismatch(small_scene, tmp_path, capsys):
+    bad = broken_copy(small_scene, tmp_path)
+    name = sorted(os.listdir(bad / "mask"))[3]
+    cv2.imwrite(str(bad / "mask" / name), np.zeros((10, 10), np.uint8))
+    err = run_main_expecting_error(bad, tmp_path, capsys)
+    assert name in err and "mask is 10x10" in err
+
+
+def test_unreadable_image(small_scene, tmp_path, capsys):
+    bad = broken_copy(small_scene, tmp_path)
+    name = sorted(os.listdir(bad / "image"))[5]
+    (bad / "image" / name).write_bytes(b"not a png")
+    err = run_main_expecting_error(bad, tmp_path, capsys)
+    assert name in err and "unreadable image" in err
+
+
+def test_nan_in_camera_matrix(small_scene, tmp_path, capsys):
+    bad = broken_copy(small_scene, tmp_path)
+    cams = dict(np.load(bad / "cameras_sphere.npz"))
+    cams["world_mat_4"] = cams["world_mat_4"].copy()
+    cams["world_mat_4"][0, 1] = np.nan
+    np.savez(bad / "cameras_sphere.npz", **cams)
+    err = run_main_expecting_error(bad, tmp_path, capsys)
+    assert "cameras_sphere.npz" in err and "world_mat_4 contains NaN" in err
+
+
+def test_nan_in_transforms_pose(small_scene, tmp_path, capsys):
+    bad = broken_copy(small_scene, tmp_path)
+    os.remove(bad / "cameras_sphere.npz")
+    meta = json.load(open(bad / "transforms.json"))
+    meta["frames"][2]["transform_matrix"][1][3] = float("nan")
+    json.dump(meta, open(bad / "transforms.json", "w"))
+    err = run_main_expecting_error(bad, tmp_path, capsys)
+    assert "transforms.json" in err and "frame 2 transform_matrix contains NaN" in err
+
+
+def test_camera_count_mismatch(small_scene, tmp_path, capsys):
+    bad = broken_copy(small_scene, tmp_path)
+    os.remove(bad / "image" / sorted(os.listdir(bad / "image"))[0])
+    err = run_main_expecting_error(bad, tmp_path, capsys)
+    assert "cameras_sphere.npz" in err and "16 cameras" in err and "15 images" in err

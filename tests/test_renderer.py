@@ -1,0 +1,91 @@
+"""NeuS opacity, compositing and sampling on an exactly known SDF (a sphere)."""
+import math
+
+import pytest
+import torch
+
+from nerf.renderer_sdf import NeuSRenderer, annealed_cos, composite_dense, neus_alpha, sample_pdf
+
+
+class SphereModel(torch.nn.Module):
+    """A stand-in for NeuSModel: sdf = |x| - r, unit-norm gradient, constant colour, fixed inv_s."""
+
+    def __init__(self, radius=0.5, inv_s=2000.0):
+        super().__init__()
+        self.radius, self._inv_s, self.cos_anneal_ratio = radius, inv_s, 1.0
+
+    def sdf(self, x):
+        return x.norm(dim=-1) - self.radius
+
+    def sdf_and_gradient(self, x, create_graph):
+        return self.sdf(x), torch.zeros(x.shape[0], 15), torch.nn.functional.normalize(x, dim=-1)
+
+    def color(self, x, normals, dirs, features):
+        return torch.full_like(x, 0.25)
+
+    def inv_s(self):
+        return torch.tensor(self._inv_s)
+
+
+def test_alpha_is_an_opacity():
+    sdf = torch.linspace(-1, 1, 101)
+    for cos in (-1.0, -0.3, 0.0, 0.5):
+        alpha = neus_alpha(sdf, torch.tensor(cos), torch.tensor(0.05), torch.tensor(100.0))
+        assert (alpha >= 0).all() and (alpha <= 1).all()
+    # Entering the surface head-on is opaque, moving away from it is transparent.
+    assert neus_alpha(torch.tensor(0.0), torch.tensor(-1.0), torch.tensor(0.1), torch.tensor(1e3)) > 0.99
+    assert neus_alpha(torch.tensor(0.0), torch.tensor(1.0), torch.tensor(0.1), torch.tensor(1e3)) < 1e-3
+
+
+def test_alpha_matches_the_neus_formula():
+    """alpha = (Phi(s_prev) - Phi(s_next)) / Phi(s_prev), written out independently."""
+    sdf, cos, dist, inv_s = 0.013, -0.7, 0.02, 150.0
+    phi = lambda s: 1 / (1 + math.exp(-s * inv_s))  # noqa: E731
+    prev, nxt = phi(sdf - cos * dist / 2), phi(sdf + cos * dist / 2)
+    expected = (prev - nxt + 1e-5) / (prev + 1e-5)
+    got = neus_alpha(torch.tensor(sdf), torch.tensor(cos), torch.tensor(dist), torch.tensor(inv_s))
+    assert abs(float(got) - expected) < 1e-6
+
+
+def test_cos_annealing_ends_at_relu():
+    cos = torch.linspace(-1, 1, 21)
+    assert torch.allclose(annealed_cos(cos, 1.0), -torch.relu(-cos))
+    assert (annealed_cos(cos, 0.0) <= 0).all()
+
+
+def test_composite_weights_sum_to_opacity():
+    torch.manual_seed(0)
+    alphas = torch.rand(5, 9) * 0.5
+    values = torch.rand(5, 9, 2)
+    weights, opacity, accum = composite_dense(alphas, values)
+    assert torch.allclose(weights.sum(-1), opacity, atol=1e-6)
+    assert torch.allclose(opacity, 1 - torch.prod(1 - alphas, -1), atol=1e-5)
+    assert torch.allclose(accum, (weights[..., None] * values).sum(1), atol=1e-6)
+
+
+def test_sample_pdf_follows_the_weights():
+    bins = torch.linspace(0, 1, 11).expand(2, 11)
+    weights = torch.zeros(2, 10)
+    weights[0, 3] = 1.0  # all mass in [0.3, 0.4]
+    weights[1] = 1.0  # uniform
+    samples = sample_pdf(bins, weights, 64, deterministic=True)
+    assert (samples[0] >= 0.3 - 1e-4).float().mean() > 0.95 and (samples[0] <= 0.4 + 1e-4).float().mean() > 0.95
+    assert torch.allclose(samples[1], torch.linspace(0.5 / 64, 1 - 0.5 / 64, 64), atol=1e-3)
+    assert (samples[:, 1:] >= samples[:, :-1]).all()
+
+
+@pytest.mark.parametrize("upsample_steps", [0, 32])
+def test_render_sphere_depth_and_opacity(upsample_steps):
+    """Rays at a sphere of radius 0.5 stop at the surface; rays that miss it are transparent."""
+    renderer = NeuSRenderer(SphereModel(), num_steps=64, upsample_steps=upsample_steps)
+    rays_o = torch.tensor([[0.0, 0.0, -3.0], [0.2, 0.1, -3.0], [0.0, 0.9, -3.0], [0.0, 2.0, -3.0]])
+    rays_d = torch.tensor([[0.0, 0.0, 1.0]] * 4)
+    out = renderer.render(rays_o, rays_d, torch.ones(3))
+    hit_depth = 3.0 - torch.sqrt(0.25 - rays_o[:2, :2].pow(2).sum(-1))
+    tol = 0.03 if upsample_steps == 0 else 0.01
+    assert torch.allclose(out["depth"][:2] / out["opacity"][:2], hit_depth, atol=tol)
+    assert (out["opacity"][:2] > 0.98).all() and (out["opacity"][2:] < 0.02).all()
+    assert torch.allclose(out["rgb"][:2], torch.full((2, 3), 0.25), atol=0.02)  # object colour
+    assert torch.allclose(out["rgb"][2:], torch.ones(2, 3), atol=0.02)  # background
+    normal = out["normal"][0] / out["opacity"][0]
+    assert torch.allclose(normal, torch.tensor([0.0, 0.0, -1.0]), atol=0.02)

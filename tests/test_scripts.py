@@ -1,0 +1,316 @@
+"""Tests of the synthetic scene generator and the mesh evaluator.
+
+The scene tests check the written cameras against the written images, i.e.
+the properties a loader relies on: world_mat projects the true surface into
+the masks, the mask is exactly the silhouette sampled at pixel centres,
+scale_mat's unit sphere encloses the object, and transforms.json describes
+the same cameras as cameras_sphere.npz.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import trimesh
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+from scripts.eval_mesh import evaluate_mesh  # noqa: E402
+from scripts.make_synthetic import make_scene, shared_mesh_dirs  # noqa: E402
+
+VIEWS, WIDTH, HEIGHT = 12, 80, 60
+
+
+def _have_spot():
+    return any(os.path.isfile(os.path.join(d, "spot", "spot_triangulated.obj"))
+               for d in shared_mesh_dirs())
+
+
+SHAPES = ["sphere", "torus",
+          pytest.param("spot", marks=pytest.mark.skipif(
+              not _have_spot(), reason="shared/data/meshes/spot not present"))]
+
+
+@pytest.fixture(scope="module", params=SHAPES)
+def scene(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp(request.param)
+    # spot has thin horns and ears: a few more pixels keep sub-pixel
+    # features from dominating the vertex-in-mask statistics
+    scale = 2 if request.param == "spot" else 1
+    info = make_scene(str(out), shape=request.param, views=VIEWS,
+                      width=WIDTH * scale, height=HEIGHT * scale,
+                      radius_mm=200.0, seed=3, gt_resolution=96)
+    return out, info
+
+
+def _cameras(out):
+    cams = np.load(os.path.join(out, "cameras_sphere.npz"))
+    n = len([k for k in cams.files if k.startswith("world_mat_")])
+    return [cams[f"world_mat_{i}"] for i in range(n)], \
+        [cams[f"scale_mat_{i}"] for i in range(n)]
+
+
+def _mask(out, i):
+    m = cv2.imread(os.path.join(out, "mask", f"{i:03d}.png"),
+                   cv2.IMREAD_GRAYSCALE)
+    assert m is not None and set(np.unique(m)) <= {0, 255}
+    return m > 127
+
+
+def test_layout(scene):
+    out, info = scene
+    world_mats, scale_mats = _cameras(out)
+    assert len(world_mats) == VIEWS
+    for i in range(VIEWS):
+        img = cv2.imread(os.path.join(out, "image", f"{i:06d}.png"))
+        assert img.shape == (info["height"], info["width"], 3)
+        assert img.dtype == np.uint8
+        mask = _mask(out, i)
+        assert 0.05 < mask.mean() < 0.8
+        # background is black, object is lit and textured
+        assert img[~mask].max() == 0
+        assert img[mask].mean() > 20 and img[mask].std() > 5
+    with open(os.path.join(out, "scene.json")) as f:
+        meta = json.load(f)
+    assert meta["world_units"] == "mm" and meta["views"] == VIEWS
+    assert trimesh.load(os.path.join(out, "gt_mesh.ply")).faces.shape[0] > 100
+
+
+def test_gt_vertices_project_into_masks(scene):
+    out, info = scene
+    world_mats, _ = _cameras(out)
+    verts = np.asarray(trimesh.load(os.path.join(out, "gt_mesh.ply")).vertices)
+    homog = np.c_[verts, np.ones(len(verts))]
+    kernel = np.ones((3, 3), np.uint8)
+    for i, wm in enumerate(world_mats):
+        proj = homog @ wm.T
+        assert (proj[:, 2] > 0).all()
+        # pixel centres are at integer coordinates: nearest pixel = round
+        uv = np.round(proj[:, :2] / proj[:, 2:3]).astype(int)
+        inside_img = ((uv[:, 0] >= 0) & (uv[:, 0] < info["width"])
+                      & (uv[:, 1] >= 0) & (uv[:, 1] < info["height"]))
+        assert inside_img.all(), f"view {i}: object leaves the frame"
+        mask = _mask(out, i)
+        # the silhouette is sampled at pixel centres, so a vertex on the
+        # outline may round to a background pixel next to it: allow 1 px
+        grown = cv2.dilate(mask.astype(np.uint8), kernel) > 0
+        hit_grown = grown[uv[:, 1], uv[:, 0]].mean()
+        hit_strict = mask[uv[:, 1], uv[:, 0]].mean()
+        assert hit_grown >= 0.99, (i, hit_grown)
+        assert hit_strict >= 0.85, (i, hit_strict)
+
+
+def _pixel_rays(world_mat, width, height):
+    """Rays straight from world_mat = K [R|t]: centre and directions."""
+    P = world_mat[:3, :4]
+    M_inv = np.linalg.inv(P[:, :3])
+    centre = -M_inv @ P[:, 3]
+    u, v = np.meshgrid(np.arange(width), np.arange(height))
+    pix = np.stack([u.ravel(), v.ravel(), np.ones(u.size)], 1)
+    dirs = pix @ M_inv.T
+    return centre, dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
+
+
+def _sphere_hits(centre_cam, dirs, centre, radius):
+    oc = centre_cam - centre
+    b = dirs @ oc
+    return b * b - (oc @ oc - radius ** 2) > 0
+
+
+def test_sphere_mask_is_exact_silhouette(scene):
+    """Pixel-centre rays from world_mat hit the sphere exactly where the mask
+    is set; the same rays shifted by half a pixel do not (the test can tell
+    a half-pixel convention error)."""
+    out, info = scene
+    if info["shape"] != "sphere":
+        pytest.skip("analytic silhouette only for the sphere")
+    world_mats, _ = _cameras(out)
+    centre, radius = np.array(info["object_centre"]), info["object_radius"]
+    for i, wm in enumerate(world_mats):
+        mask = _mask(out, i).ravel()
+        cam, dirs = _pixel_rays(wm, info["width"], info["height"])
+        exact = _sphere_hits(cam, dirs, centre, radius)
+        assert (exact != mask).mean() <= 0.001
+        # K' = [[1, 0, .5], [0, 1, .5], [0, 0, 1]] K: pixel centres at +0.5
+        shift = np.eye(4)
+        shift[:2, 2] = 0.5
+        cam, dirs = _pixel_rays(shift @ wm, info["width"], info["height"])
+        shifted = _sphere_hits(cam, dirs, centre, radius)
+        assert (shifted != mask).mean() > 0.01
+
+
+def test_scale_mat_encloses_object(scene):
+    out, info = scene
+    _, scale_mats = _cameras(out)
+    for sm in scale_mats[1:]:
+        np.testing.assert_array_equal(sm, scale_mats[0])
+    sm = scale_mats[0]
+    verts = np.asarray(trimesh.load(os.path.join(out, "gt_mesh.ply")).vertices)
+    unit = (np.c_[verts, np.ones(len(verts))] @ np.linalg.inv(sm).T)[:, :3]
+    r = np.linalg.norm(unit, axis=1)
+    assert r.max() < 1.0
+    assert r.max() > 0.75  # tight enough to use the normalised space well
+    # the object is deliberately off the world origin
+    assert np.linalg.norm(sm[:3, 3]) > 0.04 * info["object_radius"]
+    # cameras outside the unit sphere
+    world_mats, _ = _cameras(out)
+    for wm in world_mats:
+        P = (wm @ sm)[:3, :4]
+        cam_unit = -np.linalg.inv(P[:, :3]) @ P[:, 3]
+        assert 2.0 < np.linalg.norm(cam_unit) < 3.0
+
+
+def test_transforms_json_matches_world_mat(scene):
+    out, info = scene
+    world_mats, _ = _cameras(out)
+    with open(os.path.join(out, "transforms.json")) as f:
+        meta = json.load(f)
+    assert (meta["w"], meta["h"]) == (info["width"], info["height"])
+    K = np.array([[meta["fl_x"], 0, meta["cx"] - 0.5],
+                  [0, meta["fl_y"], meta["cy"] - 0.5], [0, 0, 1]])
+    assert len(meta["frames"]) == VIEWS
+    for frame, wm in zip(meta["frames"], world_mats):
+        assert os.path.isfile(os.path.join(out, frame["file_path"]))
+        c2w_gl = np.array(frame["transform_matrix"])
+        c2w_cv = c2w_gl @ np.diag([1.0, -1.0, -1.0, 1.0])
+        w2c = np.linalg.inv(c2w_cv)
+        P = K @ w2c[:3]
+        np.testing.assert_allclose(P, wm[:3], rtol=1e-9, atol=1e-6)
+        # OpenGL camera looks down -z: the object centre is in front
+        centre = np.r_[info["object_centre"], 1.0]
+        assert (np.linalg.inv(c2w_gl) @ centre)[2] < 0
+
+
+def test_deterministic(tmp_path):
+    a = make_scene(str(tmp_path / "a"), shape="torus", views=3, width=40,
+                   height=30, seed=5, gt_resolution=48, formats=("neus",))
+    b = make_scene(str(tmp_path / "b"), shape="torus", views=3, width=40,
+                   height=30, seed=5, gt_resolution=48, formats=("neus",))
+    c = make_scene(str(tmp_path / "c"), shape="torus", views=3, width=40,
+                   height=30, seed=6, gt_resolution=48, formats=("neus",))
+    assert a["object_centre"] == b["object_centre"] != c["object_centre"]
+    ca = np.load(tmp_path / "a" / "cameras_sphere.npz")
+    cb = np.load(tmp_path / "b" / "cameras_sphere.npz")
+    for k in ca.files:
+        np.testing.assert_array_equal(ca[k], cb[k])
+    for i in range(3):
+        ia = cv2.imread(str(tmp_path / "a" / "image" / f"{i:06d}.png"))
+        ib = cv2.imread(str(tmp_path / "b" / "image" / f"{i:06d}.png"))
+        np.testing.assert_array_equal(ia, ib)
+    assert not (tmp_path / "a" / "transforms.json").exists()
+
+
+def test_cli_holdout_and_formats(tmp_path):
+    out = tmp_path / "blob"
+    res = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "scripts", "make_synthetic.py"),
+         str(out), "--shape", "blob", "--views", "4", "--width", "40",
+         "--height", "30", "--formats", "transforms", "--holdout_jitter",
+         "--background", "white", "--gt_resolution", "48"],
+        capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert (out / "transforms.json").exists()
+    assert not (out / "cameras_sphere.npz").exists()
+    hold = json.loads((out / "holdout" / "transforms.json").read_text())
+    assert len(hold["frames"]) == 2
+    assert (out / "holdout" / hold["frames"][0]["file_path"]).exists()
+    img = cv2.imread(str(out / "image" / "000000.png"))
+    mask = cv2.imread(str(out / "mask" / "000.png"), cv2.IMREAD_GRAYSCALE) > 0
+    assert (img[~mask] == 255).all()
+    res = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "scripts", "make_synthetic.py"),
+         str(tmp_path / "x"), "--shape", str(tmp_path / "missing.obj")],
+        capture_output=True, text=True)
+    assert res.returncode == 1 and "missing.obj" in res.stderr
+
+
+# --------------------------------------------------------------------------
+# eval_mesh
+# --------------------------------------------------------------------------
+
+N_EVAL = 30_000
+
+
+@pytest.fixture(scope="module")
+def sphere_mesh():
+    return trimesh.creation.icosphere(subdivisions=4, radius=100.0)
+
+
+def test_eval_self_is_zero(sphere_mesh):
+    m = evaluate_mesh(sphere_mesh, sphere_mesh.copy(), n_points=N_EVAL, tau=1.0)
+    assert m["chamfer"] < 0.01  # 1e-4 of the radius
+    assert m["fscore"] == 1.0
+
+
+def test_eval_plane_translated_along_normal():
+    """A plate moved by d along its normal: every distance is exactly d."""
+    plate = trimesh.Trimesh([[0, 0, 0], [100, 0, 0], [100, 100, 0], [0, 100, 0]],
+                            [[0, 1, 2], [0, 2, 3]])
+    d = 3.0
+    moved = plate.copy()
+    moved.apply_translation([0, 0, d])
+    m = evaluate_mesh(moved, plate, n_points=N_EVAL, tau=2.0)
+    assert abs(m["chamfer"] - d) < 0.1 * d
+    assert abs(m["accuracy"] - d) < 0.1 * d
+    assert m["fscore"] == 0.0
+    m = evaluate_mesh(moved, plate, n_points=N_EVAL, tau=3.5)
+    assert m["fscore"] == 1.0
+
+
+def test_eval_concentric_spheres(sphere_mesh):
+    d = 4.0
+    bigger = trimesh.creation.icosphere(subdivisions=4, radius=100.0 + d)
+    m = evaluate_mesh(bigger, sphere_mesh, n_points=N_EVAL, tau=3.0)
+    assert abs(m["chamfer"] - d) < 0.1 * d
+    assert m["precision"] < 0.01 and m["recall"] < 0.01 and m["fscore"] < 0.01
+    m = evaluate_mesh(bigger, sphere_mesh, n_points=N_EVAL, tau=5.0)
+    assert m["fscore"] > 0.99
+
+
+def test_eval_translated_sphere(sphere_mesh):
+    """A sphere shifted by d (d << radius) sits |d cos(theta)| from the
+    original, so chamfer = d * mean|cos| = d/2, and the fraction of samples
+    within tau is tau/d (uniform |cos| on a sphere)."""
+    d = 5.0
+    moved = sphere_mesh.copy()
+    moved.apply_translation([0.0, d, 0.0])
+    m = evaluate_mesh(moved, sphere_mesh, n_points=N_EVAL, tau=2.0)
+    assert abs(m["chamfer"] - d / 2) < 0.1 * d / 2
+    assert abs(m["fscore"] - 2.0 / d) < 0.03
+    assert m["precision"] == pytest.approx(m["recall"], abs=0.03)
+
+
+def test_eval_point_to_point_is_biased_up(sphere_mesh):
+    m = evaluate_mesh(sphere_mesh, sphere_mesh.copy(), n_points=5000,
+                      point_to_point=True)
+    assert m["chamfer"] > 0.3  # half the sample spacing, roughly
+
+
+def test_eval_cli(tmp_path, sphere_mesh):
+    script = os.path.join(REPO_ROOT, "scripts", "eval_mesh.py")
+    gt = tmp_path / "gt.ply"
+    sphere_mesh.export(gt)
+    out_json = tmp_path / "m.json"
+    res = subprocess.run([sys.executable, script, str(gt), str(gt),
+                          "--n_points", "5000", "--json", str(out_json)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert len(res.stdout.strip().splitlines()) == 1
+    assert "chamfer" in res.stdout
+    assert json.loads(out_json.read_text())["fscore"] == 1.0
+
+    bad = tmp_path / "bad.ply"
+    bad.write_text("not a mesh at all\n")
+    empty = tmp_path / "empty.obj"
+    empty.write_text("")
+    for broken in (bad, empty, tmp_path / "missing.ply"):
+        res = subprocess.run([sys.executable, script, str(broken), str(gt)],
+                             capture_output=True, text=True)
+        assert res.returncode == 1
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and broken.name in lines[0]
