@@ -11,6 +11,7 @@ import sys
 # small scene in minutes (fewer and coarser hash levels, fewer rays and samples, a coarser marching-cubes grid).
 DEVICE_DEFAULTS = {
     #                    cuda    cpu
+    "iters": (5000, 1000),
     "num_rays": (4096, 512),
     "num_steps": (64, 32),
     "upsample_steps": (64, 32),
@@ -32,7 +33,7 @@ def parse_args(argv=None):
     p.add_argument("--test", action="store_true", help="no training: load the latest checkpoint, write the mesh, "
                                                       "held-out renders and results/metrics.json")
     g = p.add_argument_group("training")
-    g.add_argument("--iters", type=int, default=20000, help="training steps")
+    g.add_argument("--iters", type=int, help="training steps (default 5000 on GPU, 1000 on CPU)")
     g.add_argument("--num_rays", type=int, help="rays per step (default 4096 on GPU, 512 on CPU)")
     g.add_argument("--lr", type=float, default=1e-2, help="base learning rate (warm-up, then cosine decay)")
     g.add_argument("--warmup", type=int, default=500, help="learning-rate warm-up steps")
@@ -62,8 +63,9 @@ def parse_args(argv=None):
                    help="all hash levels from the start (default: add levels until half-way through training)")
     g.add_argument("--hidden_dim", type=int, default=64, help="MLP width")
     g.add_argument("--num_layers", type=int, default=1, help="hidden layers of the SDF MLP")
-    g.add_argument("--cuda_ray", action="store_true", help="occupancy-grid ray marching with our CUDA kernels "
-                                                           "(not available yet: falls back to the PyTorch path)")
+    g.add_argument("--cuda_ray", action="store_true",
+                   help="sample only in occupied cells of an occupancy grid, at a fixed step, with our raymarching "
+                        "kernels; rays per step adapt to keep num_rays x num_steps samples")
     g = p.add_argument_group("outputs")
     g.add_argument("--mc_resolution", type=int, help="marching-cubes grid resolution (512 on GPU, 256 on CPU)")
     g.add_argument("--eval_downscale", type=int, help="validation renders downscaled by this factor (2 / 4)")
@@ -89,16 +91,21 @@ def build_trainer(opt):
 
     from nerf.network_sdf import build_model
     from nerf.provider import load_scene
-    from nerf.renderer_sdf import NeuSRenderer
+    from nerf.renderer_sdf import MarchingRenderer, NeuSRenderer
     from nerf.trainer import Trainer
 
     torch.manual_seed(opt.seed)
     np.random.seed(opt.seed)
+    # Softplus(beta=100) underflows to denormals far from the surface, which are ~5x slower on CPUs.
+    torch.set_flush_denormal(True)
     scene = load_scene(opt.data, holdout=opt.holdout, downscale=opt.downscale, device=opt.device)
     if opt.background is None:
         opt.background = "random" if scene.train.masks is not None else "white"
     model = build_model(opt)
-    renderer = NeuSRenderer(model, opt.num_steps, opt.upsample_steps)
+    if opt.cuda_ray:  # samples per step about those of the PyTorch path's coarse pass
+        renderer = MarchingRenderer(model, target_samples=opt.num_rays * opt.num_steps)
+    else:
+        renderer = NeuSRenderer(model, opt.num_steps, opt.upsample_steps)
     return Trainer(opt, model, renderer, scene, opt.workspace, opt.device)
 
 
@@ -121,8 +128,6 @@ def main(argv=None):
         return 2
     if ckpt is not None:
         trainer.load_checkpoint(ckpt)
-    if opt.cuda_ray:
-        trainer.log("--cuda_ray is not built yet: using the PyTorch renderer")
 
     if not opt.test:
         try:

@@ -21,12 +21,12 @@ from .backend import get_backend
 # Fill per-(point, level) kernel outputs with NaN before the kernels write them, so that a row a kernel forgets
 # shows up in the tests (HASHENCODER_POISON=1 or set by tests/test_hashencoder.py).
 _POISON_OUTPUTS = os.environ.get("HASHENCODER_POISON", "0") not in ("", "0")
-# Design switches measured by scripts/bench_kernels.py; the defaults are the faster choice on an H100.
+# Design switches measured by scripts/bench_kernels.py; the defaults were the faster (or exact) choice on an H100.
 #   _LEVEL_MAJOR: kernels write/read per-level features as [L, N, C] (coalesced, plus a transpose) instead of
 #                 [N, L * C] (strided rows of C, no transpose).
 #   _FP16_GRAD_ACCUMULATION: fp16 tables accumulate grad_embeddings in a fp32 buffer ("fp32", then one cast) or
 #                 with half2 atomics straight into the fp16 gradient ("half2", each addition rounds to fp16).
-_LEVEL_MAJOR = False
+_LEVEL_MAJOR = True
 _FP16_GRAD_ACCUMULATION = "fp32"
 
 
@@ -279,6 +279,8 @@ class HashEncoder(nn.Module):
     def forward(self, inputs: torch.Tensor, bound: float = 1.0) -> torch.Tensor:
         if inputs.shape[-1] != self.input_dim:
             raise ValueError(f"HashEncoder: expected inputs [..., {self.input_dim}], got {list(inputs.shape)}")
-        x = ((inputs + bound) / (2 * bound)).clamp(0.0, 1.0)
+        # NaN would index outside the tables (garbage in the twin, an illegal access in the kernel): encode it
+        # at the origin instead; a NaN input still makes the loss NaN through the MLP, where training sees it.
+        x = torch.nan_to_num((inputs + bound) / (2 * bound), nan=0.0).clamp(0.0, 1.0)
         out = hash_encode(x.reshape(-1, self.input_dim).contiguous(), self.embeddings, self.offsets, self.resolutions)
         return out.reshape(*inputs.shape[:-1], self.output_dim)

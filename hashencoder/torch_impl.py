@@ -1,10 +1,10 @@
 """PyTorch twin of the hash-grid encoding kernels: the reference the CUDA kernels are tested against, and what
 runs on CPU.
 
-All levels are gathered at once (one gather of N·L·2^D rows), which is what makes the CPU path usable.
-Derivatives of every order come from autograd: the encoding is trilinear in the inputs and linear in the
-embeddings, so d(enc)/dx, its gradient w.r.t. the embeddings (double backward, used by the Eikonal loss through
-analytic normals) and the mixed second derivatives w.r.t. x are all exact.
+All levels are gathered at once (one gather of N·L·2^D rows) and blended by D successive lerps, which is what
+makes the CPU path usable. Derivatives of every order come from autograd: the encoding is D-linear in the
+inputs and linear in the embeddings, so d(enc)/dx, its gradient w.r.t. the embeddings (double backward, used by
+the Eikonal loss through analytic normals) and the mixed second derivatives w.r.t. x are all exact.
 """
 import torch
 
@@ -12,25 +12,20 @@ import torch
 PRIMES = (1, 2654435761, 805459861, 3674653429)
 
 
-def corner_weights(frac: torch.Tensor) -> torch.Tensor:
-    """D-linear weights [..., 2^D] of a cell's corners from frac [..., D]; corner k sits at offset
-    bit (D - 1 - d) of k along axis d (axis 0 varies slowest).
-
-    Built as an outer product of per-axis (1 - f, f) pairs: plain multiplications differentiate much faster
-    on CPU than a `prod` over a gathered axis."""
-    w = None
-    for d in range(frac.shape[-1]):
-        f = frac[..., d]
-        pair = torch.stack([1 - f, f], dim=-1)  # [..., 2]
-        w = pair if w is None else (w[..., :, None] * pair[..., None, :]).flatten(-2)
-    return w
+def _corner_index(terms: torch.Tensor, combine) -> torch.Tensor:
+    """Per-axis index terms [l, N, D, 2] (of the cell's lower / upper corner along each axis) -> the 2^D
+    corners' indices [l, N, 2^D], corner k at offset bit (D - 1 - d) of k along axis d (axis 0 slowest)."""
+    index = terms[:, :, 0]
+    for d in range(1, terms.shape[2]):
+        index = combine(index[..., :, None], terms[:, :, d, None, :]).flatten(-2)
+    return index
 
 
 def hash_encode(
     inputs: torch.Tensor,  # [N, D] float, in [0, 1] (the module maps [-bound, bound] here and clamps)
     embeddings: torch.Tensor,  # [offsets[-1], C] float, all levels' tables stacked
     offsets: torch.Tensor,  # [L + 1] int, first row of each level in `embeddings`
-    resolutions: torch.Tensor,  # [L] int, grid vertices per axis of each level (>= 2)
+    resolutions: torch.Tensor,  # [L] int, grid vertices per axis of each level (>= 2), non-decreasing
 ) -> torch.Tensor:  # [N, L * C], level-major: out[:, l * C + c]
     """Multiresolution hash encoding (Instant-NGP), interpolated D-linearly.
 
@@ -39,51 +34,56 @@ def hash_encode(
     fraction 1) and the cell's 2^D corner features are blended with weights prod_d (frac_d or 1 - frac_d).
     A level whose res^D vertices fit its table (offsets[l+1] - offsets[l] >= res^D) indexes densely,
     index = sum_d c_d res^d; otherwise it hashes, index = (xor_d c_d * PRIMES[d] mod 2^32) mod table_size
-    (hashed tables always have 2^log2_hashmap_size rows).
+    (hashed tables always have a power-of-two number of rows). Values accumulate in fp32; the output has the
+    embeddings' dtype.
     """
     n, dim = inputs.shape
     num_levels = resolutions.shape[0]
     channels = embeddings.shape[1]
     device = inputs.device
-    res = resolutions.to(device=device, dtype=torch.int64)  # [L]
-    offsets = offsets.to(device=device, dtype=torch.int64)
-    sizes = offsets[1:] - offsets[:-1]  # [L]
+    res_list = resolutions.tolist()
+    offset_list = offsets.tolist()
+    sizes = [b - a for a, b in zip(offset_list[:-1], offset_list[1:])]
+    # Resolutions grow with the level, so the dense levels come first.
+    num_dense = sum(r**dim <= s for r, s in zip(res_list, sizes))
 
-    # D-linear weights in float32 at least (fp16 inputs would round positions at fine levels).
+    # D-linear weights in float32 at least (fp16 inputs would round positions at fine levels). Level-major
+    # layout [L, N, ...] keeps each level's rows contiguous.
     compute_dtype = torch.promote_types(inputs.dtype, torch.float32)
-    pos = inputs.to(compute_dtype)[:, None, :] * (res - 1).to(compute_dtype)[None, :, None]  # [N, L, D]
-    cell = torch.minimum(pos.detach().floor().clamp_min(0), (res - 2).to(compute_dtype)[None, :, None])
-    frac = pos - cell  # [N, L, D], differentiable in inputs
-    cell = cell.long()
+    scale = torch.tensor(res_list, device=device, dtype=compute_dtype) - 1  # [L]
+    pos = inputs.to(compute_dtype)[None] * scale[:, None, None]  # [L, N, D]
+    cell = torch.minimum(pos.detach().floor().clamp_min(0), (scale - 1)[:, None, None])
+    frac = pos - cell  # [L, N, D], differentiable in inputs
+    # Index arithmetic in int32 where nothing can overflow (twice as fast on CPU as int64).
+    fits_int32 = max(res_list) * max(sizes) < 2**31 and offset_list[-1] < 2**31
+    itype = torch.int32 if fits_int32 else torch.int64
+    cell = cell.to(itype)
+    axis_coords = torch.stack([cell, cell + 1], dim=-1)  # [L, N, D, 2]
 
-    w = corner_weights(frac)  # [N, L, K], K = 2^D
+    parts = []
+    if num_dense > 0:
+        res = torch.tensor(res_list[:num_dense], device=device, dtype=itype)
+        strides = res[:, None] ** torch.arange(dim, device=device, dtype=itype)[None, :]  # [l, D]
+        terms = axis_coords[:num_dense] * strides[:, None, :, None]
+        base = torch.tensor(offset_list[:num_dense], device=device, dtype=itype)
+        parts.append(_corner_index(terms, torch.add) + base[:, None, None])
+    if num_dense < num_levels:
+        # Only the low log2(size) bits survive the mod, and (c * p) mod 2^k = (c * (p mod 2^k)) mod 2^k, so the
+        # uint32 products of the kernel are reproduced exactly without overflow.
+        hashed_sizes = sizes[num_dense:]
+        mask = torch.tensor(hashed_sizes, device=device, dtype=itype) - 1  # [l]
+        primes = torch.tensor([p & (max(hashed_sizes) - 1) for p in PRIMES[:dim]], device=device, dtype=itype)
+        terms = axis_coords[num_dense:] * primes[None, None, :, None]
+        base = torch.tensor(offset_list[num_dense:-1], device=device, dtype=itype)
+        parts.append((_corner_index(terms, torch.bitwise_xor) & mask[:, None, None]) + base[:, None, None])
+    index = torch.cat(parts, 0) if len(parts) > 1 else parts[0]  # [L, N, 2^D]
 
-    # Each corner's table row. Per-axis terms of the cell's two corners along that axis, [N, l, D, 2], are
-    # combined over axes as an outer sum (dense levels) or outer xor (hashed levels), like the weights.
-    axis_coords = torch.stack([cell, cell + 1], dim=-1)  # [N, L, D, 2]
-    dense = [r**dim <= size for r, size in zip(res.tolist(), sizes.tolist())]
-    index = torch.empty(n, num_levels, 2**dim, dtype=torch.int64, device=device)
-    for is_dense in (True, False):
-        levels = [l for l in range(num_levels) if dense[l] == is_dense]
-        if not levels:
-            continue
-        sel = torch.tensor(levels, device=device)
-        coords = axis_coords[:, sel]  # [N, l, D, 2]
-        if is_dense:
-            strides = res[sel, None] ** torch.arange(dim, device=device)[None, :]  # [l, D]
-            terms = coords * strides[None, :, :, None]
-        else:  # uint32 products as in the kernel; hashed tables have 2^k rows, so mod is a mask
-            primes = torch.tensor(PRIMES[:dim], device=device)
-            terms = (coords * primes[None, None, :, None]) & 0xFFFFFFFF
-        level_index = terms[:, :, 0]
-        for d in range(1, dim):
-            pair = (level_index[..., :, None], terms[:, :, d, None, :])
-            level_index = (pair[0] + pair[1] if is_dense else pair[0] ^ pair[1]).flatten(-2)
-        if not is_dense:
-            level_index = level_index & (sizes[sel] - 1)[None, :, None]
-        index[:, sel] = level_index + offsets[sel][None, :, None]
-
-    feats = embeddings.index_select(0, index.reshape(-1)).reshape(n * num_levels, 2**dim, channels)  # [N*L, K, C]
-    # Blend the corners with a batched matmul, accumulating in fp32 (its backward is cheap on CPU too).
-    out = torch.bmm(w.reshape(n * num_levels, 1, 2**dim), feats.to(compute_dtype))  # [N*L, 1, C]
-    return out.reshape(n, num_levels * channels).to(embeddings.dtype)
+    # int64 rows: with them the gather's backward is a scatter_add, ~4x faster on CPU than int32's index_add.
+    feats = embeddings.index_select(0, index.reshape(-1).long()).to(compute_dtype)  # [L * N * 2^D, C]
+    feats = feats.reshape(num_levels, n, *([2] * dim), channels)  # [L, N, 2, ..., 2, C]
+    # Blend axis by axis: D lerps, each halving the corners (cheaper, and cheaper to differentiate, than
+    # forming the 2^D weights).
+    for d in range(dim):
+        weight = frac[:, :, d].reshape(num_levels, n, *([1] * (dim - d)))
+        feats = torch.lerp(feats[:, :, 0], feats[:, :, 1], weight)
+    return feats.permute(1, 0, 2).reshape(n, num_levels * channels).to(embeddings.dtype)

@@ -59,7 +59,59 @@ def sample_pdf(bins, weights, n_samples, deterministic):
     return bins_below + t * (bins_above - bins_below)
 
 
-class NeuSRenderer:
+def shade(model, pts, dirs, dists, create_graph):
+    """The field at sample points: pts, dirs [M, 3] (dirs unit), dists [M] section lengths ->
+    alpha [M], rgb [M, 3], normals [M, 3] (unit), gradient [M, 3] (raw SDF gradient, for the Eikonal loss)."""
+    sdf, feature, gradient = model.sdf_and_gradient(pts, create_graph=create_graph)
+    normals = F.normalize(gradient.float(), dim=-1)
+    rgb = model.color(pts, normals, dirs, feature).float()
+    cos = annealed_cos((dirs * gradient.float()).sum(-1), model.cos_anneal_ratio)
+    alpha = neus_alpha(sdf.float(), cos, dists, model.inv_s())
+    return alpha, rgb, normals, gradient
+
+
+def finish(accum, opacity, bg_color):
+    """Split composited [rgb, t, normal] into the renderer's outputs, with the background behind."""
+    return {
+        "rgb": accum[:, :3] + (1.0 - opacity[:, None]) * bg_color,
+        "depth": accum[:, 3],
+        "normal": accum[:, 4:],
+        "opacity": opacity,
+    }
+
+
+class Renderer:
+    """What the trainer needs of a renderer; subclasses implement `render`."""
+
+    def to(self, device):
+        return self
+
+    def update_step(self, step: int, total_steps: int):
+        """Step-dependent state (the occupancy grid); nothing by default."""
+
+    def rays_per_step(self, num_rays: int) -> int:
+        return num_rays
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+    def render_chunked(self, rays_o, rays_d, bg_color, chunk=4096):
+        """Render many rays without keeping graphs; returns rgb, depth, normal, opacity concatenated."""
+        out = {k: [] for k in ("rgb", "depth", "normal", "opacity")}
+        for i in range(0, rays_o.shape[0], chunk):
+            with torch.no_grad():
+                bg = bg_color if bg_color.dim() == 1 else bg_color[i : i + chunk]
+                res = self.render(rays_o[i : i + chunk], rays_d[i : i + chunk], bg)
+            for k in out:
+                out[k].append(res[k].detach())
+        return {k: torch.cat(v, 0) for k, v in out.items()}
+
+
+
+class NeuSRenderer(Renderer):
     """Renders rays through a `NeuSModel` (see network_sdf.py).
 
     num_steps stratified samples between the unit sphere's near and far, then `upsample_steps` more in rounds
@@ -126,32 +178,87 @@ class NeuSRenderer:
         pts = (rays_o[:, None] + rays_d[:, None] * mid_z[..., None]).reshape(-1, 3)
         dirs = rays_d[:, None].expand(n_rays, n_samples, 3).reshape(-1, 3)
 
-        sdf, feature, gradient = model.sdf_and_gradient(pts, create_graph=create_graph)
-        normals = F.normalize(gradient.float(), dim=-1)
-        rgb = model.color(pts, normals, dirs, feature).float()
-        cos = annealed_cos((dirs * gradient.float()).sum(-1), model.cos_anneal_ratio)
-        alpha = neus_alpha(sdf.float(), cos, dists.reshape(-1), model.inv_s()) * hit.repeat_interleave(n_samples)
+        alpha, rgb, normals, gradient = shade(model, pts, dirs, dists.reshape(-1), create_graph)
+        alpha = alpha * hit.repeat_interleave(n_samples)
 
         values = torch.cat([rgb, mid_z.reshape(-1, 1), normals], -1).reshape(n_rays, n_samples, 7)
         weights, opacity, accum = composite_dense(alpha.reshape(n_rays, n_samples), values)
-        inside = pts.detach().norm(dim=-1) < self.radius
-        return {
-            "rgb": accum[:, :3] + (1.0 - opacity[:, None]) * bg_color,
-            "depth": accum[:, 3],
-            "normal": accum[:, 4:],
-            "opacity": opacity,
-            "weights": weights,
-            "gradient": gradient,
-            "inside": inside,
-        }
+        out = finish(accum, opacity, bg_color)
+        out["weights"] = weights
+        out["gradient"] = gradient
+        out["inside"] = pts.detach().norm(dim=-1) < self.radius
+        return out
 
-    def render_chunked(self, rays_o, rays_d, bg_color, chunk=4096):
-        """Render many rays without keeping graphs; returns rgb, depth, normal, opacity concatenated."""
-        out = {k: [] for k in ("rgb", "depth", "normal", "opacity")}
-        for i in range(0, rays_o.shape[0], chunk):
-            with torch.no_grad():
-                bg = bg_color if bg_color.dim() == 1 else bg_color[i : i + chunk]
-                res = self.render(rays_o[i : i + chunk], rays_d[i : i + chunk], bg)
-            for k in out:
-                out[k].append(res[k].detach())
-        return {k: torch.cat(v, 0) for k, v in out.items()}
+
+class MarchingRenderer(Renderer):
+    """`--cuda_ray`: samples at a fixed step, only in occupied cells of an occupancy grid over the unit
+    sphere's box, composited with the packed `raymarching` kernels (their twins on CPU).
+
+    The grid holds, per cell, the NeuS alpha that a cell-diagonal section at the cell's |SDF| would have at the
+    current inv_s (so only a shell around the surface, thinning as inv_s grows, stays occupied), refreshed every
+    `update_every` steps with decay, dilated by one cell so a thin surface between two evaluated points is never
+    skipped. During `warmup_steps` every cell is occupied. The number of rays per step adapts so that each step
+    marches about `target_samples` samples.
+    """
+
+    def __init__(self, model, radius=1.0, grid_resolution=128, samples_per_diameter=1024, target_samples=2**18,
+                 warmup_steps=256, update_every=16, threshold=0.01):
+        self.model = model
+        self.radius = radius
+        self.grid = raymarching.OccupancyGrid([-radius] * 3 + [radius] * 3, resolution=grid_resolution)
+        self.step_size = 2 * radius / samples_per_diameter
+        self.max_samples = int(2 * 3**0.5 * samples_per_diameter) + 1  # the box diagonal
+        self.cell_diagonal = 2 * radius / grid_resolution * 3**0.5
+        self.target_samples = target_samples
+        self.warmup_steps = warmup_steps
+        self.update_every = update_every
+        self.threshold = threshold
+        self.samples_per_ray = None  # measured on the last training step
+
+    def to(self, device):
+        self.grid.to(device)
+        return self
+
+    def state_dict(self):
+        return {"grid": self.grid.state_dict(), "samples_per_ray": self.samples_per_ray}
+
+    def load_state_dict(self, state):
+        self.grid.load_state_dict(state["grid"])
+        self.samples_per_ray = state["samples_per_ray"]
+
+    @torch.no_grad()
+    def cell_alpha(self, x):
+        sdf = self.model.sdf(x).float().abs()
+        return neus_alpha(sdf, torch.tensor(-1.0, device=x.device), self.cell_diagonal, self.model.inv_s().float())
+
+    def update_step(self, step: int, total_steps: int):
+        if step < self.warmup_steps:
+            self.grid.mark_all()
+        elif step % self.update_every == 0:
+            self.grid.update(self.cell_alpha, decay=0.95, threshold=self.threshold, dilate=1)
+
+    def rays_per_step(self, num_rays: int) -> int:
+        if not self.samples_per_ray:
+            return num_rays
+        return int(min(max(self.target_samples / self.samples_per_ray, 256), 16 * num_rays))
+
+    def render(self, rays_o, rays_d, bg_color, perturb=False, create_graph=False):
+        """Same inputs and outputs as `NeuSRenderer.render`, with packed samples: gradient [M, 3], inside [M]
+        and weights [M] are per sample."""
+        nears, fars = raymarching.near_far_from_sphere(rays_o, rays_d, radius=self.radius)
+        jitter = torch.rand_like(nears) if perturb else None
+        ray_indices, t_starts, t_ends, packed_info = self.grid.march(
+            rays_o, rays_d, nears, fars, self.step_size, self.max_samples, jitter=jitter)
+        if perturb:  # training: adapt the next step's ray count (M is known on the host after marching)
+            self.samples_per_ray = max(ray_indices.shape[0] / rays_o.shape[0], 1.0)
+        mid = (t_starts + t_ends) * 0.5
+        dirs = rays_d[ray_indices]
+        pts = rays_o[ray_indices] + dirs * mid[:, None]
+        alpha, rgb, normals, gradient = shade(self.model, pts, dirs, t_ends - t_starts, create_graph)
+        values = torch.cat([rgb, mid[:, None], normals], -1)
+        weights, opacity, accum = raymarching.composite_rays_train(alpha, values, packed_info)
+        out = finish(accum, opacity, bg_color)
+        out["weights"] = weights
+        out["gradient"] = gradient
+        out["inside"] = torch.ones_like(mid, dtype=torch.bool)
+        return out

@@ -66,7 +66,7 @@ class Trainer:
     def __init__(self, opt, model, renderer, scene, workspace, device):
         self.opt = opt
         self.model = model.to(device)
-        self.renderer = renderer
+        self.renderer = renderer.to(device)
         self.scene = scene
         self.workspace = workspace
         self.device = torch.device(device)
@@ -81,6 +81,7 @@ class Trainer:
         self.ckpt_dir = os.path.join(workspace, "checkpoints")
         self.writer = None
         self.log_file = None
+        self.samples_last_step = 0
 
     # ------------------------------------------------------------------------------------------------------
     # Logging
@@ -124,9 +125,12 @@ class Trainer:
         loss = loss_rgb + opt.lambda_eikonal * loss_eikonal
         terms = {"rgb": loss_rgb.detach(), "eikonal": loss_eikonal.detach(),
                  "psnr_mse": F.mse_loss(out["rgb"].detach(), target)}
+        self.samples_last_step = out["weights"].numel()
         if mask is not None and opt.lambda_mask > 0:
+            # Written out rather than F.binary_cross_entropy, which raises on NaN instead of letting the
+            # divergence check see it.
             opacity = out["opacity"].clamp(1e-3, 1 - 1e-3)
-            loss_mask = F.binary_cross_entropy(opacity, mask)
+            loss_mask = -(mask * torch.log(opacity) + (1 - mask) * torch.log(1 - opacity)).mean()
             loss = loss + opt.lambda_mask * loss_mask
             terms["mask"] = loss_mask.detach()
         return loss, terms
@@ -134,11 +138,13 @@ class Trainer:
     def train_step(self):
         self.model.train()
         self.model.update_step(self.step, self.opt.iters)
+        self.renderer.update_step(self.step, self.opt.iters)
         factor = lr_factor(self.step, self.opt.iters, self.opt.warmup) * self.lr_scale
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
-        batch = sample_rays(self.scene.train, self.opt.num_rays, self.generator)
-        bg = self.background(self.opt.num_rays)
+        n_rays = self.renderer.rays_per_step(self.opt.num_rays)
+        batch = sample_rays(self.scene.train, n_rays, self.generator)
+        bg = self.background(n_rays)
         loss, terms = self.losses(batch, bg)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -153,6 +159,7 @@ class Trainer:
         self.log(f"training from step {self.step} to {end} on {self.device}: {len(self.scene.train)} views, "
                  f"{len(self.scene.test)} held out")
         bad_steps = 0
+        samples = 0
         bar = tqdm.tqdm(total=end, initial=self.step, dynamic_ncols=True, disable=opt.quiet)
         start_time, start_step = time.time(), self.step
         try:
@@ -168,6 +175,7 @@ class Trainer:
                     continue
                 bad_steps = 0
                 self.step += 1
+                samples += self.samples_last_step
                 bar.update(1)
                 if self.step % 10 == 0 or self.step == end:
                     self.report(bar, loss, terms, (self.step - start_step) / (time.time() - start_time))
@@ -183,8 +191,13 @@ class Trainer:
         bar.close()
         self.save_checkpoint()
         elapsed = time.time() - start_time
-        self.log(f"trained to step {self.step} in {elapsed:.1f} s")
-        return elapsed
+        steps = self.step - start_step
+        stats = {"steps": steps, "seconds": elapsed, "it_per_s": steps / max(elapsed, 1e-9),
+                 "samples_per_s": samples / max(elapsed, 1e-9), "samples_per_step": samples / max(steps, 1)}
+        write_atomic(os.path.join(self.workspace, "train_stats.json"), lambda p: json.dump(stats, open(p, "w")))
+        self.log(f"trained {steps} steps in {elapsed:.1f} s: {stats['it_per_s']:.2f} it/s, "
+                 f"{stats['samples_per_s']:.3g} samples/s")
+        return stats
 
     def report(self, bar, loss, terms, its):
         values = {k: float(v) for k, v in terms.items()}
@@ -229,6 +242,7 @@ class Trainer:
         state = {
             "step": self.step,
             "model": self.model.state_dict(),
+            "renderer": self.renderer.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "lr_scale": self.lr_scale,
@@ -252,6 +266,7 @@ class Trainer:
     def load_checkpoint(self, path):
         state = torch.load(path, map_location=self.device, weights_only=False)
         self.model.load_state_dict(state["model"])
+        self.renderer.load_state_dict(state["renderer"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]

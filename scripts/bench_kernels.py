@@ -11,6 +11,8 @@ Passes timed (CUDA events, after warm-up; median):
                <outputs, g> + <grad_inputs, v> w.r.t. the embeddings and the upstream gradient: what a training
                step with an Eikonal loss on analytic normals runs (first backward, double backward, and the
                first-order backward of the SDF loss)
+  bwdbwd       the double backward alone: gradients of <grad_inputs, v> w.r.t. the embeddings and the upstream
+               gradient, on a graph built once (JVP + table scatter + mixed second derivatives)
 Effective bandwidth counts the bytes the kernels must move: 2^D corner rows gathered (or scattered) per point and
 level, plus the per-point inputs, outputs and gradients, over the time.
 A second table compares design choices at 2^20 points: per-level features as [N, L*C] (strided rows) or
@@ -33,7 +35,7 @@ from hashencoder.hashgrid import hash_encode_with_backend, level_layout  # noqa:
 
 INPUT_DIM, NUM_LEVELS, LEVEL_DIM, LOG2_TABLE = 3, 16, 2, 19
 BASE_RES, FINEST_RES = 16, 2048
-PASSES = ("fwd", "fwd+bwd", "fwd+bwd+dx", "eikonal")
+PASSES = ("fwd", "fwd+bwd", "fwd+bwd+dx", "bwdbwd", "eikonal")
 
 
 def make_problem(num_points, dtype=torch.float32, seed=0):
@@ -69,6 +71,13 @@ def make_pass(name, encode, problem):
 
         def run():
             return torch.autograd.grad(encode(x_leaf, table_leaf), (x_leaf, table_leaf), g)
+    elif name == "bwdbwd":
+        x_leaf, table_leaf = x.detach().requires_grad_(), table.detach().requires_grad_()
+        g_leaf = g.detach().requires_grad_()
+        (normals,) = torch.autograd.grad(encode(x_leaf, table_leaf), x_leaf, g_leaf, create_graph=True)
+
+        def run():
+            return torch.autograd.grad(normals, (table_leaf, g_leaf), v, retain_graph=True)
     elif name == "eikonal":
         x_leaf, table_leaf = x.detach().requires_grad_(), table.detach().requires_grad_()
         g_leaf = g.detach().requires_grad_()  # in training it comes from the MLP and requires grad
@@ -111,7 +120,8 @@ def pass_bytes(name, num_points, table_bytes_per_row):
         "fwd": forward,
         "fwd+bwd": forward + backward,
         "fwd+bwd+dx": forward + backward_dx,
-        "eikonal": forward + backward_dx + double,
+        "bwdbwd": double,
+        "eikonal": forward + backward_dx + double + backward,
     }[name]
 
 

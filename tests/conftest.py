@@ -9,8 +9,10 @@ if REPO_ROOT not in sys.path:
 
 
 def shared_data(*parts):
-    """Path under ../shared/data (the development data beside the checkout), or None when absent."""
-    path = os.path.join(REPO_ROOT, "..", "shared", "data", *parts)
+    """Path under the development data ($NSR_SHARED_DATA, else ../shared/data beside the checkout), or None
+    when absent (tests that need it skip)."""
+    root = os.environ.get("NSR_SHARED_DATA", os.path.join(REPO_ROOT, "..", "shared", "data"))
+    path = os.path.join(root, *parts)
     return path if os.path.exists(path) else None
 
 

@@ -44,9 +44,11 @@ def test_instant_ngp_format_matches_neus_cameras(small_scene, tmp_path):
     ngp.mkdir()
     shutil.copy(os.path.join(root, "transforms.json"), ngp / "transforms.json")
     shutil.copytree(os.path.join(root, "image"), ngp / "image")
+    shutil.copytree(os.path.join(root, "mask"), ngp / "mask")  # per-frame mask_path
     neus = load_scene(root, holdout=8)
     scene = load_scene(str(ngp), holdout=8)
     assert scene.format == "instant-ngp"
+    assert torch.equal(scene.train.masks, neus.train.masks)
     # Same pixels -> same world rays, although the two normalisations differ.
     for i in (0, 1):
         o1, d1 = world_rays(neus, neus.test, i)

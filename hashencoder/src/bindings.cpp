@@ -2,15 +2,23 @@
 // value in the message), then the launchers of hashencoder_{fwd,bwd,bwdbwd}.cu.
 // Shapes: N points, D = input_dim, L levels, C = level_dim, T = table rows; "acc" = float32 for float32/float16
 // tables, float64 for float64 tables. Output and accumulator tensors are allocated (and zeroed) by the caller.
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <torch/extension.h>
-
-#include <c10/util/Optional.h>
 
 #include "hashencoder.h"
 
 namespace {
 
 using at::Tensor;
+
+// "[4, 5]": shapes in messages are formatted here rather than streamed as IntArrayRef (an error path that
+// streamed sizes() crashed the test process on the GPU machine; the cause was not pinned down).
+std::string shape_string(const Tensor& t) {
+    std::string s = "[";
+    for (int64_t d = 0; d < t.dim(); ++d) s += (d ? ", " : "") + std::to_string(t.size(d));
+    return s + "]";
+}
 
 at::ScalarType acc_dtype(const Tensor& embeddings) {
     return embeddings.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -21,30 +29,32 @@ void check_tensor(const Tensor& t, const char* name, const Tensor& like, at::Sca
     TORCH_CHECK(t.device() == like.device(), "hash_encode: ", name, " is on ", t.device(), " but inputs are on ",
                 like.device());
     TORCH_CHECK(t.scalar_type() == dtype, "hash_encode: ", name, " must be ", dtype, ", got ", t.scalar_type());
-    TORCH_CHECK(t.is_contiguous(), "hash_encode: ", name, " must be contiguous (shape ", t.sizes(), ", strides ",
-                t.strides(), ")");
+    TORCH_CHECK(t.is_contiguous(), "hash_encode: ", name, " must be contiguous (shape ", shape_string(t), ")");
     // Rows of C features are read and written as vectors: the base must be aligned to 16 bytes.
     TORCH_CHECK(reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0, "hash_encode: ", name,
                 " must be 16-byte aligned (is it a view with a storage offset?)");
 }
 
 void check_shape(const Tensor& t, const char* name, at::IntArrayRef expected) {
-    TORCH_CHECK(t.sizes() == expected, "hash_encode: ", name, " must have shape ", expected, ", got ", t.sizes());
+    if (t.sizes() == expected) return;
+    std::string want = "[";
+    for (size_t i = 0; i < expected.size(); ++i) want += (i ? ", " : "") + std::to_string(expected[i]);
+    TORCH_CHECK(false, "hash_encode: ", name, " must have shape ", want, "], got ", shape_string(t));
 }
 
 // Checks the arguments every kernel shares and returns (N, L, C).
 std::tuple<int64_t, int64_t, int64_t> check_common(const Tensor& inputs, const Tensor& embeddings,
                                                    const Tensor& offsets, const Tensor& resolutions) {
     TORCH_CHECK(inputs.dim() == 2 && (inputs.size(1) == 2 || inputs.size(1) == 3),
-                "hash_encode: inputs must be [N, 2] or [N, 3], got ", inputs.sizes());
-    TORCH_CHECK(embeddings.dim() == 2, "hash_encode: embeddings must be [T, C], got ", embeddings.sizes());
+                "hash_encode: inputs must be [N, 2] or [N, 3], got ", shape_string(inputs));
+    TORCH_CHECK(embeddings.dim() == 2, "hash_encode: embeddings must be [T, C], got ", shape_string(embeddings));
     const int64_t level_dim = embeddings.size(1);
     TORCH_CHECK(level_dim == 1 || level_dim == 2 || level_dim == 4 || level_dim == 8,
-                "hash_encode: level_dim (embeddings.size(1)) must be 1, 2, 4 or 8, got ", embeddings.sizes());
+                "hash_encode: level_dim (embeddings.size(1)) must be 1, 2, 4 or 8, got ", shape_string(embeddings));
     const auto dtype = embeddings.scalar_type();
     TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kDouble,
                 "hash_encode: embeddings must be float32, float16 or float64, got ", dtype);
-    TORCH_CHECK(resolutions.dim() == 1, "hash_encode: resolutions must be [L], got ", resolutions.sizes());
+    TORCH_CHECK(resolutions.dim() == 1, "hash_encode: resolutions must be [L], got ", shape_string(resolutions));
     const int64_t num_levels = resolutions.size(0);
     TORCH_CHECK(num_levels <= 65535, "hash_encode: at most 65535 levels (grid y dimension), got ", num_levels);
     check_shape(offsets, "offsets", {num_levels + 1});
@@ -67,10 +77,40 @@ std::tuple<int64_t, int64_t, int64_t> check_common(const Tensor& inputs, const T
 void check_features(const Tensor& t, const char* name, const Tensor& inputs, const Tensor& embeddings,
                     int64_t num_points, int64_t num_levels, int64_t level_dim) {
     check_tensor(t, name, inputs, embeddings.scalar_type());
-    TORCH_CHECK(t.sizes() == at::IntArrayRef({num_points, num_levels * level_dim}) ||
-                    t.sizes() == at::IntArrayRef({num_levels, num_points, level_dim}),
-                "hash_encode: ", name, " must be [N, L * C] = [", num_points, ", ", num_levels * level_dim,
-                "] or [L, N, C] = [", num_levels, ", ", num_points, ", ", level_dim, "], got ", t.sizes());
+    const bool point_major = t.dim() == 2 && t.size(0) == num_points && t.size(1) == num_levels * level_dim;
+    const bool level_major =
+        t.dim() == 3 && t.size(0) == num_levels && t.size(1) == num_points && t.size(2) == level_dim;
+    TORCH_CHECK(point_major || level_major, "hash_encode: ", name, " must be [N, L * C] = [", num_points, ", ",
+                num_levels * level_dim, "] or [L, N, C] = [", num_levels, ", ", num_points, ", ", level_dim,
+                "], got ", shape_string(t));
+}
+
+hashencoder::Grid make_grid(const Tensor& inputs, const Tensor& embeddings, const Tensor& offsets,
+                            const Tensor& resolutions) {
+    const auto dtype = embeddings.scalar_type();
+    return {inputs.data_ptr(),
+            embeddings.data_ptr(),
+            offsets.data_ptr<int32_t>(),
+            resolutions.data_ptr<int32_t>(),
+            inputs.size(0),
+            static_cast<int>(resolutions.size(0)),
+            static_cast<int>(inputs.size(1)),
+            static_cast<int>(embeddings.size(1)),
+            dtype == at::kDouble ? hashencoder::TableType::kFloat64
+                                 : (dtype == at::kHalf ? hashencoder::TableType::kFloat16
+                                                       : hashencoder::TableType::kFloat32)};
+}
+
+hashencoder::FeatureLayout feature_layout(const Tensor& features, int64_t num_points, int64_t num_levels,
+                                          int64_t level_dim) {
+    if (features.dim() == 3) return {level_dim, num_points * level_dim};  // [L, N, C]
+    return {num_levels * level_dim, level_dim};                            // [N, L * C]
+}
+
+void check_launch(bool launched, const Tensor& embeddings, const Tensor& inputs) {
+    TORCH_CHECK(launched, "hash_encode: no kernel for ", embeddings.scalar_type(), " tables, input_dim ",
+                inputs.size(1), ", level_dim ", embeddings.size(1));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 void forward(const Tensor& inputs,       // [N, D] acc, in [0, 1]
@@ -80,7 +120,13 @@ void forward(const Tensor& inputs,       // [N, D] acc, in [0, 1]
              Tensor outputs) {           // [N, L * C] or [L, N, C], embeddings dtype; overwritten
     const auto [num_points, num_levels, level_dim] = check_common(inputs, embeddings, offsets, resolutions);
     check_features(outputs, "outputs", inputs, embeddings, num_points, num_levels, level_dim);
-    hashencoder::forward_cuda(inputs, embeddings, offsets, resolutions, outputs);
+    if (num_points == 0 || num_levels == 0) return;
+    const c10::cuda::CUDAGuard guard(inputs.device());
+    const bool launched = hashencoder::launch_forward(make_grid(inputs, embeddings, offsets, resolutions),
+                                                      outputs.data_ptr(),
+                                                      feature_layout(outputs, num_points, num_levels, level_dim),
+                                                      at::cuda::getCurrentCUDAStream());
+    check_launch(launched, embeddings, inputs);
 }
 
 void backward(const Tensor& grad_outputs,  // [N, L * C] or [L, N, C], embeddings dtype
@@ -88,8 +134,8 @@ void backward(const Tensor& grad_outputs,  // [N, L * C] or [L, N, C], embedding
               const Tensor& embeddings,    // [T, C]
               const Tensor& offsets,       // [L + 1] int32
               const Tensor& resolutions,   // [L] int32
-              c10::optional<Tensor> grad_embeddings,  // [T, C] acc (fp16 tables: fp16 = half2 atomics), zeroed, or None
-              c10::optional<Tensor> grad_inputs) {    // [N, D] acc, zeroed, or None
+              std::optional<Tensor> grad_embeddings,  // [T, C] acc (fp16 tables: fp16 = half2 atomics), zeroed, or None
+              std::optional<Tensor> grad_inputs) {    // [N, D] acc, zeroed, or None
     const auto [num_points, num_levels, level_dim] = check_common(inputs, embeddings, offsets, resolutions);
     check_features(grad_outputs, "grad_outputs", inputs, embeddings, num_points, num_levels, level_dim);
     if (grad_embeddings) {
@@ -103,8 +149,17 @@ void backward(const Tensor& grad_outputs,  // [N, L * C] or [L, N, C], embedding
         check_tensor(*grad_inputs, "grad_inputs", inputs, acc_dtype(embeddings));
         check_shape(*grad_inputs, "grad_inputs", inputs.sizes());
     }
-    hashencoder::backward_cuda(grad_outputs, inputs, embeddings, offsets, resolutions,
-                               grad_embeddings ? &*grad_embeddings : nullptr, grad_inputs ? &*grad_inputs : nullptr);
+    if (num_points == 0 || num_levels == 0 || (!grad_embeddings && !grad_inputs)) return;
+    // A fp16 gradient for a fp16 table means half2 atomics straight into it (else a fp32 accumulator).
+    const bool half_atomics = grad_embeddings && grad_embeddings->scalar_type() == at::kHalf;
+    void* grad_embeddings_ptr = grad_embeddings ? grad_embeddings->data_ptr() : nullptr;
+    const c10::cuda::CUDAGuard guard(inputs.device());
+    const bool launched = hashencoder::launch_backward(
+        make_grid(inputs, embeddings, offsets, resolutions), grad_outputs.data_ptr(),
+        feature_layout(grad_outputs, num_points, num_levels, level_dim), half_atomics ? nullptr : grad_embeddings_ptr,
+        half_atomics ? grad_embeddings_ptr : nullptr, grad_inputs ? grad_inputs->data_ptr() : nullptr,
+        at::cuda::getCurrentCUDAStream());
+    check_launch(launched, embeddings, inputs);
 }
 
 void double_backward(const Tensor& grad_grad_inputs,  // [N, D] acc
@@ -113,9 +168,9 @@ void double_backward(const Tensor& grad_grad_inputs,  // [N, D] acc
                      const Tensor& embeddings,        // [T, C]
                      const Tensor& offsets,           // [L + 1] int32
                      const Tensor& resolutions,       // [L] int32
-                     c10::optional<Tensor> grad_grad_outputs,  // like grad_outputs; overwritten, or None
-                     c10::optional<Tensor> grad_embeddings,    // [T, C] acc, zeroed, or None
-                     c10::optional<Tensor> grad_inputs) {      // [N, D] acc, zeroed, or None
+                     std::optional<Tensor> grad_grad_outputs,  // like grad_outputs; overwritten, or None
+                     std::optional<Tensor> grad_embeddings,    // [T, C] acc, zeroed, or None
+                     std::optional<Tensor> grad_inputs) {      // [N, D] acc, zeroed, or None
     const auto [num_points, num_levels, level_dim] = check_common(inputs, embeddings, offsets, resolutions);
     check_tensor(grad_grad_inputs, "grad_grad_inputs", inputs, acc_dtype(embeddings));
     check_shape(grad_grad_inputs, "grad_grad_inputs", inputs.sizes());
@@ -131,10 +186,19 @@ void double_backward(const Tensor& grad_grad_inputs,  // [N, D] acc
         check_tensor(*grad_inputs, "grad_inputs", inputs, acc_dtype(embeddings));
         check_shape(*grad_inputs, "grad_inputs", inputs.sizes());
     }
-    hashencoder::double_backward_cuda(grad_grad_inputs, grad_outputs, inputs, embeddings, offsets, resolutions,
-                                      grad_grad_outputs ? &*grad_grad_outputs : nullptr,
-                                      grad_embeddings ? &*grad_embeddings : nullptr,
-                                      grad_inputs ? &*grad_inputs : nullptr);
+    if (num_points == 0 || num_levels == 0 || (!grad_grad_outputs && !grad_embeddings && !grad_inputs)) return;
+    const auto layout = feature_layout(grad_outputs, num_points, num_levels, level_dim);
+    if (grad_grad_outputs) {
+        TORCH_CHECK(grad_grad_outputs->sizes() == grad_outputs.sizes(), "hash_encode: grad_grad_outputs ",
+                    shape_string(*grad_grad_outputs), " must have the layout of grad_outputs ", shape_string(grad_outputs));
+    }
+    const c10::cuda::CUDAGuard guard(inputs.device());
+    const bool launched = hashencoder::launch_double_backward(
+        make_grid(inputs, embeddings, offsets, resolutions), grad_grad_inputs.data_ptr(), grad_outputs.data_ptr(),
+        layout, grad_grad_outputs ? grad_grad_outputs->data_ptr() : nullptr,
+        grad_embeddings ? grad_embeddings->data_ptr() : nullptr, grad_inputs ? grad_inputs->data_ptr() : nullptr,
+        at::cuda::getCurrentCUDAStream());
+    check_launch(launched, embeddings, inputs);
 }
 
 }  // namespace

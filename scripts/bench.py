@@ -1,0 +1,93 @@
+"""Time-to-mesh benchmark: the PyTorch path and `--cuda_ray`, on the same scenes, in one run.
+
+    python scripts/bench.py --out bench_out [--dtu PATH] [--synthetic spot,blob] [--iters 2000] [--paths torch,cuda_ray]
+
+For each scene and path it launches `main_sdf.py` as a fresh process (so the wall time covers start-up, data
+loading, training and meshing: launch to mesh written), then `--test` for the held-out PSNR, and for the
+ground-truth scenes scores the mesh with `scripts/eval_mesh.py`. Synthetic scenes are rendered first with
+`scripts/make_synthetic.py` (49 views, DTU-like camera cap, 800x600 by default). Prints a markdown table and
+writes OUT/bench.json.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def run(cmd, log_path):
+    start = time.time()
+    with open(log_path, "w") as log:
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    return code, time.time() - start
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="folder for scenes, workspaces, logs and bench.json")
+    p.add_argument("--dtu", help="a NeuS-format real scene (e.g. shared/data/dtu_scan24)")
+    p.add_argument("--synthetic", default="spot,blob", help="shapes for make_synthetic.py ('' for none)")
+    p.add_argument("--views", type=int, default=49)
+    p.add_argument("--width", type=int, default=800)
+    p.add_argument("--height", type=int, default=600)
+    p.add_argument("--iters", type=int, default=2000)
+    p.add_argument("--paths", default="torch,cuda_ray", help="torch, cuda_ray, or both")
+    p.add_argument("--tau", type=float, default=2.0, help="F-score threshold (mm)")
+    p.add_argument("--extra", default="", help="more flags for main_sdf.py, e.g. '--fp16'")
+    opt = p.parse_args()
+    os.makedirs(opt.out, exist_ok=True)
+
+    from scripts.eval_mesh import evaluate_mesh
+    from scripts.make_synthetic import make_scene
+
+    scenes = []
+    if opt.dtu:
+        scenes.append(("dtu", opt.dtu, None))
+    for shape in filter(None, opt.synthetic.split(",")):
+        root = os.path.join(opt.out, f"scene_{shape}")
+        if not os.path.isfile(os.path.join(root, "cameras_sphere.npz")):
+            make_scene(root, shape=shape, views=opt.views, width=opt.width, height=opt.height, formats=("neus",))
+        scenes.append((shape, root, os.path.join(root, "gt_mesh.ply")))
+
+    rows = []
+    for name, root, gt in scenes:
+        for path in opt.paths.split(","):
+            workspace = os.path.join(opt.out, f"ws_{name}_{path}")
+            flags = [root, "--workspace", workspace, "--iters", str(opt.iters), "--ckpt", "scratch", "--quiet",
+                     "--eval_every", "0"] + (["--cuda_ray"] if path == "cuda_ray" else []) + opt.extra.split()
+            code, wall = run([sys.executable, "main_sdf.py"] + flags, os.path.join(opt.out, f"{name}_{path}.log"))
+            row = {"scene": name, "path": path, "exit": code, "launch_to_mesh_s": wall}
+            if code == 0:
+                stats = json.load(open(os.path.join(workspace, "train_stats.json")))
+                row.update(it_per_s=stats["it_per_s"], samples_per_s=stats["samples_per_s"])
+                test_flags = [f for f in flags if f != "scratch" and f != "--ckpt"] + ["--test"]
+                run([sys.executable, "main_sdf.py"] + test_flags, os.path.join(opt.out, f"{name}_{path}_test.log"))
+                metrics_path = os.path.join(workspace, "results", "metrics.json")
+                if os.path.isfile(metrics_path):
+                    row["psnr"] = json.load(open(metrics_path))["mean_psnr"]
+                if gt:
+                    m = evaluate_mesh(os.path.join(workspace, "meshes", "mesh.ply"), gt, tau=opt.tau)
+                    row.update(chamfer_mm=m["chamfer"], accuracy_mm=m["accuracy"], completeness_mm=m["completeness"],
+                               fscore=m["fscore"])
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+
+    json.dump({"iters": opt.iters, "extra": opt.extra, "rows": rows}, open(os.path.join(opt.out, "bench.json"), "w"),
+              indent=2)
+    cols = ["scene", "path", "launch_to_mesh_s", "it_per_s", "samples_per_s", "psnr", "chamfer_mm", "fscore"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for row in rows:
+        cells = []
+        for c in cols:
+            v = row.get(c, "")
+            cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
