@@ -108,7 +108,8 @@ def _new_features(num_points, num_levels, level_dim, like):
 def _to_public_layout(features):
     """[L, N, C] or [N, L * C] kernel features -> [N, L * C]."""
     if features.dim() == 3:
-        return features.permute(1, 0, 2).reshape(features.shape[1], -1)
+        num_levels, num_points, level_dim = features.shape  # explicit: N may be 0 (a chunk with no samples)
+        return features.permute(1, 0, 2).reshape(num_points, num_levels * level_dim)
     return features
 
 

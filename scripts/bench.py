@@ -65,10 +65,13 @@ def main():
                 stats = json.load(open(os.path.join(workspace, "train_stats.json")))
                 row.update(it_per_s=stats["it_per_s"], samples_per_s=stats["samples_per_s"])
                 test_flags = [f for f in flags if f != "scratch" and f != "--ckpt"] + ["--test"]
-                run([sys.executable, "main_sdf.py"] + test_flags, os.path.join(opt.out, f"{name}_{path}_test.log"))
+                test_log = os.path.join(opt.out, f"{name}_{path}_test.log")
+                test_code, _ = run([sys.executable, "main_sdf.py"] + test_flags, test_log)
                 metrics_path = os.path.join(workspace, "results", "metrics.json")
-                if os.path.isfile(metrics_path):
+                if test_code == 0 and os.path.isfile(metrics_path):
                     row["psnr"] = json.load(open(metrics_path))["mean_psnr"]
+                else:
+                    print(f"--test failed ({test_code}):", open(test_log).read()[-2000:], flush=True)
                 if gt:
                     m = evaluate_mesh(os.path.join(workspace, "meshes", "mesh.ply"), gt, tau=opt.tau)
                     row.update(chamfer_mm=m["chamfer"], accuracy_mm=m["accuracy"], completeness_mm=m["completeness"],

@@ -371,3 +371,15 @@ def test_cuda_rejects_bad_arguments(cuda_backend):
         cuda_backend.forward(torch.zeros(4, 3, device="cuda"), embeddings, offsets, resolutions, outputs[:, :5].contiguous())
     with pytest.raises(RuntimeError, match="contiguous"):
         cuda_backend.forward(torch.zeros(3, 4, device="cuda").t(), embeddings, offsets, resolutions, outputs)
+
+
+@requires_cuda
+def test_cuda_handles_no_points(cuda_backend):
+    """A chunk with no samples (all rays miss the occupied cells) encodes to [0, L * C] and differentiates."""
+    encoder = HashEncoder(num_levels=4, log2_hashmap_size=10, desired_resolution=64).cuda()
+    x = torch.zeros(0, 3, device="cuda", requires_grad=True)
+    out = encoder(x)
+    assert out.shape == (0, encoder.output_dim)
+    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    (grad.sum() + out.sum()).backward()
+    assert grad.shape == (0, 3) and torch.equal(encoder.embeddings.grad, torch.zeros_like(encoder.embeddings))

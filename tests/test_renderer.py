@@ -18,13 +18,13 @@ class SphereModel(torch.nn.Module):
         return x.norm(dim=-1) - self.radius
 
     def sdf_and_gradient(self, x, create_graph):
-        return self.sdf(x), torch.zeros(x.shape[0], 15), torch.nn.functional.normalize(x, dim=-1)
+        return self.sdf(x), torch.zeros(x.shape[0], 15, device=x.device), torch.nn.functional.normalize(x, dim=-1)
 
     def color(self, x, normals, dirs, features):
         return torch.full_like(x, 0.25)
 
     def inv_s(self):
-        return torch.tensor(self._inv_s)
+        return torch.tensor(self._inv_s)  # a 0-d CPU tensor broadcasts on any device
 
 
 def test_alpha_is_an_opacity():
@@ -89,3 +89,26 @@ def test_render_sphere_depth_and_opacity(upsample_steps):
     assert torch.allclose(out["rgb"][2:], torch.ones(2, 3), atol=0.02)  # background
     normal = out["normal"][0] / out["opacity"][0]
     assert torch.allclose(normal, torch.tensor([0.0, 0.0, -1.0]), atol=0.02)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_marching_renderer_finds_the_surface_and_survives_empty_chunks(device):
+    """--cuda_ray path on an exact sphere: depth at the surface after the grid update; a chunk of rays that
+    meets no occupied cell (no samples at all) renders as background instead of failing."""
+    from nerf.renderer_sdf import MarchingRenderer
+
+    model = SphereModel(radius=0.5, inv_s=500.0)
+    renderer = MarchingRenderer(model, grid_resolution=32, samples_per_diameter=512, warmup_steps=0).to(device)
+    renderer.update_step(0, 1)  # carve the grid from the SDF
+    assert renderer.grid.occupied_fraction() < 0.3
+    rays_o = torch.tensor([[0.0, 0.0, -3.0], [0.2, 0.1, -3.0]], device=device)
+    rays_d = torch.tensor([[0.0, 0.0, 1.0]] * 2, device=device)
+    out = renderer.render(rays_o, rays_d, torch.ones(3, device=device))
+    hit_depth = 3.0 - torch.sqrt(0.25 - rays_o[:, :2].pow(2).sum(-1))
+    assert torch.allclose(out["depth"] / out["opacity"], hit_depth, atol=0.01)
+    assert (out["opacity"] > 0.98).all()
+    miss = renderer.render_chunked(torch.tensor([[0.0, 0.95, -3.0]] * 3, device=device),
+                                   torch.tensor([[0.0, 0.0, 1.0]] * 3, device=device), torch.ones(3, device=device))
+    assert torch.equal(miss["opacity"], torch.zeros(3, device=device))
+    assert torch.equal(miss["rgb"], torch.ones(3, 3, device=device))

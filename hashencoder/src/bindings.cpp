@@ -12,8 +12,8 @@ namespace {
 
 using at::Tensor;
 
-// "[4, 5]": shapes in messages are formatted here rather than streamed as IntArrayRef (an error path that
-// streamed sizes() crashed the test process on the GPU machine; the cause was not pinned down).
+// "[4, 5]": sizes go into messages as strings, never as streamed integers: streaming integers (or sizes())
+// through TORCH_CHECK crashed the process on the GPU machine (torch 2.11); strings, devices, dtypes were fine.
 std::string shape_string(const Tensor& t) {
     std::string s = "[";
     for (int64_t d = 0; d < t.dim(); ++d) s += (d ? ", " : "") + std::to_string(t.size(d));
@@ -56,7 +56,7 @@ std::tuple<int64_t, int64_t, int64_t> check_common(const Tensor& inputs, const T
                 "hash_encode: embeddings must be float32, float16 or float64, got ", dtype);
     TORCH_CHECK(resolutions.dim() == 1, "hash_encode: resolutions must be [L], got ", shape_string(resolutions));
     const int64_t num_levels = resolutions.size(0);
-    TORCH_CHECK(num_levels <= 65535, "hash_encode: at most 65535 levels (grid y dimension), got ", num_levels);
+    TORCH_CHECK(num_levels <= 65535, "hash_encode: at most 65535 levels (grid y dimension), got ", std::to_string(num_levels));
     check_shape(offsets, "offsets", {num_levels + 1});
     check_tensor(inputs, "inputs", inputs, acc_dtype(embeddings));
     check_tensor(embeddings, "embeddings", inputs, dtype);
@@ -80,8 +80,9 @@ void check_features(const Tensor& t, const char* name, const Tensor& inputs, con
     const bool point_major = t.dim() == 2 && t.size(0) == num_points && t.size(1) == num_levels * level_dim;
     const bool level_major =
         t.dim() == 3 && t.size(0) == num_levels && t.size(1) == num_points && t.size(2) == level_dim;
-    TORCH_CHECK(point_major || level_major, "hash_encode: ", name, " must be [N, L * C] = [", num_points, ", ",
-                num_levels * level_dim, "] or [L, N, C] = [", num_levels, ", ", num_points, ", ", level_dim,
+    TORCH_CHECK(point_major || level_major, "hash_encode: ", name, " must be [N, L * C] = [",
+                std::to_string(num_points), ", ", std::to_string(num_levels * level_dim), "] or [L, N, C] = [",
+                std::to_string(num_levels), ", ", std::to_string(num_points), ", ", std::to_string(level_dim),
                 "], got ", shape_string(t));
 }
 
@@ -109,7 +110,7 @@ hashencoder::FeatureLayout feature_layout(const Tensor& features, int64_t num_po
 
 void check_launch(bool launched, const Tensor& embeddings, const Tensor& inputs) {
     TORCH_CHECK(launched, "hash_encode: no kernel for ", embeddings.scalar_type(), " tables, input_dim ",
-                inputs.size(1), ", level_dim ", embeddings.size(1));
+                std::to_string(inputs.size(1)), ", level_dim ", std::to_string(embeddings.size(1)));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

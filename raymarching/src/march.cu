@@ -255,10 +255,10 @@ void check_march_inputs(const at::Tensor& rays_o, const at::Tensor& rays_d, cons
   check_shape(nears.dim() == 1 && nears.size(0) == rays_o.size(0), nears, "nears", "[N]");
   check_shape(fars.sizes() == nears.sizes(), fars, "fars", "[N]");
   check_shape(aabb.dim() == 1 && aabb.size(0) == 6, aabb, "aabb", "[6]");
-  TORCH_CHECK(resolution > 0 && resolution < 2048, "resolution must be in [1, 2047], got ", resolution);
+  TORCH_CHECK(resolution > 0 && resolution < 2048, "resolution must be in [1, 2047], got ", std::to_string(resolution));
   check_shape(bitfield.dim() == 1 && bitfield.size(0) * 8 == resolution * resolution * resolution, bitfield,
               "bitfield", "[R^3 / 8]");
-  TORCH_CHECK(step_size > 0, "step_size must be positive, got ", step_size);
+  TORCH_CHECK(step_size > 0, "step_size must be positive, got ", std::to_string(step_size));
   check_size(rays_o.numel(), "rays_o");
 }
 
@@ -282,7 +282,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> march_rays_train(
   check_march_inputs(rays_o, rays_d, nears, fars, bitfield, aabb, resolution, step_size);
   check_input(jitter, "jitter", at::kFloat, rays_o.device());
   check_shape(jitter.sizes() == nears.sizes(), jitter, "jitter", "[N]");
-  TORCH_CHECK(max_samples >= 0 && max_samples < (int64_t(1) << 30), "bad max_samples ", max_samples);
+  TORCH_CHECK(max_samples >= 0 && max_samples < (int64_t(1) << 30), "bad max_samples ", std::to_string(max_samples));
   const c10::cuda::CUDAGuard guard(rays_o.device());
   const auto stream = at::cuda::getCurrentCUDAStream();
   const int n_rays = rays_o.size(0);
@@ -320,7 +320,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays(
   check_input(rays_k, "rays_k", at::kInt, rays_o.device());
   check_shape(ray_ids.dim() == 1, ray_ids, "ray_ids", "[n]");
   check_shape(rays_k.sizes() == nears.sizes(), rays_k, "rays_k", "[N]");
-  TORCH_CHECK(n_step > 0 && n_step < 65536, "n_step must be in [1, 65535], got ", n_step);
+  TORCH_CHECK(n_step > 0 && n_step < 65536, "n_step must be in [1, 65535], got ", std::to_string(n_step));
   check_size(ray_ids.size(0) * n_step, "n * n_step");
   const c10::cuda::CUDAGuard guard(rays_o.device());
   const int n_alive = ray_ids.size(0);

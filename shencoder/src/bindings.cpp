@@ -12,17 +12,25 @@
 
 namespace {
 
+// Sizes go into messages as strings: streaming integers through TORCH_CHECK crashed the process (segfault) on
+// the GPU machine (torch 2.11), while strings, devices and dtypes were fine.
+std::string shape_string(const at::Tensor& t) {
+  std::string s = "[";
+  for (int64_t d = 0; d < t.dim(); ++d) s += (d ? ", " : "") + std::to_string(t.size(d));
+  return s + "]";
+}
+
 void check_dirs(const at::Tensor& dirs) {
   TORCH_CHECK(dirs.is_cuda(), "dirs must be a CUDA tensor, got one on ", dirs.device());
   TORCH_CHECK(dirs.scalar_type() == at::kFloat || dirs.scalar_type() == at::kHalf,
               "dirs must be float32 or float16, got ", dirs.scalar_type());
-  TORCH_CHECK(dirs.dim() == 2 && dirs.size(1) == 3, "dirs must have shape [N, 3], got ", dirs.sizes());
+  TORCH_CHECK(dirs.dim() == 2 && dirs.size(1) == 3, "dirs must have shape [N, 3], got ", shape_string(dirs));
   TORCH_CHECK(dirs.is_contiguous(), "dirs must be contiguous");
 }
 
 void check_degree(int64_t degree) {
-  TORCH_CHECK(degree >= 1 && degree <= shencoder::kMaxDegree, "degree must be in 1..", shencoder::kMaxDegree,
-              ", got ", degree);
+  TORCH_CHECK(degree >= 1 && degree <= shencoder::kMaxDegree, "degree must be in 1..", std::to_string(shencoder::kMaxDegree),
+              ", got ", std::to_string(degree));
 }
 
 // `tensor` must be a contiguous [dirs.size(0), cols] matrix of the dtype and on the device of `dirs`.
@@ -31,7 +39,8 @@ void check_like_dirs(const at::Tensor& tensor, const char* name, const at::Tenso
   TORCH_CHECK(tensor.scalar_type() == dirs.scalar_type(), name, " must have the dtype of dirs (",
               dirs.scalar_type(), "), got ", tensor.scalar_type());
   TORCH_CHECK(tensor.dim() == 2 && tensor.size(0) == dirs.size(0) && tensor.size(1) == cols, name,
-              " must have shape [", dirs.size(0), ", ", cols, "], got ", tensor.sizes());
+              " must have shape [", std::to_string(dirs.size(0)), ", ", std::to_string(cols), "], got ",
+              shape_string(tensor));
   TORCH_CHECK(tensor.is_contiguous(), name, " must be contiguous");
 }
 
