@@ -7,6 +7,7 @@ can be imported from the source tree while the binary lives in site-packages or 
 """
 import importlib
 import os
+import warnings
 
 # The C++ standard is left to torch (C++17 up to torch 2.13, C++20 from 2.14: a flag of ours would override it).
 CXX_FLAGS = ["-O3"]
@@ -57,4 +58,44 @@ def load_extension(name: str, package_dir: str, sources: list, verbose: bool = F
         extra_cuda_cflags=NVCC_FLAGS,
         build_directory=build_dir,
         verbose=verbose,
+    )
+
+
+class LazyExtension:
+    """A compiled extension loaded on first use: importing a package never compiles.
+
+    `get()` returns the module (prebuilt, or JIT-built now and cached), or None when CUDA is unavailable or
+    the build fails; a failure is reported once as a warning and callers fall back to the PyTorch twins.
+    """
+
+    def __init__(self, name: str, package_dir: str, sources: list):
+        self.name, self.package_dir, self.sources = name, package_dir, sources
+        self._module = None
+        self._tried = False
+
+    def get(self):
+        if not self._tried:
+            self._tried = True
+            import torch
+
+            if torch.cuda.is_available():
+                try:
+                    self._module = load_extension(self.name, self.package_dir, self.sources)
+                except Exception as error:  # no compiler, no toolkit...: training must still run on the twins
+                    warnings.warn(f"{self.name}: CUDA extension unavailable, using the PyTorch twin ({error})")
+        return self._module
+
+
+def setup_extension(package_dir: str, name: str, sources: list, description: str):
+    """`setup()` for a package's setup.py: installs only the compiled module `name` (the Python package is
+    used from the source tree)."""
+    from setuptools import setup
+    from torch.utils.cpp_extension import BuildExtension
+
+    setup(
+        name=f"instant-nsr-{os.path.basename(package_dir)}",
+        version="0.1.0",
+        description=description,
+        ext_modules=[cuda_extension(name, package_dir, sources)],
+        cmdclass={"build_ext": BuildExtension},
     )

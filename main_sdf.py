@@ -135,6 +135,10 @@ def main(argv=None):
         except TrainingDiverged as e:
             print(f"error: {e}", file=sys.stderr)
             return 3
+        except KeyboardInterrupt:
+            print(f"interrupted at step {trainer.step}: checkpoint saved; run the same command to resume",
+                  file=sys.stderr)
+            return 130
     path = trainer.export_mesh()
     print(f"mesh: {path}")
     if opt.test:

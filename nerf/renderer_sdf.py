@@ -128,7 +128,7 @@ class NeuSRenderer(Renderer):
         return self.model.sdf(pts.reshape(-1, 3)).reshape(pts.shape[:-1]).float()
 
     @torch.no_grad()
-    def _upsample(self, rays_o, rays_d, z, sdf, inv_s):
+    def _upsample(self, z, sdf, inv_s):
         """New sample depths [R, 16] from the NeuS weights of the sections between samples z [R, S]."""
         mid_sdf = (sdf[:, :-1] + sdf[:, 1:]) * 0.5
         dists = z[:, 1:] - z[:, :-1]
@@ -166,7 +166,7 @@ class NeuSRenderer(Renderer):
             with torch.no_grad():
                 sdf = self._sdf(rays_o[:, None] + rays_d[:, None] * z[..., None])
                 for i in range(self.upsample_rounds):
-                    new_z = self._upsample(rays_o, rays_d, z, sdf, 64.0 * 2**i)
+                    new_z = self._upsample(z, sdf, 64.0 * 2**i)
                     new_sdf = self._sdf(rays_o[:, None] + rays_d[:, None] * new_z[..., None])
                     z, order = torch.cat([z, new_z], -1).sort(-1)
                     sdf = torch.cat([sdf, new_sdf], -1).gather(1, order)

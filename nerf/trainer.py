@@ -55,6 +55,14 @@ def write_atomic(path, write_fn):
     os.replace(tmp, path)
 
 
+def write_json(path, value):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(value, f, indent=2)
+
+    write_atomic(path, write)
+
+
 def save_png(path, image):
     """image: [H, W, 3] float in [0, 1] or uint8."""
     if image.dtype != np.uint8:
@@ -194,7 +202,7 @@ class Trainer:
         steps = self.step - start_step
         stats = {"steps": steps, "seconds": elapsed, "it_per_s": steps / max(elapsed, 1e-9),
                  "samples_per_s": samples / max(elapsed, 1e-9), "samples_per_step": samples / max(steps, 1)}
-        write_atomic(os.path.join(self.workspace, "train_stats.json"), lambda p: json.dump(stats, open(p, "w")))
+        write_json(os.path.join(self.workspace, "train_stats.json"), stats)
         self.log(f"trained {steps} steps in {elapsed:.1f} s: {stats['it_per_s']:.2f} it/s, "
                  f"{stats['samples_per_s']:.3g} samples/s")
         return stats
@@ -278,7 +286,7 @@ class Trainer:
             torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
         np.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
-        self.generator.set_state(rng["sampler"].cpu() if self.device.type == "cpu" else rng["sampler"].cpu())
+        self.generator.set_state(rng["sampler"].cpu())
         self.model.update_step(self.step, self.opt.iters)
         self.log(f"loaded {path} (step {self.step})")
 
@@ -350,7 +358,7 @@ class Trainer:
             lo, hi = (np.nanmin(depth), np.nanmax(depth)) if valid.any() else (0.0, 1.0)
             depth_img = np.where(valid, 1 - (depth - lo) / max(hi - lo, 1e-8), 0.0)
             save_png(os.path.join(results, f"{name}_depth.png"), np.repeat(depth_img[..., None], 3, -1))
-            write_atomic(os.path.join(results, f"{name}_depth.npy"), lambda p: np.save(open(p, "wb"), depth))
+            write_atomic(os.path.join(results, f"{name}_depth.npy"), lambda p: np.save(p, depth))
         metrics = {
             "views": per_view,
             "mean_psnr": float(np.mean([v["psnr"] for v in per_view.values()])) if per_view else None,
@@ -359,6 +367,6 @@ class Trainer:
             "depth_units": "world (input frame), distance along the ray; NaN where nothing is hit",
         }
         path = os.path.join(results, "metrics.json")
-        write_atomic(path, lambda p: json.dump(metrics, open(p, "w"), indent=2))
+        write_json(path, metrics)
         self.log(f"test: {len(per_view)} views, PSNR {metrics['mean_psnr']}, SSIM {metrics['mean_ssim']}")
         return metrics

@@ -1,31 +1,18 @@
-"""Lazy loader of the compiled kernels: importing the package never compiles, the first CUDA call does."""
+"""Lazy access to the compiled CUDA extension `_raymarching_cuda` (see cuda_build.LazyExtension): prebuilt by
+`pip install --no-build-isolation ./raymarching`, else JIT-built on first use.
+"""
 import os
-import sys
-import warnings
 
 import torch
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-if os.path.dirname(_PACKAGE_DIR) not in sys.path:  # the repo root holds the shared cuda_build module
-    sys.path.insert(0, os.path.dirname(_PACKAGE_DIR))
-from cuda_build import load_extension, torch_only  # noqa: E402
+import cuda_build
 
+# Relative to raymarching/src; also used by setup.py so the prebuilt and JIT builds cannot drift apart.
 SOURCES = ["bindings.cpp", "near_far.cu", "march.cu", "composite.cu"]
+EXTENSION_NAME = "_raymarching_cuda"
 
-_backend = None
-_tried = False
-
-
-def get_backend():
-    """The compiled module `_raymarching_cuda` (prebuilt or JIT-built now), or None if it cannot be built."""
-    global _backend, _tried
-    if not _tried:
-        _tried = True
-        try:
-            _backend = load_extension("_raymarching_cuda", _PACKAGE_DIR, SOURCES)
-        except Exception as error:  # no compiler, no CUDA toolkit, ...: fall back to the PyTorch twins
-            warnings.warn(f"raymarching: CUDA kernels unavailable, using the PyTorch twins ({error})")
-    return _backend
+_extension = cuda_build.LazyExtension(EXTENSION_NAME, os.path.dirname(os.path.abspath(__file__)), SOURCES)
+get_backend = _extension.get
 
 
 def cuda_backend_for(*tensors):
@@ -34,7 +21,7 @@ def cuda_backend_for(*tensors):
     Kernels take CUDA tensors with float32 floating-point data; anything else (CPU, float64 for gradcheck,
     INSTANT_NSR_TORCH_ONLY=1) runs the twin.
     """
-    if torch_only():
+    if cuda_build.torch_only():
         return None
     for t in tensors:
         if not t.is_cuda or (t.is_floating_point() and t.dtype != torch.float32):
