@@ -53,10 +53,6 @@ class Views:
     def width(self):
         return self.images.shape[2]
 
-    def to(self, device):
-        masks = None if self.masks is None else self.masks.to(device)
-        return Views(self.images.to(device), masks, self.intrinsics.to(device), self.c2w.to(device), self.names)
-
 
 @dataclass
 class Scene:
