@@ -71,6 +71,8 @@ def hash_encode(
         # Only the low log2(size) bits survive the mod, and (c * p) mod 2^k = (c * (p mod 2^k)) mod 2^k, so the
         # uint32 products of the kernel are reproduced exactly without overflow.
         hashed_sizes = sizes[num_dense:]
+        if any(size & (size - 1) for size in hashed_sizes):
+            raise ValueError(f"hash_encode: hashed tables must have a power-of-two number of rows, got {hashed_sizes}")
         mask = torch.tensor(hashed_sizes, device=device, dtype=itype) - 1  # [l]
         primes = torch.tensor([p & (max(hashed_sizes) - 1) for p in PRIMES[:dim]], device=device, dtype=itype)
         terms = axis_coords[num_dense:] * primes[None, None, :, None]

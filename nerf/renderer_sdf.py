@@ -110,7 +110,6 @@ class Renderer:
         return {k: torch.cat(v, 0) for k, v in out.items()}
 
 
-
 class NeuSRenderer(Renderer):
     """Renders rays through a `NeuSModel` (see network_sdf.py).
 
@@ -229,7 +228,7 @@ class MarchingRenderer(Renderer):
     @torch.no_grad()
     def cell_alpha(self, x):
         sdf = self.model.sdf(x).float().abs()
-        return neus_alpha(sdf, torch.tensor(-1.0, device=x.device), self.cell_diagonal, self.model.inv_s().float())
+        return neus_alpha(sdf, -1.0, self.cell_diagonal, self.model.inv_s().float())  # entering head-on
 
     def update_step(self, step: int, total_steps: int):
         if step < self.warmup_steps:
