@@ -47,6 +47,8 @@ def parse_args(argv=None):
     g.add_argument("--ckpt_every", type=int, default=1000, help="steps between checkpoints")
     g.add_argument("--eval_every", type=int, default=2500, help="steps between validation renders (0: never)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--no_cuda_graph", dest="cuda_graph", action="store_false",
+                   help="launch every kernel of a training step from Python instead of replaying a CUDA graph")
     g = p.add_argument_group("data")
     g.add_argument("--downscale", type=int, default=1, help="load images downscaled by this integer factor")
     g.add_argument("--holdout", type=int, default=8, help="hold out every N-th view for testing (0: none)")

@@ -6,6 +6,7 @@ applies `_HashEncodeGrad` (backward kernel), itself differentiable through the d
 `torch.autograd.grad(sdf, x, create_graph=True)` followed by an Eikonal loss trains the embeddings through the
 kernels instead of silently cutting the gradient.
 """
+import contextlib
 import math
 import os
 
@@ -30,7 +31,16 @@ _LEVEL_MAJOR = True
 _FP16_GRAD_ACCUMULATION = "fp32"
 
 
-def hash_encode(inputs, embeddings, offsets, resolutions):
+class BackwardMode:
+    """Read by the kernels' backward when it runs (not when the forward ran): `inputs_only` skips the table
+    gradient of first-order backward passes, for passes that only want d(outputs)/d(inputs) (see
+    `HashEncoder.input_gradients_only`). The table scatter is the most expensive part of the backward."""
+
+    def __init__(self):
+        self.inputs_only = False
+
+
+def hash_encode(inputs, embeddings, offsets, resolutions, backward_mode=None):
     """Hash-encode points in [0, 1]: the CUDA kernels when the inputs are on a GPU and the extension is available
     (and INSTANT_NSR_TORCH_ONLY is not set), else the PyTorch twin `torch_impl.hash_encode`, which defines the
     exact semantics (cells, corner order, dense and hashed levels, fp32 accumulation).
@@ -46,7 +56,8 @@ def hash_encode(inputs, embeddings, offsets, resolutions):
 
     Differentiable twice: w.r.t. the embeddings and the inputs, and the input gradient again w.r.t. the
     embeddings, the upstream gradient and the inputs (analytic normals + Eikonal loss). On CUDA, positions are
-    computed in float32 (float64 for float64 embeddings) whatever the inputs' dtype.
+    computed in float32 (float64 for float64 embeddings) whatever the inputs' dtype. `backward_mode`: an optional
+    `BackwardMode` (the twin needs none: autograd only runs the parts of its graph that a pass needs).
     """
     if inputs.dim() != 2 or inputs.shape[1] not in (2, 3):
         raise ValueError(f"hash_encode: inputs must be [N, 2] or [N, 3], got {list(inputs.shape)}")
@@ -60,7 +71,7 @@ def hash_encode(inputs, embeddings, offsets, resolutions):
     backend = _cuda_backend_for(inputs, embeddings)
     if backend is None:
         return torch_impl.hash_encode(inputs, embeddings, offsets, resolutions)
-    return hash_encode_with_backend(inputs, embeddings, offsets, resolutions, backend)
+    return hash_encode_with_backend(inputs, embeddings, offsets, resolutions, backend, backward_mode)
 
 
 def _cuda_backend_for(inputs, embeddings):
@@ -72,7 +83,7 @@ def _cuda_backend_for(inputs, embeddings):
     return get_backend()
 
 
-def hash_encode_with_backend(inputs, embeddings, offsets, resolutions, backend):
+def hash_encode_with_backend(inputs, embeddings, offsets, resolutions, backend, backward_mode=None):
     """`hash_encode` through the kernels of `backend` (the `_hashencoder_cuda` module, or a stand-in with its
     three functions, as the CPU tests use to check the autograd plumbing)."""
     acc_dtype = _acc_dtype(embeddings)
@@ -83,6 +94,7 @@ def hash_encode_with_backend(inputs, embeddings, offsets, resolutions, backend):
         offsets.to(device=device, dtype=torch.int32).contiguous(),
         resolutions.to(device=device, dtype=torch.int32).contiguous(),
         backend,
+        backward_mode,
     )
 
 
@@ -122,25 +134,28 @@ def _to_kernel_layout(features, num_levels, level_dim):
 
 class _HashEncode(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, inputs, embeddings, offsets, resolutions, backend):
+    def forward(ctx, inputs, embeddings, offsets, resolutions, backend, backward_mode):
         num_levels, level_dim = resolutions.shape[0], embeddings.shape[1]
         outputs = _new_features(inputs.shape[0], num_levels, level_dim, embeddings)
         backend.forward(inputs, embeddings, offsets, resolutions, outputs)
         ctx.save_for_backward(inputs, embeddings, offsets, resolutions)
         ctx.backend = backend
+        ctx.backward_mode = backward_mode
         return _to_public_layout(outputs)
 
     @staticmethod
     def backward(ctx, grad_outputs):
         inputs, embeddings, offsets, resolutions = ctx.saved_tensors
         need_inputs, need_embeddings = ctx.needs_input_grad[:2]
+        if ctx.backward_mode is not None and ctx.backward_mode.inputs_only:
+            need_embeddings = False
         if not (need_inputs or need_embeddings):
-            return None, None, None, None, None
+            return None, None, None, None, None, None
         # An autograd Function of its own so that the gradients can be differentiated again (create_graph=True).
         grad_inputs, grad_embeddings = _HashEncodeGrad.apply(
             grad_outputs, inputs, embeddings, offsets, resolutions, ctx.backend, need_inputs, need_embeddings
         )
-        return grad_inputs, grad_embeddings, None, None, None
+        return grad_inputs, grad_embeddings, None, None, None, None
 
 
 class _HashEncodeGrad(torch.autograd.Function):
@@ -269,6 +284,18 @@ class HashEncoder(nn.Module):
         self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.int32), persistent=False)
         # Small uniform init as in Instant-NGP: the network starts from (almost) the plain xyz input.
         self.embeddings = nn.Parameter(torch.empty(offsets[-1], level_dim, dtype=dtype).uniform_(-1e-4, 1e-4))
+        self.backward_mode = BackwardMode()
+
+    @contextlib.contextmanager
+    def input_gradients_only(self):
+        """Backward passes run inside this block compute no gradient for the embeddings (on CUDA they skip the
+        table scatter). For `torch.autograd.grad(sdf, x, create_graph=True)` (analytic normals), whose table
+        gradient autograd would throw away; the later `loss.backward()` must run outside the block."""
+        self.backward_mode.inputs_only = True
+        try:
+            yield
+        finally:
+            self.backward_mode.inputs_only = False
 
     def extra_repr(self):
         res = self.resolutions.tolist()
@@ -283,5 +310,6 @@ class HashEncoder(nn.Module):
         # NaN would index outside the tables (garbage in the twin, an illegal access in the kernel): encode it
         # at the origin instead; a NaN input still makes the loss NaN through the MLP, where training sees it.
         x = torch.nan_to_num((inputs + bound) / (2 * bound), nan=0.0).clamp(0.0, 1.0)
-        out = hash_encode(x.reshape(-1, self.input_dim).contiguous(), self.embeddings, self.offsets, self.resolutions)
+        out = hash_encode(x.reshape(-1, self.input_dim).contiguous(), self.embeddings, self.offsets, self.resolutions,
+                          self.backward_mode)
         return out.reshape(*inputs.shape[:-1], self.output_dim)

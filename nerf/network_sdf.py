@@ -113,10 +113,11 @@ class NeuSModel(nn.Module):
         self.variance = nn.Parameter(torch.tensor(float(init_variance)))
         self.normals = normals
         self.fd_eps_range = fd_eps
-        self.fd_eps = fd_eps[0]
         self.progressive_levels = progressive_levels  # (levels at start, fraction of training to reach all)
         self.anneal_end = anneal_end
-        self.cos_anneal_ratio = 1.0
+        # Step-dependent values live in buffers, updated in place, so that a captured CUDA graph sees them.
+        self.register_buffer("fd_eps", torch.tensor(float(fd_eps[0])), persistent=False)
+        self.register_buffer("cos_anneal_ratio", torch.tensor(1.0), persistent=False)
         self.bound = sdf_net.bound
 
     def inv_s(self):
@@ -125,8 +126,8 @@ class NeuSModel(nn.Module):
 
     def update_step(self, step: int, total_steps: int):
         progress = step / max(total_steps, 1)
-        self.fd_eps = log_lerp(self.fd_eps_range[0], self.fd_eps_range[1], progress)
-        self.cos_anneal_ratio = 1.0 if self.anneal_end <= 0 else min(1.0, progress / self.anneal_end)
+        self.fd_eps.fill_(log_lerp(self.fd_eps_range[0], self.fd_eps_range[1], progress))
+        self.cos_anneal_ratio.fill_(1.0 if self.anneal_end <= 0 else min(1.0, progress / self.anneal_end))
         start, fraction = self.progressive_levels
         levels = self.sdf_net.encoder.num_levels
         if fraction <= 0 or start >= levels:
@@ -156,7 +157,9 @@ class NeuSModel(nn.Module):
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             sdf, feature = self.sdf_net(x)
-            (gradient,) = torch.autograd.grad(sdf, x, torch.ones_like(sdf), create_graph=create_graph)
+            # Only d sdf / dx is wanted here; the embeddings get their gradient from the loss's backward.
+            with self.sdf_net.encoder.input_gradients_only():
+                (gradient,) = torch.autograd.grad(sdf, x, torch.ones_like(sdf), create_graph=create_graph)
         return sdf, feature, gradient
 
     def color(self, x, normals, dirs, features):

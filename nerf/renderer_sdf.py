@@ -4,6 +4,8 @@ The one place where the NeuS opacity is computed from SDF values is `neus_alpha`
 the occupancy grid all call it. Compositing goes through `raymarching.composite_rays_train` (CUDA kernel on
 GPU, its PyTorch twin on CPU), with the dense [rays, samples] layout packed as equal-length rays.
 """
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -196,8 +198,14 @@ class MarchingRenderer(Renderer):
     The grid holds, per cell, the NeuS alpha that a cell-diagonal section at the cell's |SDF| would have at the
     current inv_s (so only a shell around the surface, thinning as inv_s grows, stays occupied), refreshed every
     `update_every` steps with decay, dilated by one cell so a thin surface between two evaluated points is never
-    skipped. During `warmup_steps` every cell is occupied. The number of rays per step adapts so that each step
-    marches about `target_samples` samples.
+    skipped. Cells whose SDF is below -2 cell diagonals lie wholly inside the object (the SDF is ~1-Lipschitz):
+    rays stop there, so the back of the object, which NeuS gives no weight (alpha is 0 where the SDF rises
+    along the ray), costs no samples. During `warmup_steps` every cell is occupied and none stops rays.
+
+    Training steps march into a fixed budget of `target_samples` samples, so that every step does the same work
+    and nothing waits on the host: rays are taken in order while their samples fit, and the rest of the step's
+    rays are dropped (`ray_valid` is False; the trainer leaves them out of the losses). The number of rays drawn
+    per step follows the samples per ray of recent steps, read back without waiting (a step or two stale).
     """
 
     def __init__(self, model, radius=1.0, grid_resolution=128, samples_per_diameter=1024, target_samples=2**18,
@@ -212,23 +220,30 @@ class MarchingRenderer(Renderer):
         self.warmup_steps = warmup_steps
         self.update_every = update_every
         self.threshold = threshold
-        self.samples_per_ray = None  # measured on the last training step
+        self.samples_per_ray = torch.zeros(())  # of the last training step; pinned on CUDA for async copies
+        self.ray_count = None
 
     def to(self, device):
         self.grid.to(device)
+        if torch.device(device).type == "cuda":
+            self.samples_per_ray = torch.zeros((), pin_memory=True)
         return self
 
     def state_dict(self):
-        return {"grid": self.grid.state_dict(), "samples_per_ray": self.samples_per_ray}
+        return {"grid": self.grid.state_dict(), "samples_per_ray": float(self.samples_per_ray),
+                "ray_count": self.ray_count}
 
     def load_state_dict(self, state):
-        self.grid.load_state_dict(state["grid"])
-        self.samples_per_ray = state["samples_per_ray"]
+        self.grid.load_state_dict(state["grid"], strict=False)  # checkpoints before stop cells lack them
+        self.samples_per_ray.fill_(state["samples_per_ray"] or 0.0)
+        self.ray_count = state.get("ray_count")
 
     @torch.no_grad()
     def cell_alpha(self, x):
-        sdf = self.model.sdf(x).float().abs()
-        return neus_alpha(sdf, -1.0, self.cell_diagonal, self.model.inv_s().float())  # entering head-on
+        """Points x [M, 3] -> (alpha [M] of a cell-diagonal section entered head-on at |sdf|, inside [M])."""
+        sdf = self.model.sdf(x).float()
+        alpha = neus_alpha(sdf.abs(), -1.0, self.cell_diagonal, self.model.inv_s().float())
+        return alpha, sdf < -2 * self.cell_diagonal
 
     def update_step(self, step: int, total_steps: int):
         if step < self.warmup_steps:
@@ -237,19 +252,26 @@ class MarchingRenderer(Renderer):
             self.grid.update(self.cell_alpha, decay=0.95, threshold=self.threshold, dilate=1)
 
     def rays_per_step(self, num_rays: int) -> int:
-        if not self.samples_per_ray:
-            return num_rays
-        return int(min(max(self.target_samples / self.samples_per_ray, 256), 16 * num_rays))
+        """A power of two, so that it changes rarely (each new count is a new CUDA graph): the smallest one with
+        25% more rays than should fit the budget (the budget fills up; the surplus costs only their marching),
+        kept while it stays within 2.5x of that, between 256 and 16 * num_rays."""
+        samples_per_ray = float(self.samples_per_ray)  # host memory: no wait (the copy may still be in flight)
+        if samples_per_ray <= 0:
+            return self.ray_count or num_rays
+        wanted = 1.25 * self.target_samples / samples_per_ray
+        if not self.ray_count or wanted > self.ray_count or wanted * 2.5 < self.ray_count:
+            self.ray_count = 2 ** math.ceil(math.log2(min(max(wanted, 256), 16 * num_rays)))
+        return self.ray_count
 
     def render(self, rays_o, rays_d, bg_color, perturb=False, create_graph=False):
         """Same inputs and outputs as `NeuSRenderer.render`, with packed samples: gradient [M, 3], inside [M]
-        and weights [M] are per sample."""
+        and weights [M] are per sample. Training (`perturb`) also returns ray_valid [R] (False: dropped)."""
         nears, fars = raymarching.near_far_from_sphere(rays_o, rays_d, radius=self.radius)
         jitter = torch.rand_like(nears) if perturb else None
+        capacity = self.target_samples if perturb else None  # inference: every sample of every ray
         ray_indices, t_starts, t_ends, packed_info = self.grid.march(
-            rays_o, rays_d, nears, fars, self.step_size, self.max_samples, jitter=jitter)
-        if perturb:  # training: adapt the next step's ray count (M is known on the host after marching)
-            self.samples_per_ray = max(ray_indices.shape[0] / rays_o.shape[0], 1.0)
+            rays_o, rays_d, nears, fars, self.step_size, self.max_samples, jitter=jitter, capacity=capacity)
+        real = t_ends > t_starts  # False on the padding rows of a fixed-size march
         mid = (t_starts + t_ends) * 0.5
         dirs = rays_d[ray_indices]
         pts = rays_o[ray_indices] + dirs * mid[:, None]
@@ -259,5 +281,10 @@ class MarchingRenderer(Renderer):
         out = finish(accum, opacity, bg_color)
         out["weights"] = weights
         out["gradient"] = gradient
-        out["inside"] = torch.ones_like(mid, dtype=torch.bool)
+        out["inside"] = real
+        if perturb:
+            ray_valid = packed_info[:, 0] >= 0
+            out["ray_valid"] = ray_valid
+            samples_per_ray = real.sum() / ray_valid.sum().clamp_min(1)
+            self.samples_per_ray.copy_(samples_per_ray.clamp_min(1.0), non_blocking=True)
         return out

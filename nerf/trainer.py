@@ -33,8 +33,12 @@ def lr_factor(step, total_steps, warmup_steps, final_ratio=0.05):
     return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def make_optimizer(model, lr):
-    """Adam; the hash-grid embeddings get no weight decay (decay would erase rarely-seen cells)."""
+def make_optimizer(model, lr, device):
+    """Adam; the hash-grid embeddings get no weight decay (decay would erase rarely-seen cells).
+
+    On CUDA it is fused (one kernel; the grad scaler skips a non-finite step without waiting for the GPU) and
+    capturable with learning rates in device tensors, so that a step can be replayed as a CUDA graph: set them
+    with `set_lr`."""
     encoding = list(model.sdf_net.encoder.parameters())
     encoding_ids = {id(p) for p in encoding}
     networks = [p for n, p in model.named_parameters() if id(p) not in encoding_ids and n != "variance"]
@@ -43,7 +47,75 @@ def make_optimizer(model, lr):
         {"params": networks, "base_lr": lr, "weight_decay": 1e-6},
         {"params": [model.variance], "base_lr": lr * 0.1, "weight_decay": 0.0},
     ]
-    return torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.99), eps=1e-15)
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        for group in groups:  # one tensor per group (a shared default would tie the groups' rates)
+            group["lr"] = torch.tensor(group["base_lr"], device=device)
+    return torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.99), eps=1e-15, fused=cuda, capturable=cuda)
+
+
+def set_lr(group, value):
+    if torch.is_tensor(group["lr"]):
+        group["lr"].fill_(value)
+    else:
+        group["lr"] = value
+
+
+class GraphedStep:
+    """Runs `body(batch)` (forward, backward, optimizer step) as a CUDA graph: captured once per batch shape,
+    then replayed with the batch copied into the captured inputs, so the host launches one graph instead of a
+    few hundred kernels. The step with a new shape runs eagerly on the capture stream first (it is a real
+    step, and it performs lazy initialisations such as cuBLAS workspaces outside the capture).
+
+    Everything the body reads must be a tensor updated in place (learning rates, step-dependent model knobs,
+    the occupancy bitfield); shapes must depend on the batch shape only; nothing may wait for the GPU.
+    """
+
+    def __init__(self, body, log):
+        self.body = body
+        self.log = log
+        self.stream = torch.cuda.Stream()
+        self.enabled = True
+        self.reset()
+
+    def reset(self):
+        """Forget the graph (after loading a checkpoint: the optimizer's state tensors are new)."""
+        self.graph = self.key = self.static_batch = self.static_out = None
+
+    def __call__(self, batch):
+        if not self.enabled:
+            return self.body(batch)
+        key = tuple((k, None if v is None else tuple(v.shape)) for k, v in batch.items())
+        if key == self.key:
+            for k, v in batch.items():
+                if v is not None:
+                    self.static_batch[k].copy_(v)
+            self.graph.replay()
+            return self.static_out
+        self.reset()
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
+            out = self.body(batch)
+            self.static_batch = {k: None if v is None else v.clone() for k, v in batch.items()}
+        self.graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(self.graph, stream=self.stream, capture_error_mode="thread_local"):
+                self.static_out = self.body(self.static_batch)
+        except RuntimeError as e:  # something in the step waits for the GPU (e.g. a twin on CUDA): stay eager
+            self.log(f"CUDA graph capture failed, training without graphs: {str(e).splitlines()[0]}")
+            self.enabled = False
+            self.reset()
+        torch.cuda.current_stream().wait_stream(self.stream)
+        self.key = key
+        return out
+
+
+def masked_mean(x, weights):
+    """Mean of x [R, ...] over rows with weight 1 (weights [R] float, or None for all rows); 0 if none."""
+    if weights is None:
+        return x.mean()
+    per_row = x.reshape(x.shape[0], -1).mean(-1)
+    return (per_row * weights).sum() / weights.sum().clamp_min(1)
 
 
 def write_atomic(path, write_fn):
@@ -78,9 +150,12 @@ class Trainer:
         self.scene = scene
         self.workspace = workspace
         self.device = torch.device(device)
-        self.optimizer = make_optimizer(self.model, opt.lr)
+        self.optimizer = make_optimizer(self.model, opt.lr, self.device)
         self.use_amp = opt.fp16 and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        # The scaler also skips steps whose gradients are not finite (with fused Adam, without waiting for the
+        # GPU); in fp32 it stays at scale 1, halving only on such steps.
+        self.scaler = torch.amp.GradScaler(self.device.type, init_scale=2.0**16 if self.use_amp else 1.0,
+                                           growth_interval=2000 if self.use_amp else 2**30)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(opt.seed)
         self.step = 0
@@ -89,7 +164,13 @@ class Trainer:
         self.ckpt_dir = os.path.join(workspace, "checkpoints")
         self.writer = None
         self.log_file = None
-        self.samples_last_step = 0
+        # On the device, so that no step waits for the GPU: samples rendered, and the current run of steps with
+        # a non-finite loss (looked at every `check_every` steps).
+        self.samples_seen = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.bad_streak = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.graphed_step = None
+        if opt.cuda_graph and self.device.type == "cuda":
+            self.graphed_step = GraphedStep(self.step_body, self.log)
 
     # ------------------------------------------------------------------------------------------------------
     # Logging
@@ -117,30 +198,43 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------------
     # Training
 
-    def losses(self, batch, bg):
+    def losses(self, batch):
         """One forward pass: returns (total loss, dict of detached terms)."""
         opt = self.opt
-        target = batch["rgb"]
-        mask = batch["mask"]
+        target, mask, bg = batch["rgb"], batch["mask"], batch["bg"]
         if mask is not None:  # the object on the step's background: the model must not learn the backdrop
             target = target * mask[:, None] + bg * (1 - mask[:, None])
-        with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp, cache_enabled=False):
             out = self.renderer.render(batch["rays_o"], batch["rays_d"], bg, perturb=True, create_graph=True)
-        loss_rgb = F.huber_loss(out["rgb"], target, delta=0.1, reduction="mean") * 10  # ~L1 for large errors
+        ray_valid = out.get("ray_valid")  # rays the renderer dropped (fixed sample budget) count for nothing
+        ray_weights = None if ray_valid is None else ray_valid.float()
+        # Huber: ~L1 for large errors.
+        loss_rgb = masked_mean(F.huber_loss(out["rgb"], target, delta=0.1, reduction="none"), ray_weights) * 10
         grad_norm = out["gradient"].float().norm(dim=-1)
         inside = out["inside"].float()
         loss_eikonal = (((grad_norm - 1) ** 2) * inside).sum() / inside.sum().clamp_min(1)
         loss = loss_rgb + opt.lambda_eikonal * loss_eikonal
         terms = {"rgb": loss_rgb.detach(), "eikonal": loss_eikonal.detach(),
-                 "psnr_mse": F.mse_loss(out["rgb"].detach(), target)}
-        self.samples_last_step = out["weights"].numel()
+                 "psnr_mse": masked_mean((out["rgb"].detach() - target) ** 2, ray_weights)}
+        self.samples_seen += out["inside"].sum()
         if mask is not None and opt.lambda_mask > 0:
             # Written out rather than F.binary_cross_entropy, which raises on NaN instead of letting the
             # divergence check see it.
             opacity = out["opacity"].clamp(1e-3, 1 - 1e-3)
-            loss_mask = -(mask * torch.log(opacity) + (1 - mask) * torch.log(1 - opacity)).mean()
+            loss_mask = masked_mean(-(mask * torch.log(opacity) + (1 - mask) * torch.log(1 - opacity)), ray_weights)
             loss = loss + opt.lambda_mask * loss_mask
             terms["mask"] = loss_mask.detach()
+        return loss, terms
+
+    def step_body(self, batch):
+        """Forward, backward and optimizer step on a batch; what a CUDA graph captures (no host waits)."""
+        loss, terms = self.losses(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)  # skipped if a gradient is not finite (NaN loss, fp16 overflow)
+        self.scaler.update()
+        loss = loss.detach()
+        self.bad_streak.copy_(torch.where(torch.isfinite(loss), 0, self.bad_streak + 1))
         return loss, terms
 
     def train_step(self):
@@ -149,44 +243,39 @@ class Trainer:
         self.renderer.update_step(self.step, self.opt.iters)
         factor = lr_factor(self.step, self.opt.iters, self.opt.warmup) * self.lr_scale
         for group in self.optimizer.param_groups:
-            group["lr"] = group["base_lr"] * factor
+            set_lr(group, group["base_lr"] * factor)
         n_rays = self.renderer.rays_per_step(self.opt.num_rays)
         batch = sample_rays(self.scene.train, n_rays, self.generator)
-        bg = self.background(n_rays)
-        loss, terms = self.losses(batch, bg)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)  # skips the update if fp16 gradients overflowed
-        self.scaler.update()
-        return loss.detach(), terms
+        batch["bg"] = self.background(n_rays)
+        if self.graphed_step is not None:
+            return self.graphed_step(batch)
+        return self.step_body(batch)
 
-    def train(self, until_step=None):
-        """Train up to opt.iters (or `until_step`, for tests of interrupted runs), then save a checkpoint."""
+    def train(self, until_step=None, check_every=10):
+        """Train up to opt.iters (or `until_step`, for tests of interrupted runs), then save a checkpoint.
+
+        Divergence: steps with a non-finite loss are skipped (by the grad scaler); every `check_every` steps the
+        loop looks at how many came in a row, and after 10 reloads the last checkpoint (see `recover`)."""
         opt = self.opt
         end = opt.iters if until_step is None else min(until_step, opt.iters)
         self.log(f"training from step {self.step} to {end} on {self.device}: {len(self.scene.train)} views, "
                  f"{len(self.scene.test)} held out")
-        bad_steps = 0
-        samples = 0
         bar = tqdm.tqdm(total=end, initial=self.step, dynamic_ncols=True, disable=opt.quiet)
         start_time, start_step = time.time(), self.step
+        self.samples_seen.zero_()
         try:
             while self.step < end:
                 loss, terms = self.train_step()
-                if not torch.isfinite(loss):
-                    bad_steps += 1
-                    self.optimizer.zero_grad(set_to_none=True)
-                    if bad_steps >= 10:
-                        self.recover(float(loss))
-                        bad_steps = 0
-                        bar.n = self.step
-                    continue
-                bad_steps = 0
                 self.step += 1
-                samples += self.samples_last_step
                 bar.update(1)
-                if self.step % 10 == 0 or self.step == end:
-                    self.report(bar, loss, terms, (self.step - start_step) / (time.time() - start_time))
+                if self.step % check_every == 0 or self.step == end:
+                    bad_steps = int(self.bad_streak)  # the only wait on the GPU, once per check_every steps
+                    if bad_steps >= 10:
+                        self.recover(float(loss), self.step - bad_steps)
+                        bar.n = self.step
+                        continue
+                    if bad_steps == 0:
+                        self.report(bar, loss, terms, (self.step - start_step) / (time.time() - start_time))
                 if opt.eval_every > 0 and self.step % opt.eval_every == 0 and self.step < opt.iters:
                     self.validate()
                 if opt.ckpt_every > 0 and self.step % opt.ckpt_every == 0:
@@ -200,6 +289,7 @@ class Trainer:
         self.save_checkpoint()
         elapsed = time.time() - start_time
         steps = self.step - start_step
+        samples = int(self.samples_seen)
         stats = {"steps": steps, "seconds": elapsed, "it_per_s": steps / max(elapsed, 1e-9),
                  "samples_per_s": samples / max(elapsed, 1e-9), "samples_per_step": samples / max(steps, 1)}
         write_json(os.path.join(self.workspace, "train_stats.json"), stats)
@@ -211,7 +301,7 @@ class Trainer:
         values = {k: float(v) for k, v in terms.items()}
         train_psnr = -10 * math.log10(max(values.pop("psnr_mse"), 1e-10))
         inv_s = float(self.model.inv_s().detach())
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = float(self.optimizer.param_groups[0]["lr"])
         bar.set_postfix(loss=f"{float(loss):.4f}", psnr=f"{train_psnr:.2f}", inv_s=f"{inv_s:.0f}", lr=f"{lr:.2e}",
                         its=f"{its:.1f}")
         for k, v in values.items():
@@ -224,18 +314,20 @@ class Trainer:
             self.log(f"step {self.step}: loss {float(loss):.4f} psnr {train_psnr:.2f} inv_s {inv_s:.1f} "
                      f"lr {lr:.2e} {its:.2f} it/s")
 
-    def recover(self, loss_value):
+    def recover(self, loss_value, first_bad_step):
         """Divergence: reload the last checkpoint with half the learning rate, at most twice; else stop."""
         latest = self.latest_checkpoint()
         if latest is None or self.recoveries >= 2:
             raise TrainingDiverged(
-                f"training diverged at step {self.step} (loss {loss_value}) "
+                f"training diverged at step {first_bad_step} (loss {loss_value}) "
                 + ("with no checkpoint to recover from" if latest is None else "after 2 recoveries"))
         self.recoveries += 1
         recoveries, lr_scale = self.recoveries, self.lr_scale * 0.5
         self.load_checkpoint(latest)
         self.recoveries, self.lr_scale = recoveries, lr_scale
-        self.log(f"loss {loss_value} for 10 steps: reloaded {latest}, learning rate x{self.lr_scale}")
+        self.bad_streak.zero_()
+        self.log(f"loss {loss_value} for 10 steps from step {first_bad_step}: reloaded {latest}, "
+                 f"learning rate x{self.lr_scale}")
 
     # ------------------------------------------------------------------------------------------------------
     # Checkpoints
@@ -276,6 +368,12 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.renderer.load_state_dict(state["renderer"])
         self.optimizer.load_state_dict(state["optimizer"])
+        cuda = self.device.type == "cuda"
+        for group in self.optimizer.param_groups:  # the checkpoint may come from another device
+            group.update(fused=cuda, capturable=cuda)
+            group["lr"] = torch.tensor(float(group["lr"]), device=self.device) if cuda else float(group["lr"])
+        if self.graphed_step is not None:
+            self.graphed_step.reset()  # the graph refers to the optimizer's old state tensors
         self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
         self.lr_scale = state.get("lr_scale", 1.0)

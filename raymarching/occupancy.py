@@ -16,6 +16,7 @@ class OccupancyGrid(nn.Module):
         aabb: (6,) float32. (xmin, ymin, zmin, xmax, ymax, zmax).
         occupancy: (R^3,) float32. Running per-cell value (e.g. the NeuS alpha of a cell), starts at 0.
         bitfield: (R^3 / 8,) uint8. Cells the marcher samples; starts all occupied (see `mark_all`).
+        stop_bitfield: (R^3 / 8,) uint8. Cells where rays end (e.g. inside an opaque object); starts empty.
 
     Example (SDF: the caller turns the SDF into the alpha of a cell-sized step at the current inv_s)::
 
@@ -34,11 +35,14 @@ class OccupancyGrid(nn.Module):
         self.register_buffer("aabb", aabb)
         self.register_buffer("occupancy", torch.zeros(resolution**3))
         self.register_buffer("bitfield", torch.full((resolution**3 // 8,), 255, dtype=torch.uint8))
+        self.register_buffer("stop_bitfield", torch.zeros(resolution**3 // 8, dtype=torch.uint8))
 
     @torch.no_grad()
     def mark_all(self):
-        """Mark every cell occupied (warm-up, before the field is meaningful); `occupancy` is left as is."""
+        """Mark every cell occupied and none as a stop (warm-up, before the field is meaningful); `occupancy` is
+        left as is."""
         self.bitfield.fill_(255)
+        self.stop_bitfield.zero_()
 
     @torch.no_grad()
     def cell_points(self, cells, jitter: bool = True):
@@ -54,8 +58,10 @@ class OccupancyGrid(nn.Module):
         """Refresh the grid from a field.
 
         Args:
-            field_fn: callable (M, 3) float32 points -> (M,) per-point value (e.g. alpha); called without grad,
-                in chunks of at most `chunk` points, one jittered point per cell.
+            field_fn: callable (M, 3) float32 points -> (M,) per-point value (e.g. alpha), or -> (values, stop)
+                with stop (M,) bool marking cells where rays should end (replaced at every update, and never
+                set on an occupied cell); called without grad, in chunks of at most `chunk` points, one
+                jittered point per cell.
             decay: occupancy = max(occupancy * decay, value), so stale cells fade out.
             threshold: a cell is occupied iff its (dilated) occupancy > threshold.
             dilate: occupied cells also mark neighbours within this many cells (Chebyshev distance), so thin
@@ -63,13 +69,23 @@ class OccupancyGrid(nn.Module):
             chunk: points per field_fn call.
         """
         n_cells = self.occupancy.numel()
+        stop = None
         for start in range(0, n_cells, chunk):
             cells = torch.arange(start, min(start + chunk, n_cells), device=self.occupancy.device)
-            values = field_fn(self.cell_points(cells)).reshape(-1).to(self.occupancy.dtype)
+            values = field_fn(self.cell_points(cells))
+            if isinstance(values, tuple):
+                values, stop_chunk = values
+                if stop is None:
+                    stop = torch.zeros(n_cells, dtype=torch.bool, device=self.occupancy.device)
+                stop[start : start + cells.numel()] = stop_chunk.reshape(-1)
+            values = values.reshape(-1).to(self.occupancy.dtype)
             assert values.shape == cells.shape, f"field_fn must return [M] = [{cells.numel()}], got {values.shape}"
             current = self.occupancy[start : start + cells.numel()]
             current.copy_(torch.maximum(current * decay, values))
-        self.bitfield.copy_(packbits(self._dilated(self.occupancy, dilate), threshold))
+        occupied = self._dilated(self.occupancy, dilate)
+        self.bitfield.copy_(packbits(occupied, threshold))
+        if stop is not None:
+            self.stop_bitfield.copy_(packbits((stop & (occupied <= threshold)).float(), 0.5))
 
     def _dilated(self, occupancy, dilate: int):
         # Max-pooling the values and thresholding equals thresholding and dilating the mask (max > t iff any > t).
@@ -86,8 +102,7 @@ class OccupancyGrid(nn.Module):
         bits = (self.bitfield.to(torch.int32)[:, None] >> shifts) & 1
         return bits.sum().item() / self.occupancy.numel()
 
-    def march(self, rays_o, rays_d, nears, fars, step_size: float, max_samples: int, jitter=None):
-        """`march_rays_train` on this grid (see there for arguments and outputs)."""
-        return march_rays_train(
-            rays_o, rays_d, nears, fars, self.bitfield, self.aabb, self.resolution, step_size, max_samples, jitter
-        )
+    def march(self, rays_o, rays_d, nears, fars, step_size: float, max_samples: int, jitter=None, capacity=None):
+        """`march_rays_train` on this grid, with its stop cells (see there for arguments and outputs)."""
+        return march_rays_train(rays_o, rays_d, nears, fars, self.bitfield, self.aabb, self.resolution, step_size,
+                                max_samples, jitter, capacity, self.stop_bitfield)

@@ -116,11 +116,17 @@ def packbits(values, threshold: float):
 
 
 def march_rays_train(rays_o, rays_d, nears, fars, bitfield, aabb, resolution: int, step_size: float,
-                     max_samples: int, jitter=None):
+                     max_samples: int, jitter=None, capacity=None, stop_bitfield=None):
     """Samples of every ray on the jittered lattice, in occupied cells, packed ray after ray.
 
     See the module docstring for the lattice and the keep rule. At most the first `max_samples` kept samples of
     each ray are returned. Deterministic: the kernel and the twin return identical samples.
+
+    Without `capacity` the number of samples M is only known after counting, so the kernel path synchronises
+    once with the host to allocate the outputs. With `capacity` the outputs have exactly M = capacity rows and
+    nothing waits on the host (what a training step wants): rays are taken in order while all their samples
+    fit; every later ray is dropped, marked by start -1 (and count 0) in packed_info; rows past the last kept
+    sample are padding with ray index 0 and t_starts = t_ends = 0 (tell them by t_ends == t_starts).
 
     Args:
         rays_o: (N, 3) float. Ray origins.
@@ -133,12 +139,17 @@ def march_rays_train(rays_o, rays_d, nears, fars, bitfield, aabb, resolution: in
         step_size: lattice spacing along t (> 0).
         max_samples: cap on samples per ray.
         jitter: (N,) float in [0, 1) or None (= 0). Per-ray offset of the lattice, in steps.
+        capacity: None, or the fixed number of output rows (see above).
+        stop_bitfield: (R^3 / 8,) uint8 or None. A ray ends at its first lattice sample (with its midpoint
+            before `far` and in the box) whose cell is set here: that sample and the later ones are not kept
+            (e.g. cells known to lie inside an opaque object).
 
     Returns:
-        ray_indices: (M,) int64. Ray of each sample; non-decreasing.
+        ray_indices: (M,) int64. Ray of each sample; non-decreasing (up to the padding).
         t_starts: (M,) float. Sample interval starts t_k; increasing within a ray.
         t_ends: (M,) float. t_k + step_size.
-        packed_info: (N, 2) int32. (index of the ray's first sample, number of samples) per ray.
+        packed_info: (N, 2) int32. (index of the ray's first sample, number of samples) per ray; (-1, 0) for a
+        ray dropped for lack of capacity.
     """
     _check_rays(rays_o, rays_d)
     n_rays = rays_o.shape[0]
@@ -147,17 +158,22 @@ def march_rays_train(rays_o, rays_d, nears, fars, bitfield, aabb, resolution: in
     _check_aabb(aabb)
     _check_grid(bitfield, resolution)
     assert step_size > 0, f"step_size must be positive, got {step_size}"
+    assert capacity is None or capacity >= 0, f"capacity must be None or >= 0, got {capacity}"
     if jitter is None:
         jitter = torch.zeros_like(nears)
     _check_per_ray("jitter", jitter, n_rays)
-    backend = cuda_backend_for(rays_o, rays_d, nears, fars, jitter, bitfield, aabb)
+    if stop_bitfield is not None:
+        _check_grid(stop_bitfield, resolution)
+    tensors = [t for t in (rays_o, rays_d, nears, fars, jitter, bitfield, aabb, stop_bitfield) if t is not None]
+    backend = cuda_backend_for(*tensors)
     if backend is None:
-        return torch_impl.march_rays_train(
-            rays_o, rays_d, nears, fars, bitfield, aabb, resolution, step_size, max_samples, jitter
-        )
+        return torch_impl.march_rays_train(rays_o, rays_d, nears, fars, bitfield, aabb, resolution, step_size,
+                                           max_samples, jitter, capacity, stop_bitfield)
+    no_stop = torch.empty(0, dtype=torch.uint8, device=bitfield.device)
     return backend.march_rays_train(
         rays_o.contiguous(), rays_d.contiguous(), nears.contiguous(), fars.contiguous(), jitter.contiguous(),
         bitfield.contiguous(), aabb.contiguous(), int(resolution), float(step_size), int(max_samples),
+        -1 if capacity is None else int(capacity), no_stop if stop_bitfield is None else stop_bitfield.contiguous(),
     )
 
 

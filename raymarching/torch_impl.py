@@ -79,8 +79,10 @@ def _segment_arange(counts):
     return seg, pos
 
 
-def _march_lattice(rays_o, rays_d, nears, fars, jitter, k_start, bitfield, aabb, resolution, step_size, max_samples):
-    """The first `max_samples` kept lattice samples with k >= k_start of each ray, packed ray after ray.
+def _march_lattice(rays_o, rays_d, nears, fars, jitter, k_start, bitfield, aabb, resolution, step_size, max_samples,
+                   stop_bitfield=None):
+    """The first `max_samples` kept lattice samples with k >= k_start of each ray, packed ray after ray; a ray
+    ends at its first sample (before `far`, in the box) whose cell is set in `stop_bitfield`.
 
     All per-ray inputs are [n] (rays_o/rays_d [n, 3]), k_start int64. Returns (ray [S] int64 local ray index,
     k [S] int64 lattice index, t_starts [S], t_ends [S]) in ray order, then increasing k.
@@ -103,6 +105,11 @@ def _march_lattice(rays_o, rays_d, nears, fars, jitter, k_start, bitfield, aabb,
     ijk = torch.floor((points - lo) * scale).clamp(0, resolution - 1).long()
     cells = (ijk[:, 0] * resolution + ijk[:, 1]) * resolution + ijk[:, 2]
     keep = (mid < fars[ray]) & inside & _occupied(bitfield, cells)
+    if stop_bitfield is not None:
+        stop = ((mid < fars[ray]) & inside & _occupied(stop_bitfield, cells)).long()
+        stops_per_ray = torch.zeros_like(n_cand).index_add(0, ray, stop)
+        stops_so_far = torch.cumsum(stop, 0) - _exclusive_cumsum(stops_per_ray)[ray]  # inclusive, within the ray
+        keep &= stops_so_far == 0
     # Rank of each kept sample within its ray; only the first max_samples survive.
     keep_i = keep.long()
     kept_per_ray = torch.zeros_like(n_cand).index_add(0, ray, keep_i)
@@ -112,18 +119,32 @@ def _march_lattice(rays_o, rays_d, nears, fars, jitter, k_start, bitfield, aabb,
 
 
 def march_rays_train(rays_o, rays_d, nears, fars, bitfield, aabb, resolution: int, step_size: float,
-                     max_samples: int, jitter=None):
+                     max_samples: int, jitter=None, capacity=None, stop_bitfield=None):
     """Packed training samples on the lattice (see raymarching.py)."""
     n_rays = rays_o.shape[0]
     if jitter is None:
         jitter = torch.zeros_like(nears)
     k_start = torch.zeros(n_rays, dtype=torch.int64, device=rays_o.device)
     ray, _, t_starts, t_ends = _march_lattice(
-        rays_o, rays_d, nears, fars, jitter, k_start, bitfield, aabb, resolution, step_size, max_samples
+        rays_o, rays_d, nears, fars, jitter, k_start, bitfield, aabb, resolution, step_size, max_samples,
+        stop_bitfield,
     )
     counts = torch.bincount(ray, minlength=n_rays)
-    packed_info = torch.stack([_exclusive_cumsum(counts), counts], -1).int()
-    return ray, t_starts, t_ends, packed_info
+    if capacity is None:
+        packed_info = torch.stack([_exclusive_cumsum(counts), counts], -1).int()
+        return ray, t_starts, t_ends, packed_info
+    # The prefix of rays whose samples fit keeps them; the others are dropped (start -1, count 0); zero padding.
+    ends = torch.cumsum(counts, 0)
+    kept = ends <= capacity
+    packed_info = torch.stack([torch.where(kept, ends - counts, -1), torch.where(kept, counts, 0)], -1).int()
+    n_kept = int(ends[kept][-1]) if bool(kept.any()) else 0
+
+    def padded(x):
+        out = torch.zeros(capacity, dtype=x.dtype, device=x.device)
+        out[:n_kept] = x[:n_kept]
+        return out
+
+    return padded(ray), padded(t_starts), padded(t_ends), packed_info
 
 
 def _packed_to_dense(packed_info):

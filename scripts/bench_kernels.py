@@ -1,13 +1,14 @@
 """Benchmark of the hash-grid kernels against the PyTorch twin on one GPU.
 
-    python scripts/bench_kernels.py [--sizes 18 20 22] [--repeats 20] [--json PATH]
+    python scripts/bench_kernels.py [--sizes 18 20 22] [--repeats 20] [--points uniform|rays] [--json PATH]
 
 Encoder: 3-D points, 16 levels x 2 features, 2^19-row tables, resolution 16..2048, fp32 (as in training).
 Passes timed (CUDA events, after warm-up; median):
   fwd          outputs only
   fwd+bwd      outputs, then gradients w.r.t. the embeddings
   fwd+bwd+dx   ... and w.r.t. the inputs
-  eikonal      outputs, input gradients with create_graph=True (analytic normals), then the gradients of
+  eikonal      outputs, input gradients with create_graph=True (analytic normals; no table scatter in that
+               pass, as in training: HashEncoder.input_gradients_only), then the gradients of
                <outputs, g> + <grad_inputs, v> w.r.t. the embeddings and the upstream gradient: what a training
                step with an Eikonal loss on analytic normals runs (first backward, double backward, and the
                first-order backward of the SDF loss)
@@ -38,12 +39,30 @@ BASE_RES, FINEST_RES = 16, 2048
 PASSES = ("fwd", "fwd+bwd", "fwd+bwd+dx", "bwdbwd", "eikonal")
 
 
-def make_problem(num_points, dtype=torch.float32, seed=0):
+def ray_points(num_points, generator, samples_per_ray=128):
+    """Points as a training step orders them: `samples_per_ray` consecutive samples along each of
+    num_points / samples_per_ray random rays through the unit cube (in [0, 1]^3)."""
+    n_rays = num_points // samples_per_ray
+    origins = torch.randn(n_rays, 3, device="cuda", generator=generator)
+    origins = origins / origins.norm(dim=-1, keepdim=True) * 1.7
+    targets = (torch.rand(n_rays, 3, device="cuda", generator=generator) - 0.5) * 0.8
+    dirs = targets - origins
+    dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+    t = torch.linspace(0.7, 2.7, samples_per_ray, device="cuda")
+    points = (origins[:, None] + dirs[:, None] * t[None, :, None]).reshape(-1, 3) * 0.5 + 0.5
+    return points.clamp(0, 1).contiguous()
+
+
+def make_problem(num_points, dtype=torch.float32, seed=0, points="uniform"):
     scale = (FINEST_RES / BASE_RES) ** (1 / (NUM_LEVELS - 1))
     resolutions, offsets = level_layout(INPUT_DIM, NUM_LEVELS, BASE_RES, scale, LOG2_TABLE)
     generator = torch.Generator(device="cuda").manual_seed(seed)
+    if points == "rays":
+        inputs = ray_points(num_points, generator)
+    else:
+        inputs = torch.rand(num_points, INPUT_DIM, device="cuda", generator=generator)
     return {
-        "inputs": torch.rand(num_points, INPUT_DIM, device="cuda", generator=generator),
+        "inputs": inputs,
         "embeddings": (torch.rand(offsets[-1], LEVEL_DIM, device="cuda", generator=generator) * 2 - 1).to(dtype),
         "offsets": torch.tensor(offsets, dtype=torch.int32, device="cuda"),
         "resolutions": torch.tensor(resolutions, dtype=torch.int32, device="cuda"),
@@ -81,10 +100,13 @@ def make_pass(name, encode, problem):
     elif name == "eikonal":
         x_leaf, table_leaf = x.detach().requires_grad_(), table.detach().requires_grad_()
         g_leaf = g.detach().requires_grad_()  # in training it comes from the MLP and requires grad
+        mode = hashgrid.BackwardMode()  # as NeuSModel.sdf_and_gradient: no table scatter in the normals pass
 
         def run():
-            out = encode(x_leaf, table_leaf)
+            out = encode(x_leaf, table_leaf, mode)
+            mode.inputs_only = True
             (normals,) = torch.autograd.grad(out, x_leaf, g_leaf, create_graph=True)
+            mode.inputs_only = False
             return torch.autograd.grad((out, normals), (table_leaf, g_leaf), (g, v))
     else:
         raise ValueError(name)
@@ -121,20 +143,20 @@ def pass_bytes(name, num_points, table_bytes_per_row):
         "fwd+bwd": forward + backward,
         "fwd+bwd+dx": forward + backward_dx,
         "bwdbwd": double,
-        "eikonal": forward + backward_dx + double + backward,
+        "eikonal": forward + (backward_dx - corners) + double + backward,  # normals pass: no scatter
     }[name]
 
 
-def bench_main(sizes, repeats, twin_repeats, backend):
+def bench_main(sizes, repeats, twin_repeats, backend, points):
     rows = []
     for log2_points in sizes:
         num_points = 2**log2_points
-        problem = make_problem(num_points)
+        problem = make_problem(num_points, points=points)
 
-        def cuda_encode(x, table):
-            return hash_encode_with_backend(x, table, problem["offsets"], problem["resolutions"], backend)
+        def cuda_encode(x, table, mode=None):
+            return hash_encode_with_backend(x, table, problem["offsets"], problem["resolutions"], backend, mode)
 
-        def twin_encode(x, table):
+        def twin_encode(x, table, mode=None):
             return torch_impl.hash_encode(x, table, problem["offsets"], problem["resolutions"])
 
         for name in PASSES:
@@ -160,8 +182,8 @@ def bench_designs(repeats, backend, log2_points=20):
     for dtype in (torch.float32, torch.float16):
         problem = make_problem(2**log2_points, dtype=dtype)
 
-        def cuda_encode(x, table):
-            return hash_encode_with_backend(x, table, problem["offsets"], problem["resolutions"], backend)
+        def cuda_encode(x, table, mode=None):
+            return hash_encode_with_backend(x, table, problem["offsets"], problem["resolutions"], backend, mode)
 
         accumulations = ("fp32", "half2") if dtype == torch.float16 else ("fp32",)
         for level_major, accumulation in [(lm, acc) for lm in (False, True) for acc in accumulations]:
@@ -200,6 +222,9 @@ def main():
     parser.add_argument("--twin-repeats", type=int, default=5, help="timed runs of the (slow) twin passes")
     parser.add_argument("--no-designs", action="store_true", help="skip the design-choice table")
     parser.add_argument("--json", help="also save the results here")
+    parser.add_argument("--points", choices=["uniform", "rays"], default="uniform",
+                        help="uniform random points, or 128 consecutive samples along each random ray (the order "
+                             "of a training step, where neighbouring threads share cells)")
     args = parser.parse_args()
 
     if not torch.cuda.is_available():
@@ -211,8 +236,9 @@ def main():
     print(f"# hash-grid kernels on {device} (torch {torch.__version__}, CUDA {torch.version.cuda})")
     print(f"# {INPUT_DIM}-D, {NUM_LEVELS} levels x {LEVEL_DIM}, 2^{LOG2_TABLE} table, res {BASE_RES}..{FINEST_RES}")
 
-    results = {"device": device, "torch": torch.__version__, "main": bench_main(args.sizes, args.repeats,
-                                                                               args.twin_repeats, backend)}
+    print(f"# points: {args.points}")
+    results = {"device": device, "torch": torch.__version__, "points": args.points,
+               "main": bench_main(args.sizes, args.repeats, args.twin_repeats, backend, args.points)}
     print()
     print(markdown_table(
         results["main"], ["points", "pass", "cuda_ms", "cuda_GBps", "twin_ms", "twin_GBps", "speedup"],

@@ -185,6 +185,37 @@ def test_autograd_functions_gradgradcheck_with_twin_kernels(monkeypatch, input_d
     assert torch.autograd.gradgradcheck(encode, (inputs, embeddings))
 
 
+def test_input_gradients_only_skips_the_table_scatter_and_keeps_every_gradient(monkeypatch):
+    """Analytic normals as in training: the create_graph pass inside `input_gradients_only` asks the kernels for
+    no table gradient, and the final table gradient (SDF loss + Eikonal loss) is unchanged."""
+    offsets, resolutions = small_layout(3)
+    calls = []
+    backward = TwinKernels.backward
+
+    def recording_backward(grad_outputs, inputs, embeddings, offsets_, resolutions_, grad_embeddings, grad_inputs):
+        calls.append(grad_embeddings is not None)
+        return backward(grad_outputs, inputs, embeddings, offsets_, resolutions_, grad_embeddings, grad_inputs)
+
+    monkeypatch.setattr(TwinKernels, "backward", staticmethod(recording_backward))
+    inputs = interior_points(7, 3)
+    v = torch.randn(7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    table_grads = []
+    for inputs_only in (False, True):
+        calls.clear()
+        table = random_table(int(offsets[-1]), 2).requires_grad_()
+        mode = hashgrid.BackwardMode()
+        x = inputs.detach().requires_grad_()
+        out = hash_encode_with_backend(x, table, offsets, resolutions, TwinKernels, mode)
+        sdf = (out * torch.linspace(-1, 1, out.shape[1], dtype=out.dtype)).sum(-1) ** 2  # not linear in out
+        mode.inputs_only = inputs_only
+        (normals,) = torch.autograd.grad(sdf.sum(), x, create_graph=True)
+        mode.inputs_only = False
+        assert calls == [not inputs_only]  # the create_graph pass scattered into the table only when asked
+        ((sdf.sum() + (normals * v).sum()) * 1.0).backward()
+        table_grads.append(table.grad.clone())
+    torch.testing.assert_close(table_grads[1], table_grads[0])
+
+
 # ----------------------------------------------------------------------------------------------------------
 # CUDA kernels against the twin run in float64.
 

@@ -145,6 +145,29 @@ def test_occupancy_grid_update_decay_dilate_and_cell_order():
     assert grid.occupied_fraction() == 1.0
 
 
+def test_occupancy_grid_stop_cells_are_replaced_each_update_and_never_occupied():
+    R = 8
+    grid = OccupancyGrid(UNIT_BOX, resolution=R)
+    width = 2.0 / R
+
+    def field(points):  # occupied slab ix == 2; stop wanted for ix >= 2 (the slab itself must not stop rays)
+        values = ((points[:, 0] > -1 + 2 * width) & (points[:, 0] < -1 + 3 * width)).float()
+        return values, points[:, 0] > -1 + 2 * width
+
+    grid.update(field, decay=0.5, threshold=0.1, dilate=0)
+    stop = torch.zeros(R, R, R, dtype=torch.bool)
+    stop[3:] = True
+    assert torch.equal(grid.stop_bitfield, grid_from_mask(stop))
+    grid.update(field, decay=0.5, threshold=0.1, dilate=1)  # the dilated slab (ix 1..3) is occupied
+    stop[3] = False
+    assert torch.equal(grid.stop_bitfield, grid_from_mask(stop))
+    grid.update(lambda p: (torch.zeros(p.shape[0]), torch.zeros(p.shape[0], dtype=torch.bool)), threshold=0.9)
+    assert not grid.stop_bitfield.any()
+    grid.update(field, decay=0.5, threshold=0.1, dilate=0)
+    grid.mark_all()
+    assert not grid.stop_bitfield.any()
+
+
 def test_occupancy_grid_update_chunks_and_points_in_cells():
     R = 4
     grid = OccupancyGrid(torch.tensor([0.0, 0.0, 0.0, 4.0, 4.0, 4.0]), resolution=R)
@@ -167,10 +190,13 @@ def test_occupancy_grid_update_chunks_and_points_in_cells():
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def reference_march(rays_o, rays_d, nears, fars, bitfield, aabb, R, step_size, max_samples, jitter):
+def reference_march(rays_o, rays_d, nears, fars, bitfield, aabb, R, step_size, max_samples, jitter, stop_bitfield=None):
     """Direct transcription of the lattice definition, one sample at a time (float32 scalar tensors)."""
     step = torch.tensor(step_size, dtype=torch.float32)
     occupied = ((bitfield[:, None].int() >> torch.arange(8)) & 1).reshape(-1).bool()
+    stops = torch.zeros_like(occupied)
+    if stop_bitfield is not None:
+        stops = ((stop_bitfield[:, None].int() >> torch.arange(8)) & 1).reshape(-1).bool()
     lo, hi = aabb[:3], aabb[3:]
     scale = torch.full((3,), float(R)) / (hi - lo)
     out = []
@@ -184,6 +210,8 @@ def reference_march(rays_o, rays_d, nears, fars, bitfield, aabb, R, step_size, m
             p = rays_o[r] + rays_d[r] * mid
             if bool(((p >= lo) & (p <= hi)).all()):
                 i = torch.floor((p - lo) * scale).clamp(0, R - 1).long().tolist()
+                if stops[(i[0] * R + i[1]) * R + i[2]]:
+                    break
                 if occupied[(i[0] * R + i[1]) * R + i[2]]:
                     kept.append(float(t))
             k += 1
@@ -272,6 +300,41 @@ def test_march_rays_train_equals_reference(max_samples):
     assert unpack(ray_indices, t_starts, packed_info) == expected
     assert sum(len(e) for e in expected) > 20  # the test exercised real samples
     assert (packed_info[1:, 0] == (packed_info[:-1, 0] + packed_info[:-1, 1])).all()
+    # Stop cells end rays.
+    stop_bitfield = grid_from_mask((torch.rand(R, R, R, generator=g) < 0.1) & ~mask)
+    ray_indices, t_starts, t_ends, packed_info = torch_impl.march_rays_train(
+        rays_o, rays_d, nears, fars, bitfield, UNIT_BOX, R, 0.05, max_samples, jitter, stop_bitfield=stop_bitfield
+    )
+    stopped = reference_march(rays_o, rays_d, nears, fars, bitfield, UNIT_BOX, R, 0.05, max_samples, jitter,
+                              stop_bitfield)
+    assert unpack(ray_indices, t_starts, packed_info) == stopped
+    if max_samples == 1000:
+        assert sum(map(len, stopped)) < sum(map(len, expected))  # some rays did stop early
+
+
+def test_march_rays_train_capacity_keeps_whole_rays_in_order():
+    g = torch.Generator().manual_seed(2)
+    R = 8
+    bitfield = grid_from_mask(torch.rand(R, R, R, generator=g) < 0.4)
+    rays_o, rays_d = random_rays(30, g)
+    nears, fars = torch_impl.near_far_from_sphere(rays_o, rays_d, radius=1.8)
+    jitter = torch.rand(30, generator=g)
+    args = (rays_o, rays_d, nears, fars, bitfield, UNIT_BOX, R, 0.05, 1000, jitter)
+    full_indices, full_starts, full_ends, full_info = torch_impl.march_rays_train(*args)
+    ends = torch.cumsum(full_info[:, 1], 0)
+    assert ends[-1] > 40  # enough samples that a capacity cuts through a ray
+    for capacity in (0, 1, int(ends[len(ends) // 2]) + 3, int(ends[-1]), int(ends[-1]) + 50):
+        ray_indices, t_starts, t_ends, packed_info = torch_impl.march_rays_train(*args, capacity=capacity)
+        assert ray_indices.shape == t_starts.shape == t_ends.shape == (capacity,)
+        kept = ends <= capacity
+        assert torch.equal(packed_info[kept], full_info[kept])  # whole rays, at the same places
+        assert (packed_info[~kept] == torch.tensor([-1, 0], dtype=torch.int32)).all()
+        assert kept.tolist() == sorted(kept.tolist(), reverse=True)  # a prefix of the rays
+        n_kept = int(ends[kept][-1]) if kept.any() else 0
+        assert torch.equal(ray_indices[:n_kept], full_indices[:n_kept])
+        assert torch.equal(t_starts[:n_kept], full_starts[:n_kept])
+        assert torch.equal(t_ends[:n_kept], full_ends[:n_kept])
+        assert (ray_indices[n_kept:] == 0).all() and (t_starts[n_kept:] == 0).all() and (t_ends[n_kept:] == 0).all()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -508,11 +571,14 @@ def march_inputs(n, seed, R=16, fill=0.3, sphere=False):
     return rays_o, rays_d, nears, fars, bitfield, jitter
 
 
-def assert_march_equal(args_cpu, R, step, max_samples, jitter):
+def assert_march_equal(args_cpu, R, step, max_samples, jitter, capacity=None, stop_bitfield=None):
     args_cuda = [a.cuda() for a in args_cpu]
     poison_cuda_cache()
-    got = raymarching.march_rays_train(*args_cuda, R, step, max_samples, None if jitter is None else jitter.cuda())
-    want = torch_impl.march_rays_train(*args_cpu, R, step, max_samples, jitter)
+    got = raymarching.march_rays_train(*args_cuda, R, step, max_samples, None if jitter is None else jitter.cuda(),
+                                       capacity=capacity,
+                                       stop_bitfield=None if stop_bitfield is None else stop_bitfield.cuda())
+    want = torch_impl.march_rays_train(*args_cpu, R, step, max_samples, jitter, capacity=capacity,
+                                       stop_bitfield=stop_bitfield)
     names = ("ray_indices", "t_starts", "t_ends", "packed_info")
     for name, a, b in zip(names, got, want):
         assert a.dtype == b.dtype, name
@@ -531,6 +597,13 @@ def test_cuda_march_rays_train(backend, n, fill, sphere):
         want = assert_march_equal(args, 16, step, max_samples, jit)
     if fill > 0 and n > 1:
         assert want[0].numel() > 0
+    # Fixed-size outputs: cut through the middle ray, none, exactly all, more than all.
+    total = want[0].numel()
+    for capacity in (total // 2 + 1, 0, total, total + 17):
+        assert_march_equal(args, 16, 0.01, 1024, jitter, capacity=capacity)
+    stop_bitfield = grid_from_mask(torch.rand(16, 16, 16, generator=torch.Generator().manual_seed(n)) < 0.05)
+    for step, capacity in ((0.01, None), (0.037, total // 3)):
+        assert_march_equal(args, 16, step, 1024, jitter, capacity=capacity, stop_bitfield=stop_bitfield)
 
 
 @requires_cuda
@@ -554,12 +627,14 @@ def test_cuda_march_rays_train_samples_on_cell_borders(backend):
 
 @requires_cuda
 @pytest.mark.parametrize("n", SIZES)
-@pytest.mark.parametrize("n_channels", [1, 3, 8])
+@pytest.mark.parametrize("n_channels", [1, 3, 7, 8, 11])
 def test_cuda_composite_rays_train(backend, n, n_channels):
     g = torch.Generator().manual_seed(30 + n)
     counts = torch.randint(0, 70, (n,), generator=g)
     counts[0] = 0
     alphas, values, packed_info = random_packed(counts, g, n_channels=n_channels, alpha_max=0.4)
+    if n > 1:
+        packed_info[1] = torch.tensor([-1, 0])  # a ray dropped by a fixed-capacity march
     for T_thresh in (1e-4, 0.1):
         inputs_cpu = [alphas.clone().requires_grad_(), values.clone().requires_grad_()]
         inputs_cuda = [x.cuda().requires_grad_() for x in (alphas, values)]

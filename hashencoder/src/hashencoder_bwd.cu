@@ -47,10 +47,10 @@ backward_kernel(const scalar_t* __restrict__ grad_outputs,  // [N, L * C] or [L,
                 if (grad_embeddings_half != nullptr) {
                     atomic_add_row_half<C>(grad_embeddings_half + row_start, contribution);
                 } else {
-                    atomic_add_row<acc, C>(grad_embeddings + row_start, contribution);
+                    warp_aggregated_add_row<acc, C>(grad_embeddings, cell.rows[k], contribution);
                 }
             } else {
-                atomic_add_row<acc, C>(grad_embeddings + row_start, contribution);
+                warp_aggregated_add_row<acc, C>(grad_embeddings, cell.rows[k], contribution);
             }
         }
         if (grad_inputs != nullptr) {

@@ -58,7 +58,7 @@ double_backward_kernel(const acc_t<scalar_t>* __restrict__ grad_grad_inputs,  //
             acc contribution[C];
 #pragma unroll
             for (int c = 0; c < C; ++c) contribution[c] = u * grad[c];
-            atomic_add_row<acc, C>(grad_embeddings + row_start, contribution);
+            warp_aggregated_add_row<acc, C>(grad_embeddings, cell.rows[k], contribution);
         }
         if (grad_grad_outputs != nullptr || grad_inputs != nullptr) {
             acc feature[C];

@@ -199,6 +199,39 @@ __device__ __forceinline__ void atomic_add_row(acc* __restrict__ dst,  // [C], a
     for (int c = 0; c < C; ++c) atomicAdd(dst + c, val[c]);
 }
 
+// table[row, c] += val[c] for every active lane of the warp, combining first the lanes that hit the same row as
+// their neighbour lane, so that each run of equal rows costs one atomic (on its first lane) instead of one per
+// lane. Points along a ray are consecutive and share cells at the coarse levels, where atomics on the same rows
+// would otherwise queue up. When no two neighbours share a row (e.g. random points) this costs one shuffle and
+// one ballot. All active lanes must call it with the same `table`.
+template <typename acc, int C>
+__device__ __forceinline__ void warp_aggregated_add_row(acc* __restrict__ table,  // [T, C]
+                                                        uint32_t row, acc (&val)[C]) {
+    const unsigned active = __activemask();
+    const int lane = threadIdx.x & 31;
+    const uint32_t prev_row = __shfl_up_sync(active, row, 1);
+    const bool head = lane == 0 || !((active >> (lane - 1)) & 1u) || prev_row != row;
+    const unsigned heads = __ballot_sync(active, head);
+    if (heads != active) {  // some run longer than one lane (warp-uniform branch)
+        // A run ends before the next head or the next inactive lane; suffix sums within runs leave each run's
+        // total on its head.
+        const unsigned later = lane == 31 ? 0u : (0xffffffffu << (lane + 1));
+        const unsigned breaks = (heads | ~active) & later;
+        const int run_end = breaks ? __ffs(breaks) - 1 : 32;
+#pragma unroll
+        for (int offset = 1; offset < 32; offset <<= 1) {
+            acc other[C];
+#pragma unroll
+            for (int c = 0; c < C; ++c) other[c] = __shfl_down_sync(active, val[c], offset);
+            if (lane + offset < run_end) {
+#pragma unroll
+                for (int c = 0; c < C; ++c) val[c] += other[c];
+            }
+        }
+    }
+    if (head) atomic_add_row<acc, C>(table + static_cast<int64_t>(row) * C, val);
+}
+
 // dst[c] += val[c] straight into a fp16 gradient (half2 atomics; each addition rounds to fp16).
 template <int C>
 __device__ __forceinline__ void atomic_add_row_half(__half* __restrict__ dst,  // [C], aligned to the row size

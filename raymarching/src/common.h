@@ -20,8 +20,10 @@ inline std::string shape_string(at::IntArrayRef sizes) {
 }
 
 constexpr int kThreads = 256;
+// Kernels with a serial loop per ray run in small blocks, so that a few thousand rays still spread over all SMs.
+constexpr int kRayThreads = 64;
 
-inline int num_blocks(int64_t n) { return static_cast<int>((n + kThreads - 1) / kThreads); }
+inline int num_blocks(int64_t n, int threads = kThreads) { return static_cast<int>((n + threads - 1) / threads); }
 
 // Kernels index with int; refuse sizes that would overflow rather than corrupt memory.
 inline void check_size(int64_t n, const char* what) {

@@ -8,6 +8,10 @@
 namespace raymarching {
 namespace {
 
+// Channels accumulated in registers per pass over a ray; more channels take more passes. Per-thread serial
+// loops over a ray are latency-bound, so nothing in them may wait on a global read-modify-write.
+constexpr int kChannelChunk = 8;
+
 __global__ void composite_rays_train_forward_kernel(
     const float* __restrict__ alphas,      // [M]
     const float* __restrict__ values,      // [M, C]
@@ -21,21 +25,33 @@ __global__ void composite_rays_train_forward_kernel(
   if (r >= n_rays) return;
   const int start = packed_info[2 * r], count = packed_info[2 * r + 1];
   float* accum_r = accum + static_cast<int64_t>(r) * n_channels;
-  for (int c = 0; c < n_channels; ++c) accum_r[c] = 0.f;
-  float T = 1.f, weight_sum = 0.f;
-  bool active = true;
-  for (int i = start; i < start + count; ++i) {
-    const float alpha = alphas[i];
-    active = active && T >= T_thresh;
-    const float w = active ? alpha * T : 0.f;
-    transmittance[i] = T;
-    weights[i] = w;
-    weight_sum += w;
-    for (int c = 0; c < n_channels; ++c) accum_r[c] += w * values[static_cast<int64_t>(i) * n_channels + c];
-    // Kept running past the termination (same product as the twin's cumprod); only active samples use it.
-    T = __fmul_rn(T, __fsub_rn(1.f, alpha));
+  for (int c0 = 0; c0 == 0 || c0 < n_channels; c0 += kChannelChunk) {
+    const bool first_pass = c0 == 0;
+    float sums[kChannelChunk] = {};
+    float T = 1.f, weight_sum = 0.f;
+    bool active = true;
+#pragma unroll 4
+    for (int i = start; i < start + count; ++i) {
+      const float alpha = alphas[i];
+      active = active && T >= T_thresh;
+      const float w = active ? alpha * T : 0.f;
+      if (first_pass) {
+        transmittance[i] = T;
+        weights[i] = w;
+        weight_sum += w;
+      }
+      const float* v = values + static_cast<int64_t>(i) * n_channels + c0;
+#pragma unroll
+      for (int c = 0; c < kChannelChunk; ++c)
+        if (c0 + c < n_channels) sums[c] += w * v[c];
+      // Kept running past the termination (same product as the twin's cumprod); only active samples use it.
+      T = __fmul_rn(T, __fsub_rn(1.f, alpha));
+    }
+#pragma unroll
+    for (int c = 0; c < kChannelChunk; ++c)
+      if (c0 + c < n_channels) accum_r[c0 + c] = sums[c];
+    if (first_pass) opacity[r] = weight_sum;
   }
-  opacity[r] = weight_sum;
 }
 
 // dL/dalpha_j = T_j (g_j - S_j) with g_i = dL/dw_i + dL/dopacity + sum_c dL/daccum_c v_ic and
@@ -55,23 +71,36 @@ __global__ void composite_rays_train_backward_kernel(
   if (r >= n_rays) return;
   const int start = packed_info[2 * r], count = packed_info[2 * r + 1];
   const float* grad_accum_r = grad_accum + static_cast<int64_t>(r) * n_channels;
-  int n_active = 0;
-  while (n_active < count && transmittance[start + n_active] >= T_thresh) ++n_active;
+  float grad_accum_chunk[kChannelChunk];  // the first channels in registers (all of them for C <= 8)
+#pragma unroll
+  for (int c = 0; c < kChannelChunk; ++c) grad_accum_chunk[c] = c < n_channels ? grad_accum_r[c] : 0.f;
+  const float grad_opacity_r = grad_opacity[r];
+  // Active samples are a prefix (the transmittance never increases): binary search for its length.
+  int lo = 0, hi = count;
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    if (transmittance[start + mid] >= T_thresh) lo = mid + 1; else hi = mid;
+  }
+  const int n_active = lo;
   float S = 0.f;
+#pragma unroll 4
   for (int i = start + n_active - 1; i >= start; --i) {
     const float alpha = alphas[i], T = transmittance[i];
     const int64_t row = static_cast<int64_t>(i) * n_channels;
-    float g = grad_weights[i] + grad_opacity[r];
-    for (int c = 0; c < n_channels; ++c) g += grad_accum_r[c] * values[row + c];
+    float g = grad_weights[i] + grad_opacity_r;
+#pragma unroll
+    for (int c = 0; c < kChannelChunk; ++c)
+      if (c < n_channels) g += grad_accum_chunk[c] * values[row + c];
+    for (int c = kChannelChunk; c < n_channels; ++c) g += grad_accum_r[c] * values[row + c];
     grad_alphas[i] = T * (g - S);
     S = g * alpha + (1.f - alpha) * S;
     const float w = alpha * T;
-    for (int c = 0; c < n_channels; ++c) grad_values[row + c] = w * grad_accum_r[c];
+#pragma unroll
+    for (int c = 0; c < kChannelChunk; ++c)
+      if (c < n_channels) grad_values[row + c] = w * grad_accum_chunk[c];
+    for (int c = kChannelChunk; c < n_channels; ++c) grad_values[row + c] = w * grad_accum_r[c];
   }
-  for (int i = start + n_active; i < start + count; ++i) {
-    grad_alphas[i] = 0.f;
-    for (int c = 0; c < n_channels; ++c) grad_values[static_cast<int64_t>(i) * n_channels + c] = 0.f;
-  }
+  // Terminated samples keep the zeros their buffers were created with.
 }
 
 __global__ void composite_rays_kernel(
@@ -128,7 +157,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite_rays_train_
   auto opacity = at::empty({n_rays}, alphas.options());
   auto accum = at::empty({n_rays, n_channels}, alphas.options());
   if (n_rays > 0) {
-    composite_rays_train_forward_kernel<<<num_blocks(n_rays), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    composite_rays_train_forward_kernel<<<num_blocks(n_rays, kRayThreads), kRayThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         alphas.data_ptr<float>(), values.data_ptr<float>(), packed_info.data_ptr<int>(), n_rays, n_channels,
         static_cast<float>(T_thresh), weights.data_ptr<float>(), opacity.data_ptr<float>(),
         accum.data_ptr<float>(), transmittance.data_ptr<float>());
@@ -157,7 +186,7 @@ std::tuple<at::Tensor, at::Tensor> composite_rays_train_backward(
   auto grad_alphas = at::zeros_like(alphas);
   auto grad_values = at::zeros_like(values);
   if (n_rays > 0) {
-    composite_rays_train_backward_kernel<<<num_blocks(n_rays), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    composite_rays_train_backward_kernel<<<num_blocks(n_rays, kRayThreads), kRayThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         grad_weights.data_ptr<float>(), grad_opacity.data_ptr<float>(), grad_accum.data_ptr<float>(),
         alphas.data_ptr<float>(), values.data_ptr<float>(), transmittance.data_ptr<float>(),
         packed_info.data_ptr<int>(), n_rays, n_channels, static_cast<float>(T_thresh),
@@ -191,7 +220,7 @@ at::Tensor composite_rays(const at::Tensor& ray_ids, const at::Tensor& alphas, c
   const int n_alive = ray_ids.size(0);
   auto alive = at::empty({n_alive}, alphas.options().dtype(at::kBool));
   if (n_alive > 0) {
-    composite_rays_kernel<<<num_blocks(n_alive), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    composite_rays_kernel<<<num_blocks(n_alive, kRayThreads), kRayThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         ray_ids.data_ptr<int64_t>(), alphas.data_ptr<float>(), values.data_ptr<float>(), valid.data_ptr<bool>(),
         n_alive, static_cast<int>(alphas.size(1)), static_cast<int>(values.size(2)), static_cast<float>(T_thresh),
         transmittance.data_ptr<float>(), accum.data_ptr<float>(), alive.data_ptr<bool>());

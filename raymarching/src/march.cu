@@ -117,11 +117,14 @@ __device__ float cell_exit_t(const Ray& ray, int64_t cell, const Grid& g) {
   return t_exit;
 }
 
-// Walks the lattice of one ray from index k and calls emit(n, k, t_start) for its first `cap` kept samples.
-// Returns the number of kept samples.
+// Walks the lattice of one ray from index k and calls emit(n, k, t_start) for its first `cap` kept samples,
+// stopping at the first sample in a cell of `stop` (a bitfield like `bitfield`, or null). Returns the number of
+// kept samples. Works cell by cell: all samples of a cell share its fate, so after
+// locating one sample the walk jumps to the last sample in the same cell (or still before the box), emitting the
+// run if the cell is occupied. The cost is per cell crossed, not per sample.
 template <typename Emit>
 __device__ int march_one_ray(const Ray& ray, int k, int cap, float step, const Grid& g, const uint8_t* bitfield,
-                             Emit emit) {
+                             const uint8_t* stop, Emit emit) {
   const float half = step * 0.5f;
   const int k_end = lattice_end(ray, step);
   int n = 0;
@@ -132,14 +135,9 @@ __device__ int march_one_ray(const Ray& ray, int k, int cap, float step, const G
     int axis = 0;
     const int64_t cell = locate(ray, mid, g, &axis);
     if (cell == kPastBox) break;
-    if (cell >= 0 && occupied(bitfield, cell)) {
-      emit(n, k, t);
-      ++n;
-      ++k;
-      continue;
-    }
-    // Not kept: jump over the following samples that provably share its fate (same empty cell, or still
-    // before the box on `axis`). By monotonicity it is enough to check the last skipped sample.
+    if (cell >= 0 && stop != nullptr && occupied(stop, cell)) break;
+    // Last sample sharing sample k's fate (same cell and before far, or still before the box on `axis`): an
+    // estimate from where the ray leaves, accepted only after checking it (by monotonicity, enough).
     float t_leave;
     if (cell >= 0) {
       t_leave = cell_exit_t(ray, cell, g);
@@ -150,19 +148,24 @@ __device__ int march_one_ray(const Ray& ray, int k, int cap, float step, const G
       const float mid_kk = __fadd_rn(lattice_t(ray, step, kk), half);
       if (cell >= 0) {
         int unused = 0;
-        return locate(ray, mid_kk, g, &unused) == cell;
+        return mid_kk < ray.far && locate(ray, mid_kk, g, &unused) == cell;
       }
       const float p = point_axis(ray, mid_kk, axis);
       return ray.d[axis] > 0.f ? p < g.lo[axis] : p > g.hi[axis];
     };
     const int k_jump = min(k_before(ray, step, t_leave), k_end - 1);
+    int k_last = k;
     if (k_jump > k && same_fate(k_jump)) {
-      k = k_jump + 1;
+      k_last = k_jump;
     } else if (k_jump - 1 > k && same_fate(k_jump - 1)) {
-      k = k_jump;
-    } else {
-      ++k;
+      k_last = k_jump - 1;
     }
+    if (cell >= 0 && occupied(bitfield, cell)) {
+      const int run = min(k_last - k + 1, cap - n);
+      for (int i = 0; i < run; ++i) emit(n + i, k + i, lattice_t(ray, step, k + i));
+      n += run;
+    }
+    k = k_last + 1;
   }
   return n;
 }
@@ -173,6 +176,7 @@ struct MarchArgs {
   const float* nears;       // [N]
   const float* fars;        // [N]
   const uint8_t* bitfield;  // [R^3 / 8]
+  const uint8_t* stop;      // [R^3 / 8] or null: rays end at the first sample in one of these cells
   const float* aabb;        // [6]
   int resolution;
   float step;
@@ -187,14 +191,14 @@ __global__ void march_rays_train_count_kernel(
   if (r >= n_rays) return;
   const Grid g = make_grid(args.aabb, args.resolution);
   const Ray ray = load_ray(args.rays_o, args.rays_d, args.nears, args.fars, jitter[r], r);
-  counts[r] = march_one_ray(ray, 0, max_samples, args.step, g, args.bitfield, [](int, int, float) {});
+  counts[r] = march_one_ray(ray, 0, max_samples, args.step, g, args.bitfield, args.stop, [](int, int, float) {});
 }
 
 __global__ void march_rays_train_fill_kernel(
     MarchArgs args,
     const float* __restrict__ jitter,       // [N]
     const int* __restrict__ packed_info,    // [N, 2] (start, count)
-    int n_rays, int max_samples,
+    int n_rays,
     int64_t* __restrict__ ray_indices,      // [M]
     float* __restrict__ t_starts,           // [M]
     float* __restrict__ t_ends) {           // [M]
@@ -202,9 +206,10 @@ __global__ void march_rays_train_fill_kernel(
   if (r >= n_rays) return;
   const Grid g = make_grid(args.aabb, args.resolution);
   const Ray ray = load_ray(args.rays_o, args.rays_d, args.nears, args.fars, jitter[r], r);
-  const int start = packed_info[2 * r];
+  const int start = packed_info[2 * r], count = packed_info[2 * r + 1];
+  if (count == 0) return;  // no samples, or dropped for lack of capacity (start = -1)
   const float step = args.step;
-  march_one_ray(ray, 0, max_samples, step, g, args.bitfield, [&](int n, int, float t) {
+  march_one_ray(ray, 0, count, step, g, args.bitfield, args.stop, [&](int n, int, float t) {
     ray_indices[start + n] = r;
     t_starts[start + n] = t;
     t_ends[start + n] = __fadd_rn(t, step);
@@ -226,7 +231,7 @@ __global__ void march_rays_kernel(
   const Ray ray = load_ray(args.rays_o, args.rays_d, args.nears, args.fars, 0.f, r);
   const float step = args.step;
   int next_k = rays_k[r];
-  const int n = march_one_ray(ray, next_k, n_step, step, g, args.bitfield, [&](int s, int k, float t) {
+  const int n = march_one_ray(ray, next_k, n_step, step, g, args.bitfield, args.stop, [&](int s, int k, float t) {
     t_starts[i * n_step + s] = t;
     t_ends[i * n_step + s] = __fadd_rn(t, step);
     valid[i * n_step + s] = true;
@@ -265,9 +270,9 @@ void check_march_inputs(const at::Tensor& rays_o, const at::Tensor& rays_d, cons
 MarchArgs march_args(const at::Tensor& rays_o, const at::Tensor& rays_d, const at::Tensor& nears,
                      const at::Tensor& fars, const at::Tensor& bitfield, const at::Tensor& aabb,
                      int64_t resolution, double step_size) {
-  return MarchArgs{rays_o.data_ptr<float>(), rays_d.data_ptr<float>(),  nears.data_ptr<float>(),
-                   fars.data_ptr<float>(),   bitfield.data_ptr<uint8_t>(), aabb.data_ptr<float>(),
-                   static_cast<int>(resolution), static_cast<float>(step_size)};
+  return MarchArgs{rays_o.data_ptr<float>(), rays_d.data_ptr<float>(),   nears.data_ptr<float>(),
+                   fars.data_ptr<float>(),   bitfield.data_ptr<uint8_t>(), nullptr,
+                   aabb.data_ptr<float>(),   static_cast<int>(resolution), static_cast<float>(step_size)};
 }
 
 }  // namespace
@@ -278,34 +283,55 @@ using namespace raymarching;
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> march_rays_train(
     const at::Tensor& rays_o, const at::Tensor& rays_d, const at::Tensor& nears, const at::Tensor& fars,
     const at::Tensor& jitter, const at::Tensor& bitfield, const at::Tensor& aabb, int64_t resolution,
-    double step_size, int64_t max_samples) {
+    double step_size, int64_t max_samples, int64_t capacity, const at::Tensor& stop_bitfield) {
   check_march_inputs(rays_o, rays_d, nears, fars, bitfield, aabb, resolution, step_size);
+  const bool has_stop = stop_bitfield.numel() > 0;
+  if (has_stop) {
+    check_input(stop_bitfield, "stop_bitfield", at::kByte, rays_o.device());
+    check_shape(stop_bitfield.sizes() == bitfield.sizes(), stop_bitfield, "stop_bitfield", "[R^3 / 8] like bitfield");
+  }
   check_input(jitter, "jitter", at::kFloat, rays_o.device());
   check_shape(jitter.sizes() == nears.sizes(), jitter, "jitter", "[N]");
   TORCH_CHECK(max_samples >= 0 && max_samples < (int64_t(1) << 30), "bad max_samples ", std::to_string(max_samples));
+  TORCH_CHECK(capacity >= -1, "capacity must be >= 0 (or -1: none), got ", std::to_string(capacity));
+  check_size(capacity, "capacity");
   const c10::cuda::CUDAGuard guard(rays_o.device());
   const auto stream = at::cuda::getCurrentCUDAStream();
   const int n_rays = rays_o.size(0);
-  const MarchArgs args = march_args(rays_o, rays_d, nears, fars, bitfield, aabb, resolution, step_size);
+  MarchArgs args = march_args(rays_o, rays_d, nears, fars, bitfield, aabb, resolution, step_size);
+  if (has_stop) args.stop = stop_bitfield.data_ptr<uint8_t>();
 
-  // Pass 1 counts, an exclusive cumsum places each ray, pass 2 writes: deterministic and in ray order.
-  auto counts = at::empty({n_rays}, rays_o.options().dtype(at::kInt));
+  // Pass 1 counts, an inclusive cumsum places each ray, pass 2 writes: deterministic and in ray order.
+  auto counts = at::zeros({n_rays}, rays_o.options().dtype(at::kInt));
   if (n_rays > 0) {
-    march_rays_train_count_kernel<<<num_blocks(n_rays), kThreads, 0, stream>>>(
+    march_rays_train_count_kernel<<<num_blocks(n_rays, kRayThreads), kRayThreads, 0, stream>>>(
         args, jitter.data_ptr<float>(), n_rays, static_cast<int>(max_samples), counts.data_ptr<int>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   const auto ends = counts.cumsum(0, at::kLong);
-  const int64_t n_samples = n_rays > 0 ? ends[n_rays - 1].item<int64_t>() : 0;
-  check_size(n_samples, "number of samples");
-  const auto packed_info = at::stack({(ends - counts).to(at::kInt), counts}, 1).contiguous();
-  auto ray_indices = at::empty({n_samples}, rays_o.options().dtype(at::kLong));
-  auto t_starts = at::empty({n_samples}, rays_o.options());
-  auto t_ends = at::empty({n_samples}, rays_o.options());
-  if (n_samples > 0) {
-    march_rays_train_fill_kernel<<<num_blocks(n_rays), kThreads, 0, stream>>>(
-        args, jitter.data_ptr<float>(), packed_info.data_ptr<int>(), n_rays, static_cast<int>(max_samples),
-        ray_indices.data_ptr<int64_t>(), t_starts.data_ptr<float>(), t_ends.data_ptr<float>());
+  at::Tensor packed_info, ray_indices, t_starts, t_ends;
+  if (capacity < 0) {
+    // Output size known only on the host after counting: one synchronisation.
+    const int64_t n_samples = n_rays > 0 ? ends[n_rays - 1].item<int64_t>() : 0;
+    check_size(n_samples, "number of samples");
+    packed_info = at::stack({(ends - counts).to(at::kInt), counts}, 1).contiguous();
+    ray_indices = at::empty({n_samples}, rays_o.options().dtype(at::kLong));
+    t_starts = at::empty({n_samples}, rays_o.options());
+    t_ends = at::empty({n_samples}, rays_o.options());
+  } else {
+    // Fixed output size, no synchronisation: the rays whose samples fit (a prefix) keep them, the rest are
+    // dropped (start -1, count 0); rows past the kept samples are zero padding.
+    const auto kept = ends <= capacity;
+    packed_info = at::stack({at::where(kept, ends - counts, -1).to(at::kInt), at::where(kept, counts, 0)}, 1)
+                      .contiguous();
+    ray_indices = at::zeros({capacity}, rays_o.options().dtype(at::kLong));
+    t_starts = at::zeros({capacity}, rays_o.options());
+    t_ends = at::zeros({capacity}, rays_o.options());
+  }
+  if (n_rays > 0 && ray_indices.numel() > 0) {
+    march_rays_train_fill_kernel<<<num_blocks(n_rays, kRayThreads), kRayThreads, 0, stream>>>(
+        args, jitter.data_ptr<float>(), packed_info.data_ptr<int>(), n_rays, ray_indices.data_ptr<int64_t>(),
+        t_starts.data_ptr<float>(), t_ends.data_ptr<float>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   return {ray_indices, t_starts, t_ends, packed_info};
@@ -328,7 +354,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays(
   auto t_ends = at::empty({n_alive, n_step}, rays_o.options());
   auto valid = at::empty({n_alive, n_step}, rays_o.options().dtype(at::kBool));
   if (n_alive > 0) {
-    march_rays_kernel<<<num_blocks(n_alive), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    march_rays_kernel<<<num_blocks(n_alive, kRayThreads), kRayThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         march_args(rays_o, rays_d, nears, fars, bitfield, aabb, resolution, step_size), ray_ids.data_ptr<int64_t>(),
         rays_k.data_ptr<int>(), n_alive, static_cast<int>(n_step), t_starts.data_ptr<float>(),
         t_ends.data_ptr<float>(), valid.data_ptr<bool>());

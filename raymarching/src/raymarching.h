@@ -24,7 +24,8 @@ at::Tensor packbits(
     const at::Tensor& values,  // [R^3] float32
     double threshold);
 
-// -> (ray_indices [M] int64, t_starts [M], t_ends [M], packed_info [N, 2] int32 = (start, count))
+// -> (ray_indices [M] int64, t_starts [M], t_ends [M], packed_info [N, 2] int32 = (start, count)); M = capacity
+// when capacity >= 0 (rays that do not fit: start -1, count 0; padding rows zero), else the number of samples
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> march_rays_train(
     const at::Tensor& rays_o,    // [N, 3]
     const at::Tensor& rays_d,    // [N, 3]
@@ -33,7 +34,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> march_rays_train(
     const at::Tensor& jitter,    // [N] in [0, 1)
     const at::Tensor& bitfield,  // [R^3 / 8] uint8
     const at::Tensor& aabb,      // [6]
-    int64_t resolution, double step_size, int64_t max_samples);
+    int64_t resolution, double step_size, int64_t max_samples, int64_t capacity,
+    const at::Tensor& stop_bitfield);  // [R^3 / 8] uint8, or empty: rays end at the first sample in such a cell
 
 // -> (t_starts [n, n_step], t_ends [n, n_step], valid [n, n_step] bool); advances rays_k in place
 std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays(
