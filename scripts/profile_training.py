@@ -47,15 +47,17 @@ def main():
         wall = (time.perf_counter() - start) / args.steps
 
     events = prof.key_averages()
-    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    # Kernels only: not the GPU-side ranges of annotations such as "Optimizer.step#Adam.step".
+    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA and "#" not in e.key
+               and not getattr(e, "is_user_annotation", False)]
     gpu_us = sum(e.self_device_time_total for e in kernels) / args.steps
     launches = sum(e.count for e in kernels) / args.steps
     samples = (int(trainer.samples_seen) - samples_before) / args.steps
     rays = trainer.renderer.rays_per_step(opt.num_rays)
     syncs = sum(e.count for e in events if e.key in ("cudaStreamSynchronize", "cudaDeviceSynchronize",
                                                        "cudaMemcpyAsync", "cudaEventSynchronize")) / args.steps
-    print(f"# {opt.data} {'--cuda_ray' if opt.cuda_ray else 'PyTorch path'}, steps {args.skip}..{args.skip + args.steps}, "
-          f"{torch.cuda.get_device_name()}")
+    path = "--cuda_ray" if opt.cuda_ray else "PyTorch path"
+    print(f"# {opt.data} {path}, steps {args.skip}..{args.skip + args.steps}, {torch.cuda.get_device_name()}")
     print(f"wall per step {wall * 1e3:.2f} ms | GPU busy {gpu_us / 1e3:.2f} ms ({gpu_us / 1e4 / wall:.0f}%) | "
           f"kernels/step {launches:.0f} | memcpy+sync calls/step {syncs:.1f} | samples/step {samples:.0f} | "
           f"rays/step {rays}")

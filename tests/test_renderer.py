@@ -112,3 +112,61 @@ def test_marching_renderer_finds_the_surface_and_survives_empty_chunks(device):
                                    torch.tensor([[0.0, 0.0, 1.0]] * 3, device=device), torch.ones(3, device=device))
     assert torch.equal(miss["opacity"], torch.zeros(3, device=device))
     assert torch.equal(miss["rgb"], torch.ones(3, 3, device=device))
+
+
+def test_marching_renderer_training_budget_and_stop_cells():
+    """Training steps march a fixed budget: whole rays in order, the rest flagged as dropped, and the kept rays
+    render exactly as without a budget. Stop cells (inside the sphere) remove the samples behind the front
+    surface and nothing else."""
+    from nerf.renderer_sdf import MarchingRenderer
+
+    model = SphereModel(radius=0.6, inv_s=100.0)
+    renderer = MarchingRenderer(model, grid_resolution=32, samples_per_diameter=256, warmup_steps=0,
+                                target_samples=300)
+    renderer.update_step(0, 1)
+    assert renderer.grid.stop_bitfield.any()  # the sphere's core
+    g = torch.Generator().manual_seed(0)
+    n = 40
+    rays_o = torch.cat([(torch.rand(n, 2, generator=g) - 0.5) * 0.8, torch.full((n, 1), -3.0)], -1)
+    rays_d = torch.tensor([[0.0, 0.0, 1.0]]).expand(n, 3).contiguous()
+    bg = torch.ones(n, 3)
+
+    def render(budget, stop=True):
+        saved = renderer.target_samples, renderer.grid.stop_bitfield.clone()
+        renderer.target_samples = budget
+        if not stop:
+            renderer.grid.stop_bitfield.zero_()
+        torch.manual_seed(1)  # same jitter for every call
+        out = renderer.render(rays_o, rays_d, bg, perturb=True)
+        renderer.target_samples = saved[0]
+        renderer.grid.stop_bitfield.copy_(saved[1])
+        return out
+
+    full, small = render(10**6), render(300)
+    assert full["ray_valid"].all() and full["inside"].sum() > 300
+    valid = small["ray_valid"]
+    assert 0 < valid.sum() < n and valid.tolist() == sorted(valid.tolist(), reverse=True)  # a prefix of the rays
+    assert small["inside"].shape == (300,) and small["inside"].sum() <= 300
+    for key in ("rgb", "depth", "opacity"):
+        assert torch.allclose(small[key][valid], full[key][valid], atol=1e-6), key
+    assert (small["opacity"][~valid] == 0).all()
+
+    no_stop = render(10**6, stop=False)
+    assert full["inside"].sum() < 0.7 * no_stop["inside"].sum()  # the back half of each hit costs nothing now
+    hit = full["opacity"] > 0.5
+    assert hit.sum() > n // 2
+    assert torch.allclose(full["depth"][hit], no_stop["depth"][hit], atol=1e-4)
+    assert torch.allclose(full["opacity"], no_stop["opacity"], atol=1e-4)
+
+
+def test_marching_renderer_ray_count_is_a_slowly_changing_power_of_two():
+    from nerf.renderer_sdf import MarchingRenderer
+
+    renderer = MarchingRenderer(SphereModel(), target_samples=2**18)
+    assert renderer.rays_per_step(4096) == 4096  # nothing measured yet
+    counts = []
+    for samples_per_ray in (1000.0, 200.0, 150.0, 120.0, 100.0, 60.0, 400.0, 10.0, 2.0):
+        renderer.samples_per_ray.fill_(samples_per_ray)
+        counts.append(renderer.rays_per_step(4096))
+    # 1.25 * 2^18 / spr, rounded up to a power of two, kept until 2.5x too many, capped at 16 * 4096.
+    assert counts == [512, 2048, 4096, 4096, 4096, 8192, 1024, 32768, 65536]

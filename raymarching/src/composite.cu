@@ -157,7 +157,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite_rays_train_
   auto opacity = at::empty({n_rays}, alphas.options());
   auto accum = at::empty({n_rays, n_channels}, alphas.options());
   if (n_rays > 0) {
-    composite_rays_train_forward_kernel<<<num_blocks(n_rays, kRayThreads), kRayThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    const auto stream = at::cuda::getCurrentCUDAStream();
+    composite_rays_train_forward_kernel<<<num_blocks(n_rays, kRayThreads), kRayThreads, 0, stream>>>(
         alphas.data_ptr<float>(), values.data_ptr<float>(), packed_info.data_ptr<int>(), n_rays, n_channels,
         static_cast<float>(T_thresh), weights.data_ptr<float>(), opacity.data_ptr<float>(),
         accum.data_ptr<float>(), transmittance.data_ptr<float>());
@@ -186,7 +187,8 @@ std::tuple<at::Tensor, at::Tensor> composite_rays_train_backward(
   auto grad_alphas = at::zeros_like(alphas);
   auto grad_values = at::zeros_like(values);
   if (n_rays > 0) {
-    composite_rays_train_backward_kernel<<<num_blocks(n_rays, kRayThreads), kRayThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    const auto stream = at::cuda::getCurrentCUDAStream();
+    composite_rays_train_backward_kernel<<<num_blocks(n_rays, kRayThreads), kRayThreads, 0, stream>>>(
         grad_weights.data_ptr<float>(), grad_opacity.data_ptr<float>(), grad_accum.data_ptr<float>(),
         alphas.data_ptr<float>(), values.data_ptr<float>(), transmittance.data_ptr<float>(),
         packed_info.data_ptr<int>(), n_rays, n_channels, static_cast<float>(T_thresh),
@@ -220,7 +222,8 @@ at::Tensor composite_rays(const at::Tensor& ray_ids, const at::Tensor& alphas, c
   const int n_alive = ray_ids.size(0);
   auto alive = at::empty({n_alive}, alphas.options().dtype(at::kBool));
   if (n_alive > 0) {
-    composite_rays_kernel<<<num_blocks(n_alive, kRayThreads), kRayThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    const auto stream = at::cuda::getCurrentCUDAStream();
+    composite_rays_kernel<<<num_blocks(n_alive, kRayThreads), kRayThreads, 0, stream>>>(
         ray_ids.data_ptr<int64_t>(), alphas.data_ptr<float>(), values.data_ptr<float>(), valid.data_ptr<bool>(),
         n_alive, static_cast<int>(alphas.size(1)), static_cast<int>(values.size(2)), static_cast<float>(T_thresh),
         transmittance.data_ptr<float>(), accum.data_ptr<float>(), alive.data_ptr<bool>());

@@ -119,9 +119,9 @@ __device__ float cell_exit_t(const Ray& ray, int64_t cell, const Grid& g) {
 
 // Walks the lattice of one ray from index k and calls emit(n, k, t_start) for its first `cap` kept samples,
 // stopping at the first sample in a cell of `stop` (a bitfield like `bitfield`, or null). Returns the number of
-// kept samples. Works cell by cell: all samples of a cell share its fate, so after
-// locating one sample the walk jumps to the last sample in the same cell (or still before the box), emitting the
-// run if the cell is occupied. The cost is per cell crossed, not per sample.
+// kept samples. Works cell by cell: all samples of a cell share its fate, so after locating one sample the walk
+// jumps to the last sample in the same cell (or still before the box), emitting the run if the cell is
+// occupied. The cost is per cell crossed, not per sample.
 template <typename Emit>
 __device__ int march_one_ray(const Ray& ray, int k, int cap, float step, const Grid& g, const uint8_t* bitfield,
                              const uint8_t* stop, Emit emit) {
@@ -231,12 +231,13 @@ __global__ void march_rays_kernel(
   const Ray ray = load_ray(args.rays_o, args.rays_d, args.nears, args.fars, 0.f, r);
   const float step = args.step;
   int next_k = rays_k[r];
-  const int n = march_one_ray(ray, next_k, n_step, step, g, args.bitfield, args.stop, [&](int s, int k, float t) {
+  const auto emit = [&](int s, int k, float t) {
     t_starts[i * n_step + s] = t;
     t_ends[i * n_step + s] = __fadd_rn(t, step);
     valid[i * n_step + s] = true;
     next_k = k + 1;
-  });
+  };
+  const int n = march_one_ray(ray, next_k, n_step, step, g, args.bitfield, args.stop, emit);
   for (int s = n; s < n_step; ++s) {
     t_starts[i * n_step + s] = 0.f;
     t_ends[i * n_step + s] = 0.f;
@@ -288,7 +289,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> march_rays_train(
   const bool has_stop = stop_bitfield.numel() > 0;
   if (has_stop) {
     check_input(stop_bitfield, "stop_bitfield", at::kByte, rays_o.device());
-    check_shape(stop_bitfield.sizes() == bitfield.sizes(), stop_bitfield, "stop_bitfield", "[R^3 / 8] like bitfield");
+    check_shape(stop_bitfield.sizes() == bitfield.sizes(), stop_bitfield, "stop_bitfield",
+                "[R^3 / 8] like bitfield");
   }
   check_input(jitter, "jitter", at::kFloat, rays_o.device());
   check_shape(jitter.sizes() == nears.sizes(), jitter, "jitter", "[N]");
@@ -302,7 +304,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> march_rays_train(
   if (has_stop) args.stop = stop_bitfield.data_ptr<uint8_t>();
 
   // Pass 1 counts, an inclusive cumsum places each ray, pass 2 writes: deterministic and in ray order.
-  auto counts = at::zeros({n_rays}, rays_o.options().dtype(at::kInt));
+  auto counts = at::empty({n_rays}, rays_o.options().dtype(at::kInt));
   if (n_rays > 0) {
     march_rays_train_count_kernel<<<num_blocks(n_rays, kRayThreads), kRayThreads, 0, stream>>>(
         args, jitter.data_ptr<float>(), n_rays, static_cast<int>(max_samples), counts.data_ptr<int>());
@@ -354,7 +356,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays(
   auto t_ends = at::empty({n_alive, n_step}, rays_o.options());
   auto valid = at::empty({n_alive, n_step}, rays_o.options().dtype(at::kBool));
   if (n_alive > 0) {
-    march_rays_kernel<<<num_blocks(n_alive, kRayThreads), kRayThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    const auto stream = at::cuda::getCurrentCUDAStream();
+    march_rays_kernel<<<num_blocks(n_alive, kRayThreads), kRayThreads, 0, stream>>>(
         march_args(rays_o, rays_d, nears, fars, bitfield, aabb, resolution, step_size), ray_ids.data_ptr<int64_t>(),
         rays_k.data_ptr<int>(), n_alive, static_cast<int>(n_step), t_starts.data_ptr<float>(),
         t_ends.data_ptr<float>(), valid.data_ptr<bool>());
