@@ -9,31 +9,79 @@ import trimesh
 
 
 @torch.no_grad()
-def sample_sdf_grid(sdf_fn, resolution, radius=1.0, device="cpu", chunk=2**18):
-    """SDF on a resolution^3 lattice spanning [-radius, radius]^3, as float32 numpy [R, R, R] (x, y, z order).
+def sample_sdf_grid(sdf_fn, resolution, radius=1.0, device="cpu", chunk=2**18, box=None):
+    """SDF on a resolution^3 lattice spanning [-radius, radius]^3, as float32 numpy [R, R, R] (x, y, z order), or
+    on its sub-block `box` = ((i0, i1), (j0, j1), (k0, k1)) of lattice indices (half-open) -> [i1 - i0, ...].
 
     Outside the sphere of `radius` the field has never been trained; taking max(sdf, |x| - radius) clips the
     surface to the sphere, so the mesh is always closed (watertight)."""
     lin = torch.linspace(-radius, radius, resolution, device=device)
-    grid = np.empty((resolution,) * 3, dtype=np.float32)
-    slab = max(1, chunk // (resolution * resolution))  # x-slices per chunk
-    for i in range(0, resolution, slab):
-        xs = lin[i : i + slab]
-        pts = torch.stack(torch.meshgrid(xs, lin, lin, indexing="ij"), -1).reshape(-1, 3)
+    box = box or ((0, resolution),) * 3
+    xs_all, ys, zs = (lin[a:b] for a, b in box)
+    grid = np.empty((len(xs_all), len(ys), len(zs)), dtype=np.float32)
+    slab = max(1, chunk // max(len(ys) * len(zs), 1))  # x-slices per chunk
+    for i in range(0, len(xs_all), slab):
+        xs = xs_all[i : i + slab]
+        pts = torch.stack(torch.meshgrid(xs, ys, zs, indexing="ij"), -1).reshape(-1, 3)
         sdf = sdf_fn(pts).float()
         sdf = torch.maximum(sdf, pts.norm(dim=-1) - radius)
-        grid[i : i + len(xs)] = sdf.reshape(len(xs), resolution, resolution).cpu().numpy()
+        grid[i : i + len(xs)] = sdf.reshape(len(xs), len(ys), len(zs)).cpu().numpy()
     return grid
 
 
-def marching_cubes(grid, radius=1.0):
+def marching_cubes(grid, radius=1.0, resolution=None, offset=(0, 0, 0)):
     """Zero level set of an SDF grid over [-radius, radius]^3 -> (vertices [V, 3] float, faces [F, 3] int),
-    faces oriented with outward normals (towards positive SDF)."""
+    faces oriented with outward normals (towards positive SDF). `grid` may be the sub-block of a resolution^3
+    lattice that starts at lattice index `offset` (see `sample_sdf_grid`)."""
+    resolution = resolution or grid.shape[0]
+    if min(grid.shape) < 2:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
     # PyMCubes treats values above the iso-level as inside: hand it -sdf.
     vertices, faces = mcubes.marching_cubes(-grid, 0.0)
-    resolution = grid.shape[0]
-    vertices = vertices / (resolution - 1) * 2 * radius - radius
+    vertices = (vertices + np.asarray(offset)) / (resolution - 1) * 2 * radius - radius
     return vertices.astype(np.float32), faces.astype(np.int64)
+
+
+@torch.no_grad()
+def surface_box(sdf_fn, resolution, radius=1.0, device="cpu", coarse=64, margin=2.0):
+    """Index box of the resolution^3 lattice that holds the zero level set, from a coarse lattice: the cells
+    around coarse points inside the surface or with |SDF| below `margin` coarse-cell diagonals (a surface point
+    is within half a diagonal of some coarse point, and a trained SDF is close to a distance). None if there
+    are none."""
+    coarse = min(coarse, resolution)
+    grid = sample_sdf_grid(sdf_fn, coarse, radius, device)
+    cell = 2 * radius / (coarse - 1)
+    candidates = np.argwhere(grid < margin * cell * 3**0.5)  # inside (negative), or outside but close
+    if len(candidates) == 0:
+        return None
+    scale = (resolution - 1) / (coarse - 1)  # coarse index -> fine index
+    lo = np.clip(np.floor((candidates.min(0) - 1) * scale), 0, resolution - 1).astype(int)
+    hi = np.clip(np.ceil((candidates.max(0) + 1) * scale) + 1, 1, resolution).astype(int)
+    return tuple(zip(lo.tolist(), hi.tolist()))
+
+
+def extract_surface(sdf_fn, resolution, radius=1.0, device="cpu"):
+    """Marching cubes of the SDF on a resolution^3 lattice over [-radius, radius]^3, evaluated only in the box
+    that holds the surface (`surface_box`); a side of the box where the surface comes within two cells of it is
+    pushed out and the box sampled again, so the box never cuts the surface. -> (vertices, faces) as
+    `marching_cubes` of the whole lattice gives them."""
+    box = surface_box(sdf_fn, resolution, radius, device)
+    if box is None:  # no surface anywhere
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
+    close = 2 * (2 * radius / (resolution - 1)) * 3**0.5
+    step = max(8, resolution // 8)
+    while True:
+        grid = sample_sdf_grid(sdf_fn, resolution, radius, device, box=box)
+        grown = []
+        for axis, (lo, hi) in enumerate(box):
+            first, last = np.take(grid, 0, axis=axis), np.take(grid, -1, axis=axis)
+            lo = max(lo - step, 0) if lo > 0 and first.min() < close else lo
+            hi = min(hi + step, resolution) if hi < resolution and last.min() < close else hi
+            grown.append((lo, hi))
+        if tuple(grown) == box:
+            break
+        box = tuple(grown)
+    return marching_cubes(grid, radius, resolution, offset=[lo for lo, _ in box])
 
 
 def vertex_colors(model, vertices, device, chunk=2**16):
@@ -52,8 +100,7 @@ def vertex_colors(model, vertices, device, chunk=2**16):
 def extract_mesh(model, resolution, to_world, device, radius=1.0):
     """The model's surface as a coloured trimesh in the input's world frame (to_world: 4x4 similarity)."""
     model.eval()
-    grid = sample_sdf_grid(model.sdf, resolution, radius=radius, device=device)
-    vertices, faces = marching_cubes(grid, radius=radius)
+    vertices, faces = extract_surface(model.sdf, resolution, radius=radius, device=device)
     colors = vertex_colors(model, vertices, device)
     world = vertices.astype(np.float64) @ to_world[:3, :3].T + to_world[:3, 3]
     if np.linalg.det(to_world[:3, :3]) < 0:  # a reflection flips the orientation of the faces
