@@ -67,7 +67,8 @@ def parse_args(argv=None):
     g.add_argument("--num_layers", type=int, default=1, help="hidden layers of the SDF MLP")
     g.add_argument("--cuda_ray", action="store_true",
                    help="sample only in occupied cells of an occupancy grid, at a fixed step, with our raymarching "
-                        "kernels; rays per step adapt to keep num_rays x num_steps samples")
+                        "kernels, stopping rays inside the object; each step marches a fixed budget of "
+                        "num_rays x num_steps samples")
     g = p.add_argument_group("outputs")
     g.add_argument("--mc_resolution", type=int, help="marching-cubes grid resolution (512 on GPU, 256 on CPU)")
     g.add_argument("--eval_downscale", type=int, help="validation renders downscaled by this factor (2 / 4)")

@@ -48,10 +48,20 @@ def make_optimizer(model, lr, device):
         {"params": [model.variance], "base_lr": lr * 0.1, "weight_decay": 0.0},
     ]
     cuda = torch.device(device).type == "cuda"
-    if cuda:
-        for group in groups:  # one tensor per group (a shared default would tie the groups' rates)
-            group["lr"] = torch.tensor(group["base_lr"], device=device)
+    for group in groups:
+        group["lr"] = group["base_lr"]
+    place_param_groups(groups, device)
     return torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.99), eps=1e-15, fused=cuda, capturable=cuda)
+
+
+def place_param_groups(groups, device):
+    """Adam group settings for `device` (before building the optimizer, and after loading a checkpoint made on
+    another device): on CUDA fused and capturable, with each group's learning rate in a device tensor of its
+    own (a shared one would tie the groups' rates); elsewhere plain floats."""
+    cuda = torch.device(device).type == "cuda"
+    for group in groups:
+        group.update(fused=cuda, capturable=cuda)
+        group["lr"] = torch.tensor(float(group["lr"]), device=device) if cuda else float(group["lr"])
 
 
 def set_lr(group, value):
@@ -368,10 +378,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.renderer.load_state_dict(state["renderer"])
         self.optimizer.load_state_dict(state["optimizer"])
-        cuda = self.device.type == "cuda"
-        for group in self.optimizer.param_groups:  # the checkpoint may come from another device
-            group.update(fused=cuda, capturable=cuda)
-            group["lr"] = torch.tensor(float(group["lr"]), device=self.device) if cuda else float(group["lr"])
+        place_param_groups(self.optimizer.param_groups, self.device)
         if self.graphed_step is not None:
             self.graphed_step.reset()  # the graph refers to the optimizer's old state tensors
         self.scaler.load_state_dict(state["scaler"])
