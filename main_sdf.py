@@ -6,6 +6,9 @@
 import argparse
 import os
 import sys
+import time
+
+LAUNCH_TIME = time.time()  # before torch is imported: start-up counts in the stage times
 
 # Flags whose default depends on the device: a GPU gets the full method, a CPU a lean variant that trains a
 # small scene in minutes (fewer and coarser hash levels, fewer rays and samples, a coarser marching-cubes grid).
@@ -87,7 +90,20 @@ def parse_args(argv=None):
     return opt
 
 
-def build_trainer(opt):
+class StageClock:
+    """Wall seconds of each stage of a run (start-up, data, model, training, mesh...), for WORKSPACE/timings.json."""
+
+    def __init__(self, start):
+        self.last = start
+        self.seconds = {}
+
+    def lap(self, stage):
+        now = time.time()
+        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + now - self.last, 3)
+        self.last = now
+
+
+def build_trainer(opt, clock=None):
     """Scene, model, renderer and trainer for parsed options; raises DatasetError before writing anything."""
     import numpy as np
     import torch
@@ -102,6 +118,8 @@ def build_trainer(opt):
     # Softplus(beta=100) underflows to denormals far from the surface, which are ~5x slower on CPUs.
     torch.set_flush_denormal(True)
     scene = load_scene(opt.data, holdout=opt.holdout, downscale=opt.downscale, device=opt.device)
+    if clock:
+        clock.lap("data")
     if opt.background is None:
         opt.background = "random" if scene.train.masks is not None else "white"
     model = build_model(opt)
@@ -113,12 +131,16 @@ def build_trainer(opt):
 
 
 def main(argv=None):
+    clock = StageClock(LAUNCH_TIME if argv is None else time.time())
     opt = parse_args(argv)
     from nerf.provider import DatasetError
-    from nerf.trainer import TrainingDiverged
+    from nerf.trainer import TrainingDiverged, write_json
+    import torch
 
+    torch.empty(0, device=opt.device)  # creates the CUDA context: start-up, not data loading
+    clock.lap("start-up")
     try:  # read and check everything before the workspace is touched
-        trainer = build_trainer(opt)
+        trainer = build_trainer(opt, clock)
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -131,6 +153,7 @@ def main(argv=None):
         return 2
     if ckpt is not None:
         trainer.load_checkpoint(ckpt)
+    clock.lap("model")
 
     if not opt.test:
         try:
@@ -142,12 +165,18 @@ def main(argv=None):
             print(f"interrupted at step {trainer.step}: checkpoint saved; run the same command to resume",
                   file=sys.stderr)
             return 130
+        clock.lap("training")
     path = trainer.export_mesh()
+    clock.lap("mesh")
     print(f"mesh: {path}")
     if opt.test:
         metrics = trainer.test()
+        clock.lap("test")
         print(f"held-out views: PSNR {metrics['mean_psnr']}, SSIM {metrics['mean_ssim']} -> "
               f"{os.path.join(opt.workspace, 'results', 'metrics.json')}")
+    clock.seconds["total"] = round(sum(clock.seconds.values()), 3)
+    write_json(os.path.join(opt.workspace, "timings_test.json" if opt.test else "timings.json"), clock.seconds)
+    trainer.log("stage seconds: " + ", ".join(f"{k} {v}" for k, v in clock.seconds.items()))
     return 0
 
 

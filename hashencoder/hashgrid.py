@@ -23,11 +23,14 @@ from .backend import get_backend
 # shows up in the tests (HASHENCODER_POISON=1 or set by tests/test_hashencoder.py).
 _POISON_OUTPUTS = os.environ.get("HASHENCODER_POISON", "0") not in ("", "0")
 # Design switches measured by scripts/bench_kernels.py; the defaults were the faster (or exact) choice on an H100.
-#   _LEVEL_MAJOR: kernels write/read per-level features as [L, N, C] (coalesced, plus a transpose) instead of
-#                 [N, L * C] (strided rows of C, no transpose).
+#   _LEVEL_MAJOR: kernels write per-level features (forward outputs, the double backward's grad_grad_outputs) as
+#                 [L, N, C] (coalesced, plus a transpose) instead of [N, L * C] (strided rows of C, no transpose).
+#   _LEVEL_MAJOR_GRADS: the upstream gradient that the backward kernels read is transposed to [L, N, C] first
+#                 (coalesced reads) instead of read as [N, L * C] where it is.
 #   _FP16_GRAD_ACCUMULATION: fp16 tables accumulate grad_embeddings in a fp32 buffer ("fp32", then one cast) or
 #                 with half2 atomics straight into the fp16 gradient ("half2", each addition rounds to fp16).
 _LEVEL_MAJOR = True
+_LEVEL_MAJOR_GRADS = True
 _FP16_GRAD_ACCUMULATION = "fp32"
 
 
@@ -125,9 +128,9 @@ def _to_public_layout(features):
     return features
 
 
-def _to_kernel_layout(features, num_levels, level_dim):
-    """[N, L * C] -> the kernels' layout, contiguous and aligned."""
-    if _LEVEL_MAJOR:
+def _grads_to_kernel_layout(features, num_levels, level_dim):
+    """Upstream gradient [N, L * C] -> the layout the backward kernels read, contiguous and aligned."""
+    if _LEVEL_MAJOR_GRADS:
         features = features.reshape(-1, num_levels, level_dim).permute(1, 0, 2)
     return _aligned(features)
 
@@ -162,7 +165,7 @@ class _HashEncodeGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, grad_outputs, inputs, embeddings, offsets, resolutions, backend, need_inputs, need_embeddings):
         num_levels, level_dim = resolutions.shape[0], embeddings.shape[1]
-        grad_outputs = _to_kernel_layout(grad_outputs, num_levels, level_dim)
+        grad_outputs = _grads_to_kernel_layout(grad_outputs, num_levels, level_dim)
         acc_dtype = _acc_dtype(embeddings)
         grad_embeddings = grad_inputs = None
         if need_embeddings:

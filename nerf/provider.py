@@ -18,6 +18,7 @@ line naming the file.
 import glob
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional
 
@@ -213,11 +214,17 @@ def read_mask(path: str, shape):
     return np.where(img > 127, 255, 0).astype(np.uint8)
 
 
+def read_all(read_fn, paths):
+    """[read_fn(p) for p in paths], decoded on a few threads (OpenCV releases the GIL while decoding); the first
+    failing path in order raises, as a loop would."""
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return list(pool.map(read_fn, paths))
+
+
 def _stack_images(paths):
     """Read images that must all share one size; returns (rgb [V,H,W,3], alpha [V,H,W] or None)."""
     rgbs, alphas = [], []
-    for path in paths:
-        rgb, alpha = read_image(path)
+    for path, (rgb, alpha) in zip(paths, read_all(read_image, paths)):
         if rgbs and rgb.shape != rgbs[0].shape:
             raise DatasetError(f"{path}: image is {rgb.shape[1]}x{rgb.shape[0]}, others are {rgbs[0].shape[1]}x{rgbs[0].shape[0]}")
         rgbs.append(rgb)
@@ -253,7 +260,7 @@ def _load_neus(root):
         mask_paths = _list_images(mask_dir, "masks")
         if len(mask_paths) != num_views:
             raise DatasetError(f"{mask_dir}: {len(mask_paths)} masks for {num_views} images")
-        masks = np.stack([read_mask(p, images.shape[1:3]) for p in mask_paths])
+        masks = np.stack(read_all(lambda p: read_mask(p, images.shape[1:3]), mask_paths))
 
     intrinsics, c2w, scale_mats = [], [], []
     for i in range(num_views):
@@ -357,10 +364,9 @@ def _load_instant_ngp(root):
     if not frames:
         raise DatasetError(f"{path}: no frames")
     images, alphas, intrinsics, poses, names = [], [], [], [], []
-    for i, frame in enumerate(frames):
+    image_paths = [_frame_image_path(root, frame, path, i) for i, frame in enumerate(frames)]
+    for i, (frame, image_path, (rgb, alpha)) in enumerate(zip(frames, image_paths, read_all(read_image, image_paths))):
         cam = {**meta, **frame}  # per-frame intrinsics override the shared ones
-        image_path = _frame_image_path(root, frame, path, i)
-        rgb, alpha = read_image(image_path)
         h, w = rgb.shape[:2]
         if images and rgb.shape != images[0].shape:
             raise DatasetError(f"{image_path}: image is {w}x{h}, others are {images[0].shape[1]}x{images[0].shape[0]}")

@@ -192,13 +192,16 @@ class NeuSRenderer(Renderer):
 
 
 class MarchingRenderer(Renderer):
-    """`--cuda_ray`: samples at a fixed step, only in occupied cells of an occupancy grid over the unit
-    sphere's box, composited with the packed `raymarching` kernels (their twins on CPU).
+    """`--cuda_ray`: samples at a fixed step (the box diagonal / `steps_per_diagonal`), only in occupied cells of
+    an occupancy grid over the unit sphere's box, composited with the packed `raymarching` kernels (their twins on
+    CPU).
 
     The grid holds, per cell, the NeuS alpha that a cell-diagonal section at the cell's |SDF| would have at the
-    current inv_s (so only a shell around the surface, thinning as inv_s grows, stays occupied), refreshed every
-    `update_every` steps with decay, dilated by one cell so a thin surface between two evaluated points is never
-    skipped. Cells whose SDF is below -2 cell diagonals lie wholly inside the object (the SDF is ~1-Lipschitz):
+    current inv_s (so only a shell around the surface, thinning as inv_s grows, stays occupied; cells under
+    `threshold` are skipped), refreshed every `update_every` steps with decay, dilated by one cell so a thin
+    surface between two evaluated points is never skipped. The defaults (step 2*sqrt(3)/1024, threshold 0.05)
+    were the best of a sweep on DTU scan24 and a ground-truth scene (BENCHMARKS.md, 2026-11-22 session 3): against
+    a step of 2/1024 and threshold 0.01 they march 2-3x more rays per step for the same samples. Cells whose SDF is below -2 cell diagonals lie wholly inside the object (the SDF is ~1-Lipschitz):
     rays stop there, so the back of the object, which NeuS gives no weight (alpha is 0 where the SDF rises
     along the ray), costs no samples. During `warmup_steps` every cell is occupied and none stops rays.
 
@@ -208,13 +211,13 @@ class MarchingRenderer(Renderer):
     per step follows the samples per ray of recent steps, read back without waiting (a step or two stale).
     """
 
-    def __init__(self, model, radius=1.0, grid_resolution=128, samples_per_diameter=1024, target_samples=2**18,
-                 warmup_steps=256, update_every=16, threshold=0.01):
+    def __init__(self, model, radius=1.0, grid_resolution=128, steps_per_diagonal=1024, target_samples=2**18,
+                 warmup_steps=256, update_every=16, threshold=0.05):
         self.model = model
         self.radius = radius
         self.grid = raymarching.OccupancyGrid([-radius] * 3 + [radius] * 3, resolution=grid_resolution)
-        self.step_size = 2 * radius / samples_per_diameter
-        self.max_samples = int(2 * 3**0.5 * samples_per_diameter) + 1  # the box diagonal
+        self.step_size = 2 * radius * 3**0.5 / steps_per_diagonal
+        self.max_samples = steps_per_diagonal + 1
         self.cell_diagonal = 2 * radius / grid_resolution * 3**0.5
         self.target_samples = target_samples
         self.warmup_steps = warmup_steps

@@ -174,9 +174,10 @@ class Trainer:
         self.ckpt_dir = os.path.join(workspace, "checkpoints")
         self.writer = None
         self.log_file = None
-        # On the device, so that no step waits for the GPU: samples rendered, and the current run of steps with
-        # a non-finite loss (looked at every `check_every` steps).
+        # On the device, so that no step waits for the GPU: samples and rays rendered, and the current run of
+        # steps with a non-finite loss (looked at every `check_every` steps).
         self.samples_seen = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.rays_seen = torch.zeros((), dtype=torch.int64, device=self.device)
         self.bad_streak = torch.zeros((), dtype=torch.int64, device=self.device)
         self.graphed_step = None
         if opt.cuda_graph and self.device.type == "cuda":
@@ -227,6 +228,7 @@ class Trainer:
         terms = {"rgb": loss_rgb.detach(), "eikonal": loss_eikonal.detach(),
                  "psnr_mse": masked_mean((out["rgb"].detach() - target) ** 2, ray_weights)}
         self.samples_seen += out["inside"].sum()
+        self.rays_seen += target.shape[0] if ray_valid is None else ray_valid.sum()
         if mask is not None and opt.lambda_mask > 0:
             # Written out rather than F.binary_cross_entropy, which raises on NaN instead of letting the
             # divergence check see it.
@@ -273,6 +275,7 @@ class Trainer:
         bar = tqdm.tqdm(total=end, initial=self.step, dynamic_ncols=True, disable=opt.quiet)
         start_time, start_step = time.time(), self.step
         self.samples_seen.zero_()
+        self.rays_seen.zero_()
         try:
             while self.step < end:
                 loss, terms = self.train_step()
@@ -299,9 +302,10 @@ class Trainer:
         self.save_checkpoint()
         elapsed = time.time() - start_time
         steps = self.step - start_step
-        samples = int(self.samples_seen)
+        samples, rays = int(self.samples_seen), int(self.rays_seen)
         stats = {"steps": steps, "seconds": elapsed, "it_per_s": steps / max(elapsed, 1e-9),
-                 "samples_per_s": samples / max(elapsed, 1e-9), "samples_per_step": samples / max(steps, 1)}
+                 "samples_per_s": samples / max(elapsed, 1e-9), "samples_per_step": samples / max(steps, 1),
+                 "rays_per_step": rays / max(steps, 1)}
         write_json(os.path.join(self.workspace, "train_stats.json"), stats)
         self.log(f"trained {steps} steps in {elapsed:.1f} s: {stats['it_per_s']:.2f} it/s, "
                  f"{stats['samples_per_s']:.3g} samples/s")

@@ -6,7 +6,8 @@ For each scene and path it launches `main_sdf.py` as a fresh process (so the wal
 loading, training and meshing: launch to mesh written), then `--test` for the held-out PSNR, and for the
 ground-truth scenes scores the mesh with `scripts/eval_mesh.py`. Synthetic scenes are rendered first with
 `scripts/make_synthetic.py` (49 views, DTU-like camera cap, 800x600 by default). Prints a markdown table and
-writes OUT/bench.json.
+writes OUT/bench.json, whose rows also hold main_sdf.py's seconds per stage (start-up, data, model, training,
+mesh).
 """
 import argparse
 import json
@@ -64,6 +65,8 @@ def main():
             if code == 0:
                 stats = json.load(open(os.path.join(workspace, "train_stats.json")))
                 row.update(it_per_s=stats["it_per_s"], samples_per_s=stats["samples_per_s"])
+                timings = json.load(open(os.path.join(workspace, "timings.json")))  # main_sdf's stage seconds
+                row.update({f"{stage}_s": seconds for stage, seconds in timings.items() if stage != "total"})
                 test_flags = [f for f in flags if f != "scratch" and f != "--ckpt"] + ["--test"]
                 test_log = os.path.join(opt.out, f"{name}_{path}_test.log")
                 test_code, _ = run([sys.executable, "main_sdf.py"] + test_flags, test_log)
@@ -81,7 +84,8 @@ def main():
 
     json.dump({"iters": opt.iters, "extra": opt.extra, "rows": rows}, open(os.path.join(opt.out, "bench.json"), "w"),
               indent=2)
-    cols = ["scene", "path", "launch_to_mesh_s", "it_per_s", "samples_per_s", "psnr", "chamfer_mm", "fscore"]
+    cols = ["scene", "path", "launch_to_mesh_s", "training_s", "it_per_s", "samples_per_s", "psnr", "chamfer_mm",
+            "fscore"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for row in rows:

@@ -16,8 +16,9 @@ Passes timed (CUDA events, after warm-up; median):
                gradient, on a graph built once (JVP + table scatter + mixed second derivatives)
 Effective bandwidth counts the bytes the kernels must move: 2^D corner rows gathered (or scattered) per point and
 level, plus the per-point inputs, outputs and gradients, over the time.
-A second table compares design choices at 2^20 points: per-level features as [N, L*C] (strided rows) or
-[L, N, C] (coalesced, plus a transpose), and, for fp16 tables, table gradients accumulated in fp32 or with half2
+A second table compares design choices at 2^20 points: per-level features (the forward's outputs, and
+separately the upstream gradients the backward reads) as [N, L*C] (strided rows) or [L, N, C] (coalesced, plus a
+transpose), and, for fp16 tables, table gradients accumulated in fp32 or with half2
 atomics (with the error of the latter).
 """
 import argparse
@@ -178,7 +179,7 @@ def bench_main(sizes, repeats, twin_repeats, backend, points):
 def bench_designs(repeats, backend, log2_points=20):
     """Layout of per-level features and fp16 gradient accumulation, at 2^20 points."""
     rows = []
-    saved = (hashgrid._LEVEL_MAJOR, hashgrid._FP16_GRAD_ACCUMULATION)
+    saved = (hashgrid._LEVEL_MAJOR, hashgrid._LEVEL_MAJOR_GRADS, hashgrid._FP16_GRAD_ACCUMULATION)
     for dtype in (torch.float32, torch.float16):
         problem = make_problem(2**log2_points, dtype=dtype)
 
@@ -186,10 +187,13 @@ def bench_designs(repeats, backend, log2_points=20):
             return hash_encode_with_backend(x, table, problem["offsets"], problem["resolutions"], backend, mode)
 
         accumulations = ("fp32", "half2") if dtype == torch.float16 else ("fp32",)
-        for level_major, accumulation in [(lm, acc) for lm in (False, True) for acc in accumulations]:
-            hashgrid._LEVEL_MAJOR, hashgrid._FP16_GRAD_ACCUMULATION = level_major, accumulation
-            row = {"dtype": str(dtype).replace("torch.", ""), "layout": "[L, N, C]" if level_major else "[N, L*C]",
-                   "grad accumulation": accumulation}
+        layouts = ((False, False), (True, False), (True, True))  # (features, upstream gradients) level-major
+        for (level_major, level_major_grads), accumulation in [(lm, acc) for lm in layouts for acc in accumulations]:
+            hashgrid._LEVEL_MAJOR, hashgrid._LEVEL_MAJOR_GRADS = level_major, level_major_grads
+            hashgrid._FP16_GRAD_ACCUMULATION = accumulation
+            row = {"dtype": str(dtype).replace("torch.", ""),
+                   "layout": "[L, N, C]" if level_major else "[N, L*C]",
+                   "grad layout": "[L, N, C]" if level_major_grads else "[N, L*C]", "grad accumulation": accumulation}
             for name in PASSES:
                 row[name] = time_ms(make_pass(name, cuda_encode, problem), repeats)
             if dtype == torch.float16:
@@ -203,7 +207,7 @@ def bench_designs(repeats, backend, log2_points=20):
                 row["grad max err / max"] = ((grad.double() - grad64).abs().max() / grad64.abs().max()).item()
             rows.append(row)
             print(f"  {row}", flush=True)
-    hashgrid._LEVEL_MAJOR, hashgrid._FP16_GRAD_ACCUMULATION = saved
+    hashgrid._LEVEL_MAJOR, hashgrid._LEVEL_MAJOR_GRADS, hashgrid._FP16_GRAD_ACCUMULATION = saved
     return rows
 
 
@@ -248,7 +252,7 @@ def main():
         results["designs"] = bench_designs(args.repeats, backend)
         print()
         print(markdown_table(
-            results["designs"], ["dtype", "layout", "grad accumulation", *PASSES, "grad max err / max"],
+            results["designs"], ["dtype", "layout", "grad layout", "grad accumulation", *PASSES, "grad max err / max"],
             {**{p: "{:.3f}" for p in PASSES}, "grad max err / max": "{:.1e}"},
         ))
     if args.json:

@@ -168,10 +168,11 @@ class TwinKernels:
             grad_inputs += gxx
 
 
-@pytest.mark.parametrize("level_major", [True, False])
+@pytest.mark.parametrize("level_major,level_major_grads", [(True, True), (False, False), (True, False)])
 @pytest.mark.parametrize("input_dim", [2, 3])
-def test_autograd_functions_gradgradcheck_with_twin_kernels(monkeypatch, input_dim, level_major):
+def test_autograd_functions_gradgradcheck_with_twin_kernels(monkeypatch, input_dim, level_major, level_major_grads):
     monkeypatch.setattr(hashgrid, "_LEVEL_MAJOR", level_major)
+    monkeypatch.setattr(hashgrid, "_LEVEL_MAJOR_GRADS", level_major_grads)
     monkeypatch.setattr(hashgrid, "_POISON_OUTPUTS", True)
     offsets, resolutions = small_layout(input_dim)
     inputs = interior_points(5, input_dim).requires_grad_()
@@ -347,6 +348,7 @@ def test_cuda_level_major_layout_and_half2_atomics(cuda_backend, monkeypatch, in
     args = (inputs, embeddings, grad_outputs, grad_grad_inputs, grad_grad_embeddings)
     reference = encode_and_differentiate(cuda_encode, *args)
     monkeypatch.setattr(hashgrid, "_LEVEL_MAJOR", not hashgrid._LEVEL_MAJOR)
+    monkeypatch.setattr(hashgrid, "_LEVEL_MAJOR_GRADS", not hashgrid._LEVEL_MAJOR_GRADS)
     monkeypatch.setattr(hashgrid, "_FP16_GRAD_ACCUMULATION", "half2")
     other = encode_and_differentiate(cuda_encode, *args)
     for name in reference:

@@ -99,7 +99,7 @@ def test_marching_renderer_finds_the_surface_and_survives_empty_chunks(device):
     from nerf.renderer_sdf import MarchingRenderer
 
     model = SphereModel(radius=0.5, inv_s=500.0)
-    renderer = MarchingRenderer(model, grid_resolution=32, samples_per_diameter=512, warmup_steps=0).to(device)
+    renderer = MarchingRenderer(model, grid_resolution=32, steps_per_diagonal=887, warmup_steps=0).to(device)
     renderer.update_step(0, 1)  # carve the grid from the SDF
     assert renderer.grid.occupied_fraction() < 0.3
     rays_o = torch.tensor([[0.0, 0.0, -3.0], [0.2, 0.1, -3.0]], device=device)
@@ -121,7 +121,7 @@ def test_marching_renderer_training_budget_and_stop_cells():
     from nerf.renderer_sdf import MarchingRenderer
 
     model = SphereModel(radius=0.6, inv_s=100.0)
-    renderer = MarchingRenderer(model, grid_resolution=32, samples_per_diameter=256, warmup_steps=0,
+    renderer = MarchingRenderer(model, grid_resolution=32, steps_per_diagonal=443, warmup_steps=0,
                                 target_samples=300)
     renderer.update_step(0, 1)
     assert renderer.grid.stop_bitfield.any()  # the sphere's core

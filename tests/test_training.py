@@ -36,6 +36,9 @@ def test_short_training_reconstructs_the_shape(trained):
     mesh = trimesh.load(mesh_path)
     assert mesh.is_watertight
     assert mesh.visual.vertex_colors.shape[0] == len(mesh.vertices)
+    timings = json.load(open(os.path.join(workspace, "timings.json")))
+    assert list(timings) == ["start-up", "data", "model", "training", "mesh", "total"]
+    assert timings["training"] > 0 and abs(sum(timings.values()) - 2 * timings["total"]) < 0.01
 
 
 def test_test_mode_writes_results_in_world_units(trained, capsys):

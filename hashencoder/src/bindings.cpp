@@ -169,7 +169,7 @@ void double_backward(const Tensor& grad_grad_inputs,  // [N, D] acc
                      const Tensor& embeddings,        // [T, C]
                      const Tensor& offsets,           // [L + 1] int32
                      const Tensor& resolutions,       // [L] int32
-                     std::optional<Tensor> grad_grad_outputs,  // like grad_outputs; overwritten, or None
+                     std::optional<Tensor> grad_grad_outputs,  // [N, L * C] or [L, N, C]; overwritten, or None
                      std::optional<Tensor> grad_embeddings,    // [T, C] acc, zeroed, or None
                      std::optional<Tensor> grad_inputs) {      // [N, D] acc, zeroed, or None
     const auto [num_points, num_levels, level_dim] = check_common(inputs, embeddings, offsets, resolutions);
@@ -188,15 +188,16 @@ void double_backward(const Tensor& grad_grad_inputs,  // [N, D] acc
         check_shape(*grad_inputs, "grad_inputs", inputs.sizes());
     }
     if (num_points == 0 || num_levels == 0 || (!grad_grad_outputs && !grad_embeddings && !grad_inputs)) return;
-    const auto layout = feature_layout(grad_outputs, num_points, num_levels, level_dim);
-    if (grad_grad_outputs) {
-        TORCH_CHECK(grad_grad_outputs->sizes() == grad_outputs.sizes(), "hash_encode: grad_grad_outputs ",
-                    shape_string(*grad_grad_outputs), " must have the layout of grad_outputs ", shape_string(grad_outputs));
-    }
+    // The two per-level feature tensors may differ in layout (the upstream gradient as autograd hands it over,
+    // the output written coalesced).
+    const auto grad_grad_layout = grad_grad_outputs
+                                      ? feature_layout(*grad_grad_outputs, num_points, num_levels, level_dim)
+                                      : hashencoder::FeatureLayout{0, 0};
     const c10::cuda::CUDAGuard guard(inputs.device());
     const bool launched = hashencoder::launch_double_backward(
         make_grid(inputs, embeddings, offsets, resolutions), grad_grad_inputs.data_ptr(), grad_outputs.data_ptr(),
-        layout, grad_grad_outputs ? grad_grad_outputs->data_ptr() : nullptr,
+        feature_layout(grad_outputs, num_points, num_levels, level_dim),
+        grad_grad_outputs ? grad_grad_outputs->data_ptr() : nullptr, grad_grad_layout,
         grad_embeddings ? grad_embeddings->data_ptr() : nullptr, grad_inputs ? grad_inputs->data_ptr() : nullptr,
         at::cuda::getCurrentCUDAStream());
     check_launch(launched, embeddings, inputs);

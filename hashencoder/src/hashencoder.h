@@ -50,8 +50,9 @@ bool launch_backward(const Grid& grid,
 bool launch_double_backward(const Grid& grid,
                             const void* grad_grad_inputs,  // [N, D] acc, upstream gradient of grad_inputs
                             const void* grad_outputs,      // [N, L * C] or [L, N, C], table type
-                            FeatureLayout grad_layout,     // also the layout of grad_grad_outputs
-                            void* grad_grad_outputs,       // like grad_outputs; overwritten, or null
+                            FeatureLayout grad_layout,
+                            void* grad_grad_outputs,       // [N, L * C] or [L, N, C], table type; overwritten, or null
+                            FeatureLayout grad_grad_layout,
                             void* grad_embeddings,         // [T, C] acc, accumulated, or null
                             void* grad_inputs,             // [N, D] acc, accumulated, or null
                             cudaStream_t stream);

@@ -35,32 +35,41 @@ backward_kernel(const scalar_t* __restrict__ grad_outputs,  // [N, L * C] or [L,
     const Cell<acc, D> cell = locate_cell<acc, D>(x, lv);
 
     acc grad_pos[D] = {};
+    constexpr int kAxis0 = 1 << (D - 1);
 #pragma unroll
-    for (int k = 0; k < (1 << D); ++k) {
-        const int64_t row_start = static_cast<int64_t>(cell.rows[k]) * C;
+    for (int k = 0; k < kAxis0; ++k) {  // corners k and k + 2^(D-1): a pair along axis 0
+        const int corners[2] = {k, k + kAxis0};
+        const uint32_t a = cell.rows[k], b = cell.rows[k + kAxis0];
         if (grad_embeddings != nullptr || grad_embeddings_half != nullptr) {
-            const acc w = corner_weight<acc, D>(cell.frac, k);
-            acc contribution[C];
+            acc contribution[2][C];
 #pragma unroll
-            for (int c = 0; c < C; ++c) contribution[c] = w * grad[c];
+            for (int i = 0; i < 2; ++i) {
+                const acc w = corner_weight<acc, D>(cell.frac, corners[i]);
+#pragma unroll
+                for (int c = 0; c < C; ++c) contribution[i][c] = w * grad[c];
+            }
+            bool done = false;
             if constexpr (std::is_same_v<scalar_t, __half>) {
                 if (grad_embeddings_half != nullptr) {
-                    atomic_add_row_half<C>(grad_embeddings_half + row_start, contribution);
-                } else {
-                    warp_aggregated_add_row<acc, C>(grad_embeddings, cell.rows[k], contribution);
+                    atomic_add_row_half<C>(grad_embeddings_half + static_cast<int64_t>(a) * C, contribution[0]);
+                    atomic_add_row_half<C>(grad_embeddings_half + static_cast<int64_t>(b) * C, contribution[1]);
+                    done = true;
                 }
-            } else {
-                warp_aggregated_add_row<acc, C>(grad_embeddings, cell.rows[k], contribution);
             }
+            if (!done) add_row_pair<acc, C>(grad_embeddings, a, contribution[0], b, contribution[1]);
         }
         if (grad_inputs != nullptr) {
-            acc feature[C];
-            load_row<scalar_t, C>(embeddings + row_start, feature);
-            acc feature_dot_grad = 0;
+            acc feature[2][C];
+            load_row_pair<scalar_t, C>(embeddings, a, b, feature[0], feature[1]);
 #pragma unroll
-            for (int c = 0; c < C; ++c) feature_dot_grad += feature[c] * grad[c];
+            for (int i = 0; i < 2; ++i) {
+                acc feature_dot_grad = 0;
 #pragma unroll
-            for (int d = 0; d < D; ++d) grad_pos[d] += corner_weight_grad<acc, D>(cell.frac, k, d) * feature_dot_grad;
+                for (int c = 0; c < C; ++c) feature_dot_grad += feature[i][c] * grad[c];
+#pragma unroll
+                for (int d = 0; d < D; ++d)
+                    grad_pos[d] += corner_weight_grad<acc, D>(cell.frac, corners[i], d) * feature_dot_grad;
+            }
         }
     }
     if (grad_inputs != nullptr) {

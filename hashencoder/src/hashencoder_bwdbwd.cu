@@ -22,7 +22,8 @@ double_backward_kernel(const acc_t<scalar_t>* __restrict__ grad_grad_inputs,  //
                        const int32_t* __restrict__ offsets,         // [L + 1]
                        const int32_t* __restrict__ resolutions,     // [L]
                        int64_t num_points,
-                       scalar_t* __restrict__ grad_grad_outputs,       // like grad_outputs, or null
+                       scalar_t* __restrict__ grad_grad_outputs,       // [N, L * C] or [L, N, C], or null
+                       FeatureLayout grad_grad_layout,
                        acc_t<scalar_t>* __restrict__ grad_embeddings,  // [T, C] accumulator, or null
                        acc_t<scalar_t>* __restrict__ grad_inputs) {    // [N, D] accumulator, or null
     using acc = acc_t<scalar_t>;
@@ -42,44 +43,55 @@ double_backward_kernel(const acc_t<scalar_t>* __restrict__ grad_grad_inputs,  //
 #pragma unroll
     for (int d = 0; d < D; ++d) v_pos[d] = v[d] * cell.scale;
 
-    const int64_t feature_offset = n * grad_layout.point_stride + level * grad_layout.level_stride;
     acc grad[C] = {};
-    if (grad_embeddings != nullptr || grad_inputs != nullptr) load_row<scalar_t, C>(grad_outputs + feature_offset, grad);
+    if (grad_embeddings != nullptr || grad_inputs != nullptr)
+        load_row<scalar_t, C>(grad_outputs + n * grad_layout.point_stride + level * grad_layout.level_stride, grad);
 
     acc jvp[C] = {};
     acc grad_pos[D] = {};
+    constexpr int kAxis0 = 1 << (D - 1);
 #pragma unroll
-    for (int k = 0; k < (1 << D); ++k) {
-        const int64_t row_start = static_cast<int64_t>(cell.rows[k]) * C;
-        acc u = 0;
+    for (int k = 0; k < kAxis0; ++k) {  // corners k and k + 2^(D-1): a pair along axis 0
+        const int corners[2] = {k, k + kAxis0};
+        const uint32_t a = cell.rows[k], b = cell.rows[k + kAxis0];
+        acc u[2] = {0, 0};
 #pragma unroll
-        for (int d = 0; d < D; ++d) u += v_pos[d] * corner_weight_grad<acc, D>(cell.frac, k, d);
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int d = 0; d < D; ++d) u[i] += v_pos[d] * corner_weight_grad<acc, D>(cell.frac, corners[i], d);
         if (grad_embeddings != nullptr) {
-            acc contribution[C];
+            acc contribution[2][C];
 #pragma unroll
-            for (int c = 0; c < C; ++c) contribution[c] = u * grad[c];
-            warp_aggregated_add_row<acc, C>(grad_embeddings, cell.rows[k], contribution);
+            for (int i = 0; i < 2; ++i)
+#pragma unroll
+                for (int c = 0; c < C; ++c) contribution[i][c] = u[i] * grad[c];
+            add_row_pair<acc, C>(grad_embeddings, a, contribution[0], b, contribution[1]);
         }
         if (grad_grad_outputs != nullptr || grad_inputs != nullptr) {
-            acc feature[C];
-            load_row<scalar_t, C>(embeddings + row_start, feature);
-            acc feature_dot_grad = 0;
+            acc feature[2][C];
+            load_row_pair<scalar_t, C>(embeddings, a, b, feature[0], feature[1]);
 #pragma unroll
-            for (int c = 0; c < C; ++c) {
-                jvp[c] += u * feature[c];
-                feature_dot_grad += feature[c] * grad[c];
-            }
+            for (int i = 0; i < 2; ++i) {
+                acc feature_dot_grad = 0;
 #pragma unroll
-            for (int e = 0; e < D; ++e) {
-                acc mixed = 0;
+                for (int c = 0; c < C; ++c) {
+                    jvp[c] += u[i] * feature[i][c];
+                    feature_dot_grad += feature[i][c] * grad[c];
+                }
 #pragma unroll
-                for (int d = 0; d < D; ++d)
-                    if (d != e) mixed += v_pos[d] * corner_weight_mixed<acc, D>(cell.frac, k, d, e);
-                grad_pos[e] += mixed * feature_dot_grad;
+                for (int e = 0; e < D; ++e) {
+                    acc mixed = 0;
+#pragma unroll
+                    for (int d = 0; d < D; ++d)
+                        if (d != e) mixed += v_pos[d] * corner_weight_mixed<acc, D>(cell.frac, corners[i], d, e);
+                    grad_pos[e] += mixed * feature_dot_grad;
+                }
             }
         }
     }
-    if (grad_grad_outputs != nullptr) store_row<scalar_t, C>(grad_grad_outputs + feature_offset, jvp);
+    if (grad_grad_outputs != nullptr)
+        store_row<scalar_t, C>(
+            grad_grad_outputs + n * grad_grad_layout.point_stride + level * grad_grad_layout.level_stride, jvp);
     if (grad_inputs != nullptr) {
 #pragma unroll
         for (int e = 0; e < D; ++e) atomicAdd(grad_inputs + n * D + e, grad_pos[e] * cell.scale);
@@ -87,8 +99,8 @@ double_backward_kernel(const acc_t<scalar_t>* __restrict__ grad_grad_inputs,  //
 }
 
 bool launch_double_backward(const Grid& grid, const void* grad_grad_inputs, const void* grad_outputs,
-                            FeatureLayout grad_layout, void* grad_grad_outputs, void* grad_embeddings, void* grad_inputs,
-                            cudaStream_t stream) {
+                            FeatureLayout grad_layout, void* grad_grad_outputs, FeatureLayout grad_grad_layout,
+                            void* grad_embeddings, void* grad_inputs, cudaStream_t stream) {
     return dispatch(grid, [&](auto scalar, auto dims, auto channels) {
         using scalar_t = decltype(scalar);
         using acc = acc_t<scalar_t>;
@@ -97,7 +109,7 @@ bool launch_double_backward(const Grid& grid, const void* grad_grad_inputs, cons
             <<<grid_for(grid.num_points, grid.num_levels), kThreadsPerBlock, 0, stream>>>(
                 static_cast<const acc*>(grad_grad_inputs), static_cast<const scalar_t*>(grad_outputs), grad_layout,
                 static_cast<const acc*>(grid.inputs), static_cast<const scalar_t*>(grid.embeddings), grid.offsets,
-                grid.resolutions, grid.num_points, static_cast<scalar_t*>(grad_grad_outputs),
+                grid.resolutions, grid.num_points, static_cast<scalar_t*>(grad_grad_outputs), grad_grad_layout,
                 static_cast<acc*>(grad_embeddings), static_cast<acc*>(grad_inputs));
     });
 }

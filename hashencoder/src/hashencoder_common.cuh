@@ -232,6 +232,59 @@ __device__ __forceinline__ void warp_aggregated_add_row(acc* __restrict__ table,
     if (head) atomic_add_row<acc, C>(table + static_cast<int64_t>(row) * C, val);
 }
 
+// Corners k and k + 2^(D-1) of a cell differ only along axis 0, whose hash prime and dense stride are both 1.
+// When their rows are 2m and 2m + 1 (on average half the time: an even axis-0 index at hashed levels, an even
+// lower row at dense ones; level offsets are multiples of 8, so parity is that of the level's own row), both rows
+// lie in one aligned block of 2C features, which one vector load or one vector atomic covers: a quarter fewer
+// memory operations in all. The row pair is (a, b) with a the corner whose axis-0 bit is 0.
+__device__ __forceinline__ bool rows_paired(uint32_t a, uint32_t b) { return (a ^ b) == 1u; }
+
+// Features of rows a and b (C each), with one load when they pair and the pair fits one vector (16 bytes).
+template <typename scalar_t, int C>
+__device__ __forceinline__ void load_row_pair(const scalar_t* __restrict__ table,  // [T, C], 16-byte aligned
+                                              uint32_t a, uint32_t b, acc_t<scalar_t> (&fa)[C],
+                                              acc_t<scalar_t> (&fb)[C]) {
+    if constexpr (sizeof(scalar_t) * C * 2 <= 16) {
+        if (rows_paired(a, b)) {
+            acc_t<scalar_t> both[2 * C];
+            load_row<scalar_t, 2 * C>(table + static_cast<int64_t>(a & ~1u) * C, both);
+            const bool a_low = (a & 1u) == 0;
+#pragma unroll
+            for (int c = 0; c < C; ++c) {  // selects, not a runtime index: `both` stays in registers
+                fa[c] = a_low ? both[c] : both[C + c];
+                fb[c] = a_low ? both[C + c] : both[c];
+            }
+            return;
+        }
+    }
+    load_row<scalar_t, C>(table + static_cast<int64_t>(a) * C, fa);
+    load_row<scalar_t, C>(table + static_cast<int64_t>(b) * C, fb);
+}
+
+// table[a] += va and table[b] += vb (warp-aggregated), with one vector atomic when the rows pair and a float
+// vector atomic of 2C features exists (C = 1: float2, C = 2: float4).
+template <typename acc, int C>
+__device__ __forceinline__ void add_row_pair(acc* __restrict__ table,  // [T, C], 16-byte aligned
+                                             uint32_t a, acc (&va)[C], uint32_t b, acc (&vb)[C]) {
+#if HASHENCODER_VECTOR_ATOMICS
+    if constexpr (std::is_same_v<acc, float> && (C == 1 || C == 2)) {
+        if (rows_paired(a, b)) {
+            acc both[2 * C];
+            const bool a_low = (a & 1u) == 0;
+#pragma unroll
+            for (int c = 0; c < C; ++c) {
+                both[c] = a_low ? va[c] : vb[c];
+                both[C + c] = a_low ? vb[c] : va[c];
+            }
+            warp_aggregated_add_row<acc, 2 * C>(table, a >> 1, both);  // block a >> 1 of 2C features
+            return;
+        }
+    }
+#endif
+    warp_aggregated_add_row<acc, C>(table, a, va);
+    warp_aggregated_add_row<acc, C>(table, b, vb);
+}
+
 // dst[c] += val[c] straight into a fp16 gradient (half2 atomics; each addition rounds to fp16).
 template <int C>
 __device__ __forceinline__ void atomic_add_row_half(__half* __restrict__ dst,  // [C], aligned to the row size

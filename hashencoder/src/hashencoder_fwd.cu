@@ -27,12 +27,13 @@ forward_kernel(const acc_t<scalar_t>* __restrict__ inputs,  // [N, D]
 
     acc out[C] = {};
 #pragma unroll
-    for (int k = 0; k < (1 << D); ++k) {
-        const acc w = corner_weight<acc, D>(cell.frac, k);
-        acc feature[C];
-        load_row<scalar_t, C>(embeddings + static_cast<int64_t>(cell.rows[k]) * C, feature);
+    for (int k = 0; k < (1 << (D - 1)); ++k) {  // corners k and k + 2^(D-1): a pair along axis 0
+        constexpr int kAxis0 = 1 << (D - 1);
+        acc feature_a[C], feature_b[C];
+        load_row_pair<scalar_t, C>(embeddings, cell.rows[k], cell.rows[k + kAxis0], feature_a, feature_b);
+        const acc w_a = corner_weight<acc, D>(cell.frac, k), w_b = corner_weight<acc, D>(cell.frac, k + kAxis0);
 #pragma unroll
-        for (int c = 0; c < C; ++c) out[c] += w * feature[c];
+        for (int c = 0; c < C; ++c) out[c] += w_a * feature_a[c] + w_b * feature_b[c];
     }
     store_row<scalar_t, C>(outputs + n * out_layout.point_stride + level * out_layout.level_stride, out);
 }
