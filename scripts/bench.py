@@ -64,7 +64,8 @@ def main():
             row = {"scene": name, "path": path, "exit": code, "launch_to_mesh_s": wall}
             if code == 0:
                 stats = json.load(open(os.path.join(workspace, "train_stats.json")))
-                row.update(it_per_s=stats["it_per_s"], samples_per_s=stats["samples_per_s"])
+                row.update(it_per_s=stats["it_per_s"], samples_per_s=stats["samples_per_s"],
+                           rays_per_step=stats["rays_per_step"])
                 timings = json.load(open(os.path.join(workspace, "timings.json")))  # main_sdf's stage seconds
                 row.update({f"{stage}_s": seconds for stage, seconds in timings.items() if stage != "total"})
                 test_flags = [f for f in flags if f != "scratch" and f != "--ckpt"] + ["--test"]
@@ -84,7 +85,7 @@ def main():
 
     json.dump({"iters": opt.iters, "extra": opt.extra, "rows": rows}, open(os.path.join(opt.out, "bench.json"), "w"),
               indent=2)
-    cols = ["scene", "path", "launch_to_mesh_s", "training_s", "it_per_s", "samples_per_s", "psnr", "chamfer_mm",
+    cols = ["scene", "path", "launch_to_mesh_s", "training_s", "it_per_s", "rays_per_step", "psnr", "chamfer_mm",
             "fscore"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
