@@ -99,7 +99,7 @@ class StageClock:
 
     def lap(self, stage):
         now = time.time()
-        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + now - self.last, 3)
+        self.seconds[stage] = round(now - self.last, 3)
         self.last = now
 
 

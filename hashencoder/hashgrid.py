@@ -22,7 +22,8 @@ from .backend import get_backend
 # Fill per-(point, level) kernel outputs with NaN before the kernels write them, so that a row a kernel forgets
 # shows up in the tests (HASHENCODER_POISON=1 or set by tests/test_hashencoder.py).
 _POISON_OUTPUTS = os.environ.get("HASHENCODER_POISON", "0") not in ("", "0")
-# Design switches measured by scripts/bench_kernels.py; the defaults were the faster (or exact) choice on an H100.
+# Design switches measured by scripts/bench_kernels.py (BENCHMARKS.md); the defaults were the faster (or exact)
+# choice on an H100 / H200 (for the upstream gradient's layout: the same Eikonal step, a faster double backward).
 #   _LEVEL_MAJOR: kernels write per-level features (forward outputs, the double backward's grad_grad_outputs) as
 #                 [L, N, C] (coalesced, plus a transpose) instead of [N, L * C] (strided rows of C, no transpose).
 #   _LEVEL_MAJOR_GRADS: the upstream gradient that the backward kernels read is transposed to [L, N, C] first

@@ -200,8 +200,9 @@ class MarchingRenderer(Renderer):
     current inv_s (so only a shell around the surface, thinning as inv_s grows, stays occupied; cells under
     `threshold` are skipped), refreshed every `update_every` steps with decay, dilated by one cell so a thin
     surface between two evaluated points is never skipped. The defaults (step 2*sqrt(3)/1024, threshold 0.05)
-    were the best of a sweep on DTU scan24 and a ground-truth scene (BENCHMARKS.md, 2026-11-22 session 3): against
-    a step of 2/1024 and threshold 0.01 they march 2-3x more rays per step for the same samples. Cells whose SDF is below -2 cell diagonals lie wholly inside the object (the SDF is ~1-Lipschitz):
+    came from a sweep on DTU scan24 and a ground-truth scene (BENCHMARKS.md, 2026-11-22, session 3): against a
+    step of 2/1024 and threshold 0.01 they fit 2-3x more rays into the same samples per step, which trains
+    faster. Cells whose SDF is below -2 cell diagonals lie wholly inside the object (the SDF is ~1-Lipschitz):
     rays stop there, so the back of the object, which NeuS gives no weight (alpha is 0 where the SDF rises
     along the ray), costs no samples. During `warmup_steps` every cell is occupied and none stops rays.
 

@@ -26,9 +26,9 @@ forward_kernel(const acc_t<scalar_t>* __restrict__ inputs,  // [N, D]
     const Cell<acc, D> cell = locate_cell<acc, D>(x, lv);
 
     acc out[C] = {};
+    constexpr int kAxis0 = 1 << (D - 1);
 #pragma unroll
-    for (int k = 0; k < (1 << (D - 1)); ++k) {  // corners k and k + 2^(D-1): a pair along axis 0
-        constexpr int kAxis0 = 1 << (D - 1);
+    for (int k = 0; k < kAxis0; ++k) {  // corners k and k + 2^(D-1): a pair along axis 0
         acc feature_a[C], feature_b[C];
         load_row_pair<scalar_t, C>(embeddings, cell.rows[k], cell.rows[k + kAxis0], feature_a, feature_b);
         const acc w_a = corner_weight<acc, D>(cell.frac, k), w_b = corner_weight<acc, D>(cell.frac, k + kAxis0);
