@@ -36,7 +36,7 @@ def main():
         trainer.step += 1
     torch.cuda.synchronize()
 
-    samples_before = int(trainer.samples_seen)
+    samples_before, rays_before = int(trainer.samples_seen), int(trainer.rays_seen)
     activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     with torch.profiler.profile(activities=activities) as prof:
         start = time.perf_counter()
@@ -53,14 +53,14 @@ def main():
     gpu_us = sum(e.self_device_time_total for e in kernels) / args.steps
     launches = sum(e.count for e in kernels) / args.steps
     samples = (int(trainer.samples_seen) - samples_before) / args.steps
-    rays = trainer.renderer.rays_per_step(opt.num_rays)
+    rays = (int(trainer.rays_seen) - rays_before) / args.steps  # rendered (dropped rays left out), as trained
     syncs = sum(e.count for e in events if e.key in ("cudaStreamSynchronize", "cudaDeviceSynchronize",
                                                        "cudaMemcpyAsync", "cudaEventSynchronize")) / args.steps
     path = "--cuda_ray" if opt.cuda_ray else "PyTorch path"
     print(f"# {opt.data} {path}, steps {args.skip}..{args.skip + args.steps}, {torch.cuda.get_device_name()}")
     print(f"wall per step {wall * 1e3:.2f} ms | GPU busy {gpu_us / 1e3:.2f} ms ({gpu_us / 1e4 / wall:.0f}%) | "
           f"kernels/step {launches:.0f} | memcpy+sync calls/step {syncs:.1f} | samples/step {samples:.0f} | "
-          f"rays/step {rays}")
+          f"rays/step {rays:.0f}")
     print(events.table(sort_by="self_device_time_total", row_limit=args.top, max_name_column_width=70))
     print(events.table(sort_by="self_cpu_time_total", row_limit=args.top, max_name_column_width=70))
     if args.trace:
