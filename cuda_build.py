@@ -1,13 +1,18 @@
 """Build settings shared by our CUDA extensions (hashencoder, shencoder, raymarching).
 
-Each package's `setup.py` (ahead-of-time: `pip install --no-build-isolation ./hashencoder`) and `backend.py`
-(just-in-time fallback) take their flags from here, so the three extensions are always built the same way.
-The compiled module is a top-level module (e.g. `_hashencoder_cuda`), not part of the package, so the package
-can be imported from the source tree while the binary lives in site-packages or in the JIT cache.
+The top-level `setup.py` (`pip install --no-build-isolation .`: everything), each package's own `setup.py`
+(`pip install --no-build-isolation ./hashencoder`: that extension alone) and each package's `backend.py`
+(just-in-time fallback) take their flags from here, and the extension's name and sources from that `backend.py`,
+so the prebuilt and JIT builds cannot drift apart. The compiled module is a top-level module (e.g.
+`_hashencoder_cuda`), not part of the package, so the package can be imported from the source tree while the
+binary lives in site-packages or in the JIT cache.
 """
 import importlib
+import importlib.util
 import os
 import warnings
+
+VERSION = "0.1.0"  # of every distribution our setup.py files make
 
 # The C++ standard is left to torch (C++17 up to torch 2.13, C++20 from 2.14: a flag of ours would override it).
 CXX_FLAGS = ["-O3"]
@@ -25,13 +30,26 @@ def torch_only() -> bool:
     return os.environ.get("INSTANT_NSR_TORCH_ONLY", "0") not in ("", "0")
 
 
-def cuda_extension(name: str, package_dir: str, sources: list):
-    """A setuptools CUDAExtension for `setup.py` (sources relative to `package_dir/src`)."""
+def read_backend(package_dir: str):
+    """(EXTENSION_NAME, SOURCES) of the kernel package in `package_dir`, from its backend.py loaded on its own (the
+    package's __init__, which imports the whole package, is not run)."""
+    path = os.path.join(package_dir, "backend.py")
+    spec = importlib.util.spec_from_file_location(f"_{os.path.basename(package_dir)}_backend", path)
+    backend = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(backend)
+    return backend.EXTENSION_NAME, backend.SOURCES
+
+
+def cuda_extension(package_dir: str, setup_dir: str):
+    """The setuptools CUDAExtension of the kernel package in `package_dir`, for the setup.py in `setup_dir`
+    (setuptools wants source paths relative to it)."""
     from torch.utils.cpp_extension import CUDAExtension
 
+    name, sources = read_backend(package_dir)
+    source_dir = os.path.relpath(os.path.join(package_dir, "src"), setup_dir)
     return CUDAExtension(
         name=name,
-        sources=[os.path.join("src", s) for s in sources],
+        sources=[os.path.join(source_dir, s) for s in sources],
         extra_compile_args={"cxx": CXX_FLAGS, "nvcc": NVCC_FLAGS},
     )
 
@@ -86,16 +104,17 @@ class LazyExtension:
         return self._module
 
 
-def setup_extension(package_dir: str, name: str, sources: list, description: str):
-    """`setup()` for a package's setup.py: installs only the compiled module `name` (the Python package is
-    used from the source tree)."""
+def setup_extension(package_dir: str, description: str):
+    """`setup()` for a kernel package's own setup.py: installs only its compiled module (the Python package is
+    used from the source tree, or installed by the top-level setup.py)."""
     from setuptools import setup
     from torch.utils.cpp_extension import BuildExtension
 
     setup(
         name=f"instant-nsr-{os.path.basename(package_dir)}",
-        version="0.1.0",
+        version=VERSION,
         description=description,
-        ext_modules=[cuda_extension(name, package_dir, sources)],
+        packages=[],
+        ext_modules=[cuda_extension(package_dir, package_dir)],
         cmdclass={"build_ext": BuildExtension},
     )

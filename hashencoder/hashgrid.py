@@ -22,17 +22,8 @@ from .backend import get_backend
 # Fill per-(point, level) kernel outputs with NaN before the kernels write them, so that a row a kernel forgets
 # shows up in the tests (HASHENCODER_POISON=1 or set by tests/test_hashencoder.py).
 _POISON_OUTPUTS = os.environ.get("HASHENCODER_POISON", "0") not in ("", "0")
-# Design switches measured by scripts/bench_kernels.py (BENCHMARKS.md); the defaults were the faster (or exact)
-# choice on an H100 / H200 (for the upstream gradient's layout: the same Eikonal step, a faster double backward).
-#   _LEVEL_MAJOR: kernels write per-level features (forward outputs, the double backward's grad_grad_outputs) as
-#                 [L, N, C] (coalesced, plus a transpose) instead of [N, L * C] (strided rows of C, no transpose).
-#   _LEVEL_MAJOR_GRADS: the upstream gradient that the backward kernels read is transposed to [L, N, C] first
-#                 (coalesced reads) instead of read as [N, L * C] where it is.
-#   _FP16_GRAD_ACCUMULATION: fp16 tables accumulate grad_embeddings in a fp32 buffer ("fp32", then one cast) or
-#                 with half2 atomics straight into the fp16 gradient ("half2", each addition rounds to fp16).
-_LEVEL_MAJOR = True
-_LEVEL_MAJOR_GRADS = True
-_FP16_GRAD_ACCUMULATION = "fp32"
+# Table dtypes the op takes: float32 (the model's) and float64 (gradcheck).
+_TABLE_DTYPES = (torch.float32, torch.float64)
 
 
 class BackwardMode:
@@ -47,11 +38,11 @@ class BackwardMode:
 def hash_encode(inputs, embeddings, offsets, resolutions, backward_mode=None):
     """Hash-encode points in [0, 1]: the CUDA kernels when the inputs are on a GPU and the extension is available
     (and INSTANT_NSR_TORCH_ONLY is not set), else the PyTorch twin `torch_impl.hash_encode`, which defines the
-    exact semantics (cells, corner order, dense and hashed levels, fp32 accumulation).
+    exact semantics (cells, corner order, dense and hashed levels).
 
     Args:
         inputs: [N, D] float, D = 2 or 3, points in [0, 1] (outside, cells are clamped and weights extrapolate).
-        embeddings: [offsets[-1], C] float32, float16 or float64, all levels' tables stacked; C in {1, 2, 4, 8}.
+        embeddings: [offsets[-1], C] float32 or float64, all levels' tables stacked; C in {1, 2, 4, 8}.
         offsets: [L + 1] int, first row of each level in `embeddings`.
         resolutions: [L] int, grid vertices per axis of each level (>= 2).
 
@@ -60,13 +51,17 @@ def hash_encode(inputs, embeddings, offsets, resolutions, backward_mode=None):
 
     Differentiable twice: w.r.t. the embeddings and the inputs, and the input gradient again w.r.t. the
     embeddings, the upstream gradient and the inputs (analytic normals + Eikonal loss). On CUDA, positions are
-    computed in float32 (float64 for float64 embeddings) whatever the inputs' dtype. `backward_mode`: an optional
+    computed in the embeddings' dtype whatever the inputs' dtype. `backward_mode`: an optional
     `BackwardMode` (the twin needs none: autograd only runs the parts of its graph that a pass needs).
     """
     if inputs.dim() != 2 or inputs.shape[1] not in (2, 3):
         raise ValueError(f"hash_encode: inputs must be [N, 2] or [N, 3], got {list(inputs.shape)}")
     if embeddings.dim() != 2 or embeddings.shape[1] not in (1, 2, 4, 8):
         raise ValueError(f"hash_encode: embeddings must be [T, C] with C in 1, 2, 4, 8, got {list(embeddings.shape)}")
+    if embeddings.dtype not in _TABLE_DTYPES:
+        raise ValueError(
+            f"hash_encode: embeddings must be float32 or float64, got {embeddings.dtype} {list(embeddings.shape)}"
+        )
     if resolutions.dim() != 1 or offsets.shape != (resolutions.shape[0] + 1,):
         raise ValueError(
             f"hash_encode: expected resolutions [L] and offsets [L + 1], got {list(resolutions.shape)} and "
@@ -82,29 +77,22 @@ def _cuda_backend_for(inputs, embeddings):
     """The compiled extension if these tensors can use it, else None (-> the twin)."""
     if not (inputs.is_cuda and embeddings.is_cuda) or cuda_build.torch_only():
         return None
-    if embeddings.dtype not in (torch.float32, torch.float16, torch.float64):
-        return None
     return get_backend()
 
 
 def hash_encode_with_backend(inputs, embeddings, offsets, resolutions, backend, backward_mode=None):
     """`hash_encode` through the kernels of `backend` (the `_hashencoder_cuda` module, or a stand-in with its
-    three functions, as the CPU tests use to check the autograd plumbing)."""
-    acc_dtype = _acc_dtype(embeddings)
+    three functions, as the CPU tests use to check the autograd plumbing). The kernels compute positions,
+    weights and gradients in the embeddings' dtype."""
     device = inputs.device
     return _HashEncode.apply(
-        _aligned(inputs.to(acc_dtype)),
+        _aligned(inputs.to(embeddings.dtype)),
         _aligned(embeddings),
         offsets.to(device=device, dtype=torch.int32).contiguous(),
         resolutions.to(device=device, dtype=torch.int32).contiguous(),
         backend,
         backward_mode,
     )
-
-
-def _acc_dtype(embeddings):
-    """dtype of positions, weights and gradient accumulators in the kernels."""
-    return torch.float64 if embeddings.dtype == torch.float64 else torch.float32
 
 
 def _aligned(t):
@@ -114,26 +102,24 @@ def _aligned(t):
 
 
 def _new_features(num_points, num_levels, level_dim, like):
-    """An output buffer of per-(point, level) features in the kernels' layout, NaN-filled when poisoning."""
-    shape = (num_levels, num_points, level_dim) if _LEVEL_MAJOR else (num_points, num_levels * level_dim)
+    """An output buffer of per-(point, level) features in the kernels' level-major layout [L, N, C] (coalesced
+    writes; BENCHMARKS.md), NaN-filled when poisoning."""
+    shape = (num_levels, num_points, level_dim)
     if _POISON_OUTPUTS:
         return torch.full(shape, float("nan"), dtype=like.dtype, device=like.device)
     return torch.empty(shape, dtype=like.dtype, device=like.device)
 
 
 def _to_public_layout(features):
-    """[L, N, C] or [N, L * C] kernel features -> [N, L * C]."""
-    if features.dim() == 3:
-        num_levels, num_points, level_dim = features.shape  # explicit: N may be 0 (a chunk with no samples)
-        return features.permute(1, 0, 2).reshape(num_points, num_levels * level_dim)
-    return features
+    """[L, N, C] kernel features -> [N, L * C]."""
+    num_levels, num_points, level_dim = features.shape  # explicit: N may be 0 (a chunk with no samples)
+    return features.permute(1, 0, 2).reshape(num_points, num_levels * level_dim)
 
 
-def _grads_to_kernel_layout(features, num_levels, level_dim):
-    """Upstream gradient [N, L * C] -> the layout the backward kernels read, contiguous and aligned."""
-    if _LEVEL_MAJOR_GRADS:
-        features = features.reshape(-1, num_levels, level_dim).permute(1, 0, 2)
-    return _aligned(features)
+def _to_kernel_layout(features, num_points, num_levels, level_dim):
+    """Upstream gradient [N, L * C] -> [L, N, C], contiguous and aligned (the backward kernels read it
+    coalesced; BENCHMARKS.md)."""
+    return _aligned(features.reshape(num_points, num_levels, level_dim).permute(1, 0, 2))
 
 
 class _HashEncode(torch.autograd.Function):
@@ -165,19 +151,11 @@ class _HashEncode(torch.autograd.Function):
 class _HashEncodeGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, grad_outputs, inputs, embeddings, offsets, resolutions, backend, need_inputs, need_embeddings):
-        num_levels, level_dim = resolutions.shape[0], embeddings.shape[1]
-        grad_outputs = _grads_to_kernel_layout(grad_outputs, num_levels, level_dim)
-        acc_dtype = _acc_dtype(embeddings)
-        grad_embeddings = grad_inputs = None
-        if need_embeddings:
-            half_atomics = embeddings.dtype == torch.float16 and _FP16_GRAD_ACCUMULATION == "half2"
-            grad_dtype = torch.float16 if half_atomics else acc_dtype
-            grad_embeddings = torch.zeros(embeddings.shape, dtype=grad_dtype, device=embeddings.device)
-        if need_inputs:
-            grad_inputs = torch.zeros(inputs.shape, dtype=acc_dtype, device=inputs.device)
+        num_points, num_levels, level_dim = inputs.shape[0], resolutions.shape[0], embeddings.shape[1]
+        grad_outputs = _to_kernel_layout(grad_outputs, num_points, num_levels, level_dim)
+        grad_embeddings = torch.zeros_like(embeddings) if need_embeddings else None
+        grad_inputs = torch.zeros_like(inputs) if need_inputs else None
         backend.backward(grad_outputs, inputs, embeddings, offsets, resolutions, grad_embeddings, grad_inputs)
-        if grad_embeddings is not None:
-            grad_embeddings = grad_embeddings.to(embeddings.dtype)
         ctx.save_for_backward(grad_outputs, inputs, embeddings, offsets, resolutions)
         ctx.backend = backend
         return grad_inputs, grad_embeddings
@@ -189,18 +167,17 @@ class _HashEncodeGrad(torch.autograd.Function):
         need_grad_outputs, need_inputs, need_embeddings = ctx.needs_input_grad[:3]
         backend = ctx.backend
         num_points, num_levels, level_dim = inputs.shape[0], resolutions.shape[0], embeddings.shape[1]
-        acc_dtype = _acc_dtype(embeddings)
         grad_grad_outputs = grad_inputs = grad_embeddings = None
 
         if grad_grad_inputs is not None and (need_grad_outputs or need_inputs or need_embeddings):
             if need_grad_outputs:
                 grad_grad_outputs = _new_features(num_points, num_levels, level_dim, embeddings)
             if need_embeddings:
-                grad_embeddings = torch.zeros(embeddings.shape, dtype=acc_dtype, device=embeddings.device)
+                grad_embeddings = torch.zeros_like(embeddings)
             if need_inputs:
-                grad_inputs = torch.zeros(inputs.shape, dtype=acc_dtype, device=inputs.device)
+                grad_inputs = torch.zeros_like(inputs)
             backend.double_backward(
-                _aligned(grad_grad_inputs.to(acc_dtype)), grad_outputs, inputs, embeddings, offsets, resolutions,
+                _aligned(grad_grad_inputs), grad_outputs, inputs, embeddings, offsets, resolutions,
                 grad_grad_outputs, grad_embeddings, grad_inputs,
             )
 
@@ -208,20 +185,18 @@ class _HashEncodeGrad(torch.autograd.Function):
         # upstream gradient G goes through the first-order kernels with G in place of the embeddings:
         # d/d grad_outputs = J(x) G (forward), d/dx = input gradient of <J(x) G, grad_outputs> (backward).
         if grad_grad_embeddings is not None and (need_grad_outputs or need_inputs):
-            table = _aligned(grad_grad_embeddings.to(embeddings.dtype))
+            table = _aligned(grad_grad_embeddings)
             if need_grad_outputs:
                 jvp = _new_features(num_points, num_levels, level_dim, embeddings)
                 backend.forward(inputs, table, offsets, resolutions, jvp)
                 grad_grad_outputs = jvp if grad_grad_outputs is None else grad_grad_outputs + jvp
             if need_inputs:
                 if grad_inputs is None:
-                    grad_inputs = torch.zeros(inputs.shape, dtype=acc_dtype, device=inputs.device)
+                    grad_inputs = torch.zeros_like(inputs)
                 backend.backward(grad_outputs, inputs, table, offsets, resolutions, None, grad_inputs)
 
         if grad_grad_outputs is not None:
             grad_grad_outputs = _to_public_layout(grad_grad_outputs)
-        if grad_embeddings is not None:
-            grad_embeddings = grad_embeddings.to(embeddings.dtype)
         return grad_grad_outputs, grad_inputs, grad_embeddings, None, None, None, None, None
 
 
@@ -254,28 +229,22 @@ class HashEncoder(nn.Module):
             level has `desired_resolution` vertices per axis.
         base_resolution: vertices per axis of the coarsest level.
         log2_hashmap_size: log2 of the largest per-level table.
-        desired_resolution: vertices per axis of the finest level (used when per_level_scale is None).
-        dtype: of the embeddings (float32 or float16).
+        desired_resolution: vertices per axis of the finest level (give it or per_level_scale).
+
+    The embeddings are float32 (autocast does not cast them: `hash_encode` is no autocast op).
 
     forward(inputs [..., D], bound) -> [..., L * C]. Inputs outside [-bound, bound] are clamped to it.
     """
 
-    def __init__(
-        self,
-        input_dim=3,
-        num_levels=16,
-        level_dim=2,
-        per_level_scale=None,
-        base_resolution=16,
-        log2_hashmap_size=19,
-        desired_resolution=2048,
-        dtype=torch.float32,
-    ):
+    def __init__(self, input_dim, num_levels, level_dim, base_resolution, log2_hashmap_size, desired_resolution=None,
+                 per_level_scale=None):
         super().__init__()
         if input_dim not in (2, 3):
             raise ValueError(f"HashEncoder: input_dim must be 2 or 3, got {input_dim}")
         if level_dim not in (1, 2, 4, 8):
             raise ValueError(f"HashEncoder: level_dim must be 1, 2, 4 or 8, got {level_dim}")
+        if (desired_resolution is None) == (per_level_scale is None):
+            raise ValueError("HashEncoder: give one of desired_resolution and per_level_scale")
         if per_level_scale is None:
             per_level_scale = (desired_resolution / base_resolution) ** (1 / max(num_levels - 1, 1))
         self.input_dim = input_dim
@@ -287,7 +256,7 @@ class HashEncoder(nn.Module):
         self.register_buffer("resolutions", torch.tensor(resolutions, dtype=torch.int32), persistent=False)
         self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.int32), persistent=False)
         # Small uniform init as in Instant-NGP: the network starts from (almost) the plain xyz input.
-        self.embeddings = nn.Parameter(torch.empty(offsets[-1], level_dim, dtype=dtype).uniform_(-1e-4, 1e-4))
+        self.embeddings = nn.Parameter(torch.empty(offsets[-1], level_dim).uniform_(-1e-4, 1e-4))
         self.backward_mode = BackwardMode()
 
     @contextlib.contextmanager
@@ -308,7 +277,7 @@ class HashEncoder(nn.Module):
             f"resolution {res[0]}..{res[-1]}, params={self.embeddings.shape[0] * self.level_dim}"
         )
 
-    def forward(self, inputs: torch.Tensor, bound: float = 1.0) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor, bound: float) -> torch.Tensor:
         if inputs.shape[-1] != self.input_dim:
             raise ValueError(f"HashEncoder: expected inputs [..., {self.input_dim}], got {list(inputs.shape)}")
         # NaN would index outside the tables (garbage in the twin, an illegal access in the kernel): encode it

@@ -1,15 +1,15 @@
 """Mesh extraction: marching cubes over the unit sphere's box, vertex colours, export in world units."""
-import os
-
 import mcubes
 import numpy as np
 import torch
 import torch.nn.functional as F
 import trimesh
 
+from .files import write_atomic
+
 
 @torch.no_grad()
-def sample_sdf_grid(sdf_fn, resolution, radius=1.0, device="cpu", chunk=2**18, box=None):
+def sample_sdf_grid(sdf_fn, resolution, radius, device, chunk=2**18, box=None):
     """SDF on a resolution^3 lattice spanning [-radius, radius]^3, as float32 numpy [R, R, R] (x, y, z order), or
     on its sub-block `box` = ((i0, i1), (j0, j1), (k0, k1)) of lattice indices (half-open) -> [i1 - i0, ...].
 
@@ -29,7 +29,7 @@ def sample_sdf_grid(sdf_fn, resolution, radius=1.0, device="cpu", chunk=2**18, b
     return grid
 
 
-def marching_cubes(grid, radius=1.0, resolution=None, offset=(0, 0, 0)):
+def marching_cubes(grid, radius, resolution=None, offset=(0, 0, 0)):
     """Zero level set of an SDF grid over [-radius, radius]^3 -> (vertices [V, 3] float, faces [F, 3] int),
     faces oriented with outward normals (towards positive SDF). `grid` may be the sub-block of a resolution^3
     lattice that starts at lattice index `offset` (see `sample_sdf_grid`)."""
@@ -43,7 +43,7 @@ def marching_cubes(grid, radius=1.0, resolution=None, offset=(0, 0, 0)):
 
 
 @torch.no_grad()
-def surface_box(sdf_fn, resolution, radius=1.0, device="cpu", coarse=64, margin=2.0):
+def surface_box(sdf_fn, resolution, radius, device, coarse=64, margin=2.0):
     """Index box of the resolution^3 lattice that holds the zero level set, from a coarse lattice: the cells
     around coarse points inside the surface or with |SDF| below `margin` coarse-cell diagonals (a surface point
     is within half a diagonal of some coarse point, and a trained SDF is close to a distance). None if there
@@ -60,7 +60,7 @@ def surface_box(sdf_fn, resolution, radius=1.0, device="cpu", coarse=64, margin=
     return tuple(zip(lo.tolist(), hi.tolist()))
 
 
-def extract_surface(sdf_fn, resolution, radius=1.0, device="cpu"):
+def extract_surface(sdf_fn, resolution, radius, device):
     """Marching cubes of the SDF on a resolution^3 lattice over [-radius, radius]^3, evaluated only in the box
     that holds the surface (`surface_box`); a side of the box where the surface comes within two cells of it is
     pushed out and the box sampled again, so the box never cuts the surface. -> (vertices, faces) as
@@ -97,7 +97,7 @@ def vertex_colors(model, vertices, device, chunk=2**16):
     return np.concatenate(colors) if colors else np.zeros((0, 3), np.uint8)
 
 
-def extract_mesh(model, resolution, to_world, device, radius=1.0):
+def extract_mesh(model, resolution, to_world, device, radius):
     """The model's surface as a coloured trimesh in the input's world frame (to_world: 4x4 similarity)."""
     model.eval()
     vertices, faces = extract_surface(model.sdf, resolution, radius=radius, device=device)
@@ -109,9 +109,5 @@ def extract_mesh(model, resolution, to_world, device, radius=1.0):
 
 
 def export_mesh(mesh, path):
-    """Write a mesh atomically (temporary file, then rename): a killed run never leaves half a file."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    ext = os.path.splitext(path)[1]
-    tmp = f"{path}.tmp{ext}"
-    mesh.export(tmp)
-    os.replace(tmp, path)
+    """Write a mesh atomically: a killed run never leaves half a file."""
+    write_atomic(path, mesh.export)

@@ -25,8 +25,8 @@ def log_lerp(start, end, t):
 class SDFNetwork(nn.Module):
     """sdf, feature = f(x) for x in [-bound, bound]^3 (the unit sphere's box)."""
 
-    def __init__(self, num_levels=16, log2_hashmap_size=19, desired_resolution=2048, base_resolution=16,
-                 hidden_dim=64, num_layers=2, feature_dim=15, init_radius=0.5, bound=1.0):
+    def __init__(self, num_levels, log2_hashmap_size, desired_resolution, base_resolution, hidden_dim, num_layers,
+                 feature_dim, init_radius, bound):
         super().__init__()
         self.bound = bound
         self.encoder = HashEncoder(input_dim=3, num_levels=num_levels, level_dim=2, base_resolution=base_resolution,
@@ -84,7 +84,7 @@ class SDFNetwork(nn.Module):
 
 
 class ColorNetwork(nn.Module):
-    def __init__(self, feature_dim=15, hidden_dim=64, num_layers=2, sh_degree=4):
+    def __init__(self, feature_dim, hidden_dim, num_layers, sh_degree):
         super().__init__()
         self.dir_encoder = SHEncoder(input_dim=3, degree=sh_degree)
         dims = [3 + 3 + self.dir_encoder.output_dim + feature_dim] + [hidden_dim] * num_layers + [3]
@@ -103,8 +103,8 @@ class ColorNetwork(nn.Module):
 class NeuSModel(nn.Module):
     """The SDF, colour and variance together, with the step-dependent knobs in one `update_step`."""
 
-    def __init__(self, sdf_net: SDFNetwork, color_net: ColorNetwork, normals="analytic", init_variance=0.3,
-                 fd_eps=(5e-3, 5e-4), progressive_levels=(4, 0.5), anneal_end=0.1):
+    def __init__(self, sdf_net: SDFNetwork, color_net: ColorNetwork, normals, init_variance, fd_eps,
+                 progressive_levels, anneal_end):
         super().__init__()
         if normals not in ("analytic", "fd"):
             raise ValueError(f"normals must be 'analytic' or 'fd', got {normals!r}")
@@ -166,10 +166,15 @@ class NeuSModel(nn.Module):
         return self.color_net(x, normals, dirs, features)
 
 
-def build_model(opt) -> NeuSModel:
-    sdf_net = SDFNetwork(num_levels=opt.num_levels, log2_hashmap_size=opt.log2_hashmap_size,
-                         desired_resolution=opt.desired_resolution, hidden_dim=opt.hidden_dim,
-                         num_layers=opt.num_layers)
-    color_net = ColorNetwork(feature_dim=sdf_net.feature_dim, hidden_dim=opt.hidden_dim)
-    return NeuSModel(sdf_net, color_net, normals=opt.normals,
-                     progressive_levels=(opt.levels_start, 0.5 if opt.progressive else 0.0))
+def build_model(field, radius: float) -> NeuSModel:
+    """The model that `field` (config.FieldConfig) describes, over the sphere of `radius`."""
+    sdf_net = SDFNetwork(num_levels=field.num_levels, log2_hashmap_size=field.log2_hashmap_size,
+                         desired_resolution=field.desired_resolution, base_resolution=field.base_resolution,
+                         hidden_dim=field.hidden_dim, num_layers=field.num_layers, feature_dim=field.feature_dim,
+                         init_radius=field.init_radius, bound=radius)
+    color_net = ColorNetwork(feature_dim=field.feature_dim, hidden_dim=field.hidden_dim,
+                             num_layers=field.color_layers, sh_degree=field.sh_degree)
+    return NeuSModel(sdf_net, color_net, normals=field.normals, init_variance=field.init_variance,
+                     fd_eps=(field.fd_eps_start, field.fd_eps_end),
+                     progressive_levels=(field.levels_start, field.levels_until),
+                     anneal_end=field.anneal_end)

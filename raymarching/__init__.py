@@ -5,9 +5,7 @@ Each op runs as a CUDA kernel on CUDA tensors (built on first use, see `backend.
 """
 from .occupancy import OccupancyGrid
 from .raymarching import (
-    composite_rays,
     composite_rays_train,
-    march_rays,
     march_rays_train,
     near_far_from_aabb,
     near_far_from_sphere,
@@ -16,9 +14,7 @@ from .raymarching import (
 
 __all__ = [
     "OccupancyGrid",
-    "composite_rays",
     "composite_rays_train",
-    "march_rays",
     "march_rays_train",
     "near_far_from_aabb",
     "near_far_from_sphere",

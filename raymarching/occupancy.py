@@ -28,9 +28,14 @@ class OccupancyGrid(nn.Module):
 
     def __init__(self, aabb, resolution: int = 128):
         super().__init__()
-        assert resolution > 0 and resolution**3 % 8 == 0, f"resolution^3 must be a multiple of 8, got {resolution}"
+        if not (resolution > 0 and resolution**3 % 8 == 0):
+            raise ValueError(f"OccupancyGrid: resolution^3 must be a positive multiple of 8, got {resolution}")
         aabb = torch.as_tensor(aabb, dtype=torch.float32).flatten()
-        assert aabb.shape == (6,) and bool((aabb[3:] > aabb[:3]).all()), f"bad aabb {aabb.tolist()}"
+        if not (aabb.shape == (6,) and bool((aabb[3:] > aabb[:3]).all())):
+            raise ValueError(
+                f"OccupancyGrid: aabb must be [6] (xmin, ymin, zmin, xmax, ymax, zmax) with max > min, got "
+                f"{tuple(aabb.shape)} {aabb.tolist()}"
+            )
         self.resolution = resolution
         self.register_buffer("aabb", aabb)
         self.register_buffer("occupancy", torch.zeros(resolution**3))
@@ -78,8 +83,10 @@ class OccupancyGrid(nn.Module):
                 if stop is None:
                     stop = torch.zeros(n_cells, dtype=torch.bool, device=self.occupancy.device)
                 stop[start : start + cells.numel()] = stop_chunk.reshape(-1)
+            if values.numel() != cells.numel():
+                raise ValueError(f"OccupancyGrid: field_fn must return [M] = [{cells.numel()}], got "
+                                 f"{tuple(values.shape)}")
             values = values.reshape(-1).to(self.occupancy.dtype)
-            assert values.shape == cells.shape, f"field_fn must return [M] = [{cells.numel()}], got {values.shape}"
             current = self.occupancy[start : start + cells.numel()]
             current.copy_(torch.maximum(current * decay, values))
         occupied = self._dilated(self.occupancy, dilate)

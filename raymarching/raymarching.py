@@ -1,10 +1,11 @@
 """Public ray-marching ops: CUDA kernels on CUDA float32 tensors, their PyTorch twins otherwise.
 
-Each function checks shapes, then dispatches: `backend.cuda_backend_for(...)` picks the compiled kernels when
-every tensor is on CUDA (float data in float32), they build, and INSTANT_NSR_TORCH_ONLY is unset; otherwise
-the twin of the same name in `torch_impl.py` runs. Both follow the same semantics (the twin defines them).
+Each function checks shapes (a ValueError with the bad shape in its message), then dispatches:
+`backend.cuda_backend_for(...)` picks the compiled kernels when every tensor is on CUDA (float data in
+float32), they build, and INSTANT_NSR_TORCH_ONLY is unset; otherwise the twin of the same name in
+`torch_impl.py` runs. Both follow the same semantics (the twin defines them).
 
-Sampling lattice (`march_rays_train`, `march_rays`): along ray r, sample k = 0, 1, ... covers
+Sampling lattice (`march_rays_train`): along ray r, sample k = 0, 1, ... covers
 [t_k, t_k + step_size) with
 
 .. math:: t_k = near_r + (k + jitter_r) \\cdot step\\_size,
@@ -30,26 +31,32 @@ from . import torch_impl
 from .backend import cuda_backend_for
 
 
+def _check(ok, message):
+    if not ok:
+        raise ValueError(message)
+
+
 def _check_rays(rays_o, rays_d):
-    assert rays_o.dim() == 2 and rays_o.shape[1] == 3, f"rays_o must be [N, 3], got {tuple(rays_o.shape)}"
-    assert rays_d.shape == rays_o.shape, f"rays_d must be [N, 3] like rays_o, got {tuple(rays_d.shape)}"
+    _check(rays_o.dim() == 2 and rays_o.shape[1] == 3, f"rays_o must be [N, 3], got {tuple(rays_o.shape)}")
+    _check(rays_d.shape == rays_o.shape, f"rays_d must be [N, 3] like rays_o, got {tuple(rays_d.shape)}")
 
 
 def _check_per_ray(name, x, n_rays):
-    assert x.shape == (n_rays,), f"{name} must be [N] = [{n_rays}], got {tuple(x.shape)}"
+    _check(x.shape == (n_rays,), f"{name} must be [N] = [{n_rays}], got {tuple(x.shape)}")
 
 
 def _check_aabb(aabb):
-    assert aabb.shape == (6,), f"aabb must be [6] (xmin, ymin, zmin, xmax, ymax, zmax), got {tuple(aabb.shape)}"
+    _check(aabb.shape == (6,), f"aabb must be [6] (xmin, ymin, zmin, xmax, ymax, zmax), got {tuple(aabb.shape)}")
 
 
-def _check_grid(bitfield, resolution):
-    assert bitfield.dtype == torch.uint8 and bitfield.shape == (resolution**3 // 8,), (
-        f"bitfield must be uint8 [R^3 / 8] = [{resolution**3 // 8}], got {bitfield.dtype} {tuple(bitfield.shape)}"
+def _check_grid(name, bitfield, resolution):
+    _check(
+        bitfield.dtype == torch.uint8 and bitfield.shape == (resolution**3 // 8,),
+        f"{name} must be uint8 [R^3 / 8] = [{resolution**3 // 8}], got {bitfield.dtype} {tuple(bitfield.shape)}",
     )
 
 
-def near_far_from_sphere(rays_o, rays_d, radius: float = 1.0, min_near: float = 0.0):
+def near_far_from_sphere(rays_o, rays_d, radius: float, min_near: float = 0.0):
     """Distances at which rays enter and leave the sphere of `radius` centred at the origin.
 
     Args:
@@ -64,7 +71,7 @@ def near_far_from_sphere(rays_o, rays_d, radius: float = 1.0, min_near: float = 
         interval nears = fars = max(-(o . d), min_near); never NaN.
 
     >>> o = torch.tensor([[-3.0, 0, 0]]); d = torch.tensor([[1.0, 0, 0]])
-    >>> near_far_from_sphere(o, d)
+    >>> near_far_from_sphere(o, d, radius=1.0)
     (tensor([2.]), tensor([4.]))
     """
     _check_rays(rays_o, rays_d)
@@ -106,9 +113,8 @@ def packbits(values, threshold: float):
     Returns:
         bitfield: (R^3 / 8,) uint8. Cell i is bit (i % 8) of byte i // 8, LSB first.
     """
-    assert values.dim() == 1 and values.numel() % 8 == 0, (
-        f"values must be [R^3] with R^3 a multiple of 8, got {tuple(values.shape)}"
-    )
+    _check(values.dim() == 1 and values.numel() % 8 == 0,
+           f"values must be [R^3] with R^3 a multiple of 8, got {tuple(values.shape)}")
     backend = cuda_backend_for(values)
     if backend is None:
         return torch_impl.packbits(values, threshold)
@@ -156,14 +162,14 @@ def march_rays_train(rays_o, rays_d, nears, fars, bitfield, aabb, resolution: in
     _check_per_ray("nears", nears, n_rays)
     _check_per_ray("fars", fars, n_rays)
     _check_aabb(aabb)
-    _check_grid(bitfield, resolution)
-    assert step_size > 0, f"step_size must be positive, got {step_size}"
-    assert capacity is None or capacity >= 0, f"capacity must be None or >= 0, got {capacity}"
+    _check_grid("bitfield", bitfield, resolution)
+    _check(step_size > 0, f"step_size must be positive, got {step_size}")
+    _check(capacity is None or capacity >= 0, f"capacity must be None or >= 0, got {capacity}")
     if jitter is None:
         jitter = torch.zeros_like(nears)
     _check_per_ray("jitter", jitter, n_rays)
     if stop_bitfield is not None:
-        _check_grid(stop_bitfield, resolution)
+        _check_grid("stop_bitfield", stop_bitfield, resolution)
     tensors = [t for t in (rays_o, rays_d, nears, fars, jitter, bitfield, aabb, stop_bitfield) if t is not None]
     backend = cuda_backend_for(*tensors)
     if backend is None:
@@ -228,107 +234,14 @@ def composite_rays_train(alphas, values, packed_info, T_thresh: float = 1e-4):
 
     Differentiable w.r.t. `alphas` and `values`, with gradients accepted on all three outputs.
     """
-    assert alphas.dim() == 1, f"alphas must be [M], got {tuple(alphas.shape)}"
-    assert values.dim() == 2 and values.shape[0] == alphas.shape[0], (
-        f"values must be [M, C] with M = {alphas.shape[0]}, got {tuple(values.shape)}"
-    )
-    assert packed_info.dim() == 2 and packed_info.shape[1] == 2, (
-        f"packed_info must be [N, 2], got {tuple(packed_info.shape)}"
-    )
+    _check(alphas.dim() == 1, f"alphas must be [M], got {tuple(alphas.shape)}")
+    _check(values.dim() == 2 and values.shape[0] == alphas.shape[0],
+           f"values must be [M, C] with M = {alphas.shape[0]}, got {tuple(values.shape)}")
+    _check(packed_info.dim() == 2 and packed_info.shape[1] == 2,
+           f"packed_info must be [N, 2], got {tuple(packed_info.shape)}")
     backend = cuda_backend_for(alphas, values, packed_info)
     if backend is None:
         return torch_impl.composite_rays_train(alphas, values, packed_info, T_thresh)
     return _CompositeRaysTrain.apply(
         alphas.contiguous(), values.contiguous(), packed_info.int().contiguous(), float(T_thresh), backend
     )
-
-
-@torch.no_grad()
-def march_rays(ray_ids, rays_k, rays_o, rays_d, nears, fars, bitfield, aabb, resolution: int, step_size: float,
-               n_step: int):
-    """Inference marching: the next `n_step` kept samples of each alive ray (lattice with jitter 0).
-
-    The state of ray r is its next lattice index rays_k[r] (start at 0); this call examines lattice samples
-    k >= rays_k[r] and sets rays_k[r] to one past the last sample it returns (unchanged if none). A ray whose
-    last slot comes back invalid has no samples left. Looping `march_rays` / `composite_rays` gives the same
-    samples and results as `march_rays_train(..., jitter=None)` + `composite_rays_train`, provided no ray has
-    more than `max_samples` kept samples there.
-
-    Args:
-        ray_ids: (n,) int. Alive rays, indices into the N rays (distinct).
-        rays_k: (N,) int32. Next lattice index per ray; updated in place.
-        rays_o, rays_d: (N, 3) float. Ray origins and unit directions.
-        nears, fars: (N,) float. Ray intervals (the lattice is anchored at nears).
-        bitfield, aabb, resolution, step_size: as in `march_rays_train`.
-        n_step: samples per ray per call.
-
-    Returns:
-        t_starts: (n, n_step) float. Sample starts, 0 in invalid slots.
-        t_ends: (n, n_step) float. t_starts + step_size, 0 in invalid slots.
-        valid: (n, n_step) bool. Which slots hold a sample; a prefix of each row.
-    """
-    _check_rays(rays_o, rays_d)
-    n_rays = rays_o.shape[0]
-    for name, x in (("nears", nears), ("fars", fars), ("rays_k", rays_k)):
-        _check_per_ray(name, x, n_rays)
-    assert rays_k.dtype == torch.int32 and rays_k.is_contiguous(), (
-        f"rays_k must be a contiguous int32 tensor (it is updated in place), got {rays_k.dtype}"
-    )
-    assert ray_ids.dim() == 1, f"ray_ids must be [n], got {tuple(ray_ids.shape)}"
-    _check_aabb(aabb)
-    _check_grid(bitfield, resolution)
-    assert step_size > 0 and n_step > 0, f"need step_size > 0 and n_step > 0, got {step_size}, {n_step}"
-    backend = cuda_backend_for(ray_ids, rays_k, rays_o, rays_d, nears, fars, bitfield, aabb)
-    if backend is None:
-        return torch_impl.march_rays(
-            ray_ids, rays_k, rays_o, rays_d, nears, fars, bitfield, aabb, resolution, step_size, n_step
-        )
-    return backend.march_rays(
-        ray_ids.long().contiguous(), rays_k, rays_o.contiguous(), rays_d.contiguous(), nears.contiguous(),
-        fars.contiguous(), bitfield.contiguous(), aabb.contiguous(), int(resolution), float(step_size), int(n_step),
-    )
-
-
-@torch.no_grad()
-def composite_rays(ray_ids, alphas, values, valid, transmittance, accum, T_thresh: float = 1e-4):
-    """Inference compositing of one `march_rays` batch, front to back, in place.
-
-    For each alive ray, its valid samples in order update T (transmittance) and accum as
-    accum += alpha * T * value, T *= 1 - alpha, stopping before the first sample with T < T_thresh (the same rule
-    as `composite_rays_train`). The ray's opacity is 1 - T.
-
-    Args:
-        ray_ids: (n,) int. Alive rays, indices into the N rays (distinct).
-        alphas: (n, S) float. Opacity of each sample (ignored in invalid slots).
-        values: (n, S, C) float. Values to integrate.
-        valid: (n, S) bool. From `march_rays`.
-        transmittance: (N,) float32. Per-ray T, start at 1; updated in place.
-        accum: (N, C) float32. Per-ray accumulated values, start at 0; updated in place.
-        T_thresh: transmittance below which a ray stops.
-
-    Returns:
-        alive: (m,) the entries of `ray_ids` still alive (T >= T_thresh and the last slot valid).
-    """
-    assert ray_ids.dim() == 1, f"ray_ids must be [n], got {tuple(ray_ids.shape)}"
-    n_alive = ray_ids.shape[0]
-    assert alphas.dim() == 2 and alphas.shape[0] == n_alive, f"alphas must be [n, S], got {tuple(alphas.shape)}"
-    assert values.dim() == 3 and values.shape[:2] == alphas.shape, (
-        f"values must be [n, S, C] = [{n_alive}, {alphas.shape[1]}, C], got {tuple(values.shape)}"
-    )
-    assert valid.shape == alphas.shape and valid.dtype == torch.bool, (
-        f"valid must be bool [n, S], got {valid.dtype} {tuple(valid.shape)}"
-    )
-    assert transmittance.dim() == 1 and transmittance.is_contiguous(), (
-        f"transmittance must be a contiguous [N] tensor, got {tuple(transmittance.shape)}"
-    )
-    assert accum.shape == (transmittance.shape[0], values.shape[2]) and accum.is_contiguous(), (
-        f"accum must be a contiguous [N, C] tensor, got {tuple(accum.shape)}"
-    )
-    backend = cuda_backend_for(ray_ids, alphas, values, valid, transmittance, accum)
-    if backend is None:
-        return torch_impl.composite_rays(ray_ids, alphas, values, valid, transmittance, accum, T_thresh)
-    ids = ray_ids.long().contiguous()
-    alive = backend.composite_rays(
-        ids, alphas.contiguous(), values.contiguous(), valid.contiguous(), transmittance, accum, float(T_thresh)
-    )
-    return ray_ids[alive]

@@ -1,11 +1,13 @@
-"""Ahead-of-time build of `_raymarching_cuda`: `pip install --no-build-isolation ./raymarching`."""
+"""Ahead-of-time build of `_raymarching_cuda` alone: `pip install --no-build-isolation ./raymarching`."""
+import importlib.util
 import os
 import sys
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(PACKAGE_DIR))  # the repo root, home of cuda_build.py
+# The shared build settings are the repo root's cuda_build.py, which is not on sys.path here: load it by its path
+# (registered as "cuda_build", so that backend.py's `import cuda_build` finds this same module).
+spec = importlib.util.spec_from_file_location("cuda_build", os.path.join(os.path.dirname(PACKAGE_DIR), "cuda_build.py"))
+cuda_build = sys.modules["cuda_build"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(cuda_build)
 
-from cuda_build import setup_extension  # noqa: E402
-from raymarching.backend import EXTENSION_NAME, SOURCES  # noqa: E402
-
-setup_extension(PACKAGE_DIR, EXTENSION_NAME, SOURCES, "CUDA ray marching and compositing for instant-nsr")
+cuda_build.setup_extension(PACKAGE_DIR, "CUDA ray marching and compositing for instant-nsr")

@@ -3,7 +3,7 @@
 The twins *define* the semantics: the kernels are tested against them (floats at fp32 tolerance, integers
 exactly). They are vectorised over rays and samples and run on any device; on CPU they are what runs.
 
-Sampling lattice shared by `march_rays_train` and `march_rays`: along ray r, sample k (k = 0, 1, ...) covers
+Sampling lattice of `march_rays_train`: along ray r, sample k (k = 0, 1, ...) covers
 [t_k, t_k + step) with t_k = near_r + (k + jitter_r) * step and midpoint m_k = t_k + step / 2. Sample k is
 *kept* iff m_k < far_r, the point o_r + m_k d_r lies in the closed aabb and its grid cell is occupied.
 The float operations below are written in the order the kernels use (no fused multiply-add), so both compute
@@ -15,7 +15,7 @@ import torch
 _F32 = torch.float32
 
 
-def near_far_from_sphere(rays_o, rays_d, radius: float = 1.0, min_near: float = 0.0):
+def near_far_from_sphere(rays_o, rays_d, radius: float, min_near: float = 0.0):
     """Entry/exit distances of rays through the sphere of `radius` centred at the origin (see raymarching.py)."""
     b = (rays_o * rays_d).sum(-1)  # o.d, for unit d
     c = (rays_o * rays_o).sum(-1) - radius * radius
@@ -54,7 +54,8 @@ def near_far_from_aabb(rays_o, rays_d, aabb, min_near: float = 0.0):
 
 def packbits(values, threshold: float):
     """Bitfield [R^3 / 8] uint8 of `values > threshold`; cell i is bit (i % 8) of byte i // 8, LSB first."""
-    assert values.numel() % 8 == 0, f"packbits needs a multiple of 8 values, got shape {tuple(values.shape)}"
+    if values.numel() % 8 != 0:
+        raise ValueError(f"packbits needs a multiple of 8 values, got shape {tuple(values.shape)}")
     bits = (values.reshape(-1, 8) > threshold).to(torch.int32)
     place = 1 << torch.arange(8, device=values.device, dtype=torch.int32)
     return (bits * place).sum(-1).to(torch.uint8)
@@ -79,23 +80,21 @@ def _segment_arange(counts):
     return seg, pos
 
 
-def _march_lattice(rays_o, rays_d, nears, fars, jitter, k_start, bitfield, aabb, resolution, step_size, max_samples,
+def _march_lattice(rays_o, rays_d, nears, fars, jitter, bitfield, aabb, resolution, step_size, max_samples,
                    stop_bitfield=None):
-    """The first `max_samples` kept lattice samples with k >= k_start of each ray, packed ray after ray; a ray
-    ends at its first sample (before `far`, in the box) whose cell is set in `stop_bitfield`.
+    """The first `max_samples` kept lattice samples of each ray, packed ray after ray; a ray ends at its first
+    sample (before `far`, in the box) whose cell is set in `stop_bitfield`.
 
-    All per-ray inputs are [n] (rays_o/rays_d [n, 3]), k_start int64. Returns (ray [S] int64 local ray index,
-    k [S] int64 lattice index, t_starts [S], t_ends [S]) in ray order, then increasing k.
+    All per-ray inputs are [N] (rays_o/rays_d [N, 3]). Returns (ray [S] int64 ray index, t_starts [S],
+    t_ends [S]) in ray order, then increasing k.
     """
     device = rays_o.device
     step = torch.tensor(step_size, dtype=_F32, device=device)
     half = step * 0.5
-    # Candidates: k_start up to a bound safely past `far` (the exact `mid < far` test is below).
+    # Candidates: 0 up to a bound safely past `far` (the exact `mid < far` test is below).
     span = ((fars - nears) / step - jitter - 0.5).nan_to_num(0.0).clamp(-1.0, 2.0**30)
-    k_end = torch.ceil(span).long() + 2
-    n_cand = (k_end - k_start).clamp(min=0)
-    ray, offset = _segment_arange(n_cand)
-    k = k_start[ray] + offset
+    n_cand = (torch.ceil(span).long() + 2).clamp(min=0)
+    ray, k = _segment_arange(n_cand)
     t = (k.to(_F32) + jitter[ray]) * step + nears[ray]
     mid = t + half
     points = rays_o[ray] + rays_d[ray] * mid[:, None]
@@ -115,7 +114,7 @@ def _march_lattice(rays_o, rays_d, nears, fars, jitter, k_start, bitfield, aabb,
     kept_per_ray = torch.zeros_like(n_cand).index_add(0, ray, keep_i)
     rank = _exclusive_cumsum(keep_i) - _exclusive_cumsum(kept_per_ray)[ray]
     keep &= rank < max_samples
-    return ray[keep], k[keep], t[keep], t[keep] + step
+    return ray[keep], t[keep], t[keep] + step
 
 
 def march_rays_train(rays_o, rays_d, nears, fars, bitfield, aabb, resolution: int, step_size: float,
@@ -124,10 +123,8 @@ def march_rays_train(rays_o, rays_d, nears, fars, bitfield, aabb, resolution: in
     n_rays = rays_o.shape[0]
     if jitter is None:
         jitter = torch.zeros_like(nears)
-    k_start = torch.zeros(n_rays, dtype=torch.int64, device=rays_o.device)
-    ray, _, t_starts, t_ends = _march_lattice(
-        rays_o, rays_d, nears, fars, jitter, k_start, bitfield, aabb, resolution, step_size, max_samples,
-        stop_bitfield,
+    ray, t_starts, t_ends = _march_lattice(
+        rays_o, rays_d, nears, fars, jitter, bitfield, aabb, resolution, step_size, max_samples, stop_bitfield
     )
     counts = torch.bincount(ray, minlength=n_rays)
     if capacity is None:
@@ -171,43 +168,3 @@ def composite_rays_train(alphas, values, packed_info, T_thresh: float = 1e-4):
     opacity = weights_dense.sum(1)
     accum = values.new_zeros(n_rays, values.shape[1]).index_add(0, ray, w[:, None] * values[sample])
     return weights, opacity, accum
-
-
-def march_rays(ray_ids, rays_k, rays_o, rays_d, nears, fars, bitfield, aabb, resolution: int,
-               step_size: float, n_step: int):
-    """Next `n_step` kept lattice samples of each alive ray; advances `rays_k` in place (see raymarching.py)."""
-    n_alive = ray_ids.shape[0]
-    ids = ray_ids.long()
-    ray, k, t0, t1 = _march_lattice(
-        rays_o[ids], rays_d[ids], nears[ids], fars[ids], torch.zeros_like(nears[ids]), rays_k[ids].long(),
-        bitfield, aabb, resolution, step_size, n_step,
-    )
-    counts = torch.bincount(ray, minlength=n_alive)
-    slot = torch.arange(ray.numel(), device=ray.device) - _exclusive_cumsum(counts)[ray]
-    t_starts = t0.new_zeros(n_alive, n_step).index_put((ray, slot), t0)
-    t_ends = t0.new_zeros(n_alive, n_step).index_put((ray, slot), t1)
-    valid = torch.zeros(n_alive, n_step, dtype=torch.bool, device=ray.device).index_put(
-        (ray, slot), torch.ones_like(ray, dtype=torch.bool)
-    )
-    # Next lattice index to examine: one past the last kept sample (unchanged for rays with none).
-    next_k = rays_k[ids].long().scatter_reduce(0, ray, k + 1, reduce="amax")
-    rays_k[ids] = next_k.to(rays_k.dtype)
-    return t_starts, t_ends, valid
-
-
-def composite_rays(ray_ids, alphas, values, valid, transmittance, accum, T_thresh: float = 1e-4):
-    """Composite one batch of inference samples into `transmittance`/`accum` in place (see raymarching.py)."""
-    ids = ray_ids.long()
-    n_alive, n_step = alphas.shape
-    # Same product order as composite_rays_train: T0 * (1 - a_0) * (1 - a_1) * ...
-    survive = torch.cat([transmittance[ids, None], 1.0 - alphas], 1)
-    trans_after = torch.cumprod(survive, 1)  # [n_alive, n_step + 1]; column j = T before sample j
-    trans = trans_after[:, :-1]
-    active = valid & (torch.cumsum((trans < T_thresh).int(), 1) == 0)
-    # where(), not a product with the mask: invalid slots may hold anything (the kernel never reads them).
-    weights = torch.where(active, alphas * trans, 0.0)
-    accum[ids] += torch.where(active[..., None], weights[..., None] * values, 0.0).sum(1)
-    n_active = active.sum(1)
-    transmittance[ids] = trans_after.gather(1, n_active[:, None])[:, 0]
-    alive = (transmittance[ids] >= T_thresh) & valid[:, -1]
-    return ray_ids[alive]

@@ -3,7 +3,7 @@
     python scripts/bench.py --out bench_out [--dtu PATH] [--synthetic spot,blob] [--iters 2000] [--paths torch,cuda_ray]
 
 For each scene and path it launches `main_sdf.py` as a fresh process (so the wall time covers start-up, data
-loading, training and meshing: launch to mesh written), then `--test` for the held-out PSNR, and for the
+loading, training and meshing: launch to mesh written), then `--test` (no flags: the checkpoint holds them) for the held-out PSNR, and for the
 ground-truth scenes scores the mesh with `scripts/eval_mesh.py`. Synthetic scenes are rendered first with
 `scripts/make_synthetic.py` (49 views, DTU-like camera cap, 800x600 by default). Prints a markdown table and
 writes OUT/bench.json, whose rows also hold main_sdf.py's seconds per stage (start-up, data, model, training,
@@ -42,8 +42,8 @@ def main():
     opt = p.parse_args()
     os.makedirs(opt.out, exist_ok=True)
 
-    from scripts.eval_mesh import evaluate_mesh
-    from scripts.make_synthetic import make_scene
+    from nerf.mesh_metrics import evaluate_mesh
+    from nerf.synthetic import make_scene
 
     scenes = []
     if opt.dtu:
@@ -57,43 +57,48 @@ def main():
     rows = []
     for name, root, gt in scenes:
         for path in opt.paths.split(","):
-            workspace = os.path.join(opt.out, f"ws_{name}_{path}")
-            flags = [root, "--workspace", workspace, "--iters", str(opt.iters), "--ckpt", "scratch", "--quiet",
-                     "--eval_every", "0"] + (["--cuda_ray"] if path == "cuda_ray" else []) + opt.extra.split()
-            code, wall = run([sys.executable, "main_sdf.py"] + flags, os.path.join(opt.out, f"{name}_{path}.log"))
-            row = {"scene": name, "path": path, "exit": code, "launch_to_mesh_s": wall}
-            if code == 0:
-                stats = json.load(open(os.path.join(workspace, "train_stats.json")))
-                row.update(it_per_s=stats["it_per_s"], samples_per_s=stats["samples_per_s"],
-                           rays_per_step=stats["rays_per_step"])
-                timings = json.load(open(os.path.join(workspace, "timings.json")))  # main_sdf's stage seconds
-                row.update({f"{stage}_s": seconds for stage, seconds in timings.items() if stage != "total"})
-                test_flags = [f for f in flags if f != "scratch" and f != "--ckpt"] + ["--test"]
-                test_log = os.path.join(opt.out, f"{name}_{path}_test.log")
-                test_code, _ = run([sys.executable, "main_sdf.py"] + test_flags, test_log)
-                metrics_path = os.path.join(workspace, "results", "metrics.json")
-                if test_code == 0 and os.path.isfile(metrics_path):
-                    row["psnr"] = json.load(open(metrics_path))["mean_psnr"]
-                else:
-                    print(f"--test failed ({test_code}):", open(test_log).read()[-2000:], flush=True)
-                if gt:
-                    m = evaluate_mesh(os.path.join(workspace, "meshes", "mesh.ply"), gt, tau=opt.tau)
-                    row.update(chamfer_mm=m["chamfer"], accuracy_mm=m["accuracy"], completeness_mm=m["completeness"],
-                               fscore=m["fscore"])
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-
+            rows.append(bench_run(opt, name, root, gt, path, evaluate_mesh))
+            print(json.dumps(rows[-1]), flush=True)
     json.dump({"iters": opt.iters, "extra": opt.extra, "rows": rows}, open(os.path.join(opt.out, "bench.json"), "w"),
               indent=2)
+    print_table(rows)
+
+
+def bench_run(opt, name, root, gt, path, evaluate_mesh):
+    """Train one scene on one path as a fresh process, then `--test` (no flags repeated: the checkpoint holds
+    them) and, with a true mesh `gt`, score the mesh; returns the row."""
+    workspace = os.path.join(opt.out, f"ws_{name}_{path}")
+    flags = [root, "--workspace", workspace, "--iters", str(opt.iters), "--ckpt", "scratch", "--quiet",
+             "--eval_every", "0"] + (["--cuda_ray"] if path == "cuda_ray" else []) + opt.extra.split()
+    code, wall = run([sys.executable, "main_sdf.py"] + flags, os.path.join(opt.out, f"{name}_{path}.log"))
+    row = {"scene": name, "path": path, "exit": code, "launch_to_mesh_s": wall}
+    if code != 0:
+        return row
+    stats = json.load(open(os.path.join(workspace, "train_stats.json")))
+    row.update(it_per_s=stats["it_per_s"], samples_per_s=stats["samples_per_s"], rays_per_step=stats["rays_per_step"])
+    timings = json.load(open(os.path.join(workspace, "timings.json")))  # main_sdf's stage seconds
+    row.update({f"{stage}_s": seconds for stage, seconds in timings.items() if stage != "total"})
+    test_log = os.path.join(opt.out, f"{name}_{path}_test.log")
+    test_code, _ = run([sys.executable, "main_sdf.py", "--workspace", workspace, "--test", "--quiet"], test_log)
+    metrics_path = os.path.join(workspace, "results", "metrics.json")
+    if test_code == 0 and os.path.isfile(metrics_path):
+        row["psnr"] = json.load(open(metrics_path))["mean_psnr"]
+    else:
+        print(f"--test failed ({test_code}):", open(test_log).read()[-2000:], flush=True)
+    if gt:
+        m = evaluate_mesh(os.path.join(workspace, "meshes", "mesh.ply"), gt, tau=opt.tau)
+        row.update(chamfer_mm=m["chamfer"], accuracy_mm=m["accuracy"], completeness_mm=m["completeness"],
+                   fscore=m["fscore"])
+    return row
+
+
+def print_table(rows):
     cols = ["scene", "path", "launch_to_mesh_s", "training_s", "it_per_s", "rays_per_step", "psnr", "chamfer_mm",
             "fscore"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for row in rows:
-        cells = []
-        for c in cols:
-            v = row.get(c, "")
-            cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
+        cells = [f"{row.get(c, ''):.4g}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in cols]
         print("| " + " | ".join(cells) + " |")
 
 

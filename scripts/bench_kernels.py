@@ -16,10 +16,8 @@ Passes timed (CUDA events, after warm-up; median):
                gradient, on a graph built once (JVP + table scatter + mixed second derivatives)
 Effective bandwidth counts the bytes the kernels must move: 2^D corner rows gathered (or scattered) per point and
 level, plus the per-point inputs, outputs and gradients, over the time.
-A second table compares design choices at 2^20 points: per-level features (the forward's outputs, and
-separately the upstream gradients the backward reads) as [N, L*C] (strided rows) or [L, N, C] (coalesced, plus a
-transpose), and, for fp16 tables, table gradients accumulated in fp32 or with half2
-atomics (with the error of the latter).
+(The layout and fp16 A/B tables of earlier versions are in BENCHMARKS.md and git history; the winners, level-major
+[L, N, C] features and float32 tables, are the only code path now.)
 """
 import argparse
 import json
@@ -54,7 +52,7 @@ def ray_points(num_points, generator, samples_per_ray=128):
     return points.clamp(0, 1).contiguous()
 
 
-def make_problem(num_points, dtype=torch.float32, seed=0, points="uniform"):
+def make_problem(num_points, seed=0, points="uniform"):
     scale = (FINEST_RES / BASE_RES) ** (1 / (NUM_LEVELS - 1))
     resolutions, offsets = level_layout(INPUT_DIM, NUM_LEVELS, BASE_RES, scale, LOG2_TABLE)
     generator = torch.Generator(device="cuda").manual_seed(seed)
@@ -64,10 +62,10 @@ def make_problem(num_points, dtype=torch.float32, seed=0, points="uniform"):
         inputs = torch.rand(num_points, INPUT_DIM, device="cuda", generator=generator)
     return {
         "inputs": inputs,
-        "embeddings": (torch.rand(offsets[-1], LEVEL_DIM, device="cuda", generator=generator) * 2 - 1).to(dtype),
+        "embeddings": torch.rand(offsets[-1], LEVEL_DIM, device="cuda", generator=generator) * 2 - 1,
         "offsets": torch.tensor(offsets, dtype=torch.int32, device="cuda"),
         "resolutions": torch.tensor(resolutions, dtype=torch.int32, device="cuda"),
-        "grad_outputs": torch.randn(num_points, NUM_LEVELS * LEVEL_DIM, device="cuda", generator=generator).to(dtype),
+        "grad_outputs": torch.randn(num_points, NUM_LEVELS * LEVEL_DIM, device="cuda", generator=generator),
         "grad_grad_inputs": torch.randn(num_points, INPUT_DIM, device="cuda", generator=generator),
     }
 
@@ -131,7 +129,7 @@ def time_ms(run, repeats, warmup=3):
 
 
 def pass_bytes(name, num_points, table_bytes_per_row):
-    """Bytes the kernels of a pass must move at least (fp32 inputs, per-point features of the table dtype)."""
+    """Bytes the kernels of a pass must move at least (fp32 inputs, tables and per-point features)."""
     corners = num_points * NUM_LEVELS * 2**INPUT_DIM * table_bytes_per_row  # one sweep over the corner rows
     features = num_points * NUM_LEVELS * table_bytes_per_row  # [N, L * C] outputs or upstream gradients
     points = num_points * INPUT_DIM * 4  # [N, D] inputs or input gradients
@@ -176,45 +174,10 @@ def bench_main(sizes, repeats, twin_repeats, backend, points):
     return rows
 
 
-def bench_designs(repeats, backend, log2_points=20):
-    """Layout of per-level features and fp16 gradient accumulation, at 2^20 points."""
-    rows = []
-    saved = (hashgrid._LEVEL_MAJOR, hashgrid._LEVEL_MAJOR_GRADS, hashgrid._FP16_GRAD_ACCUMULATION)
-    for dtype in (torch.float32, torch.float16):
-        problem = make_problem(2**log2_points, dtype=dtype)
-
-        def cuda_encode(x, table, mode=None):
-            return hash_encode_with_backend(x, table, problem["offsets"], problem["resolutions"], backend, mode)
-
-        accumulations = ("fp32", "half2") if dtype == torch.float16 else ("fp32",)
-        layouts = ((False, False), (True, False), (True, True))  # (features, upstream gradients) level-major
-        for (level_major, level_major_grads), accumulation in [(lm, acc) for lm in layouts for acc in accumulations]:
-            hashgrid._LEVEL_MAJOR, hashgrid._LEVEL_MAJOR_GRADS = level_major, level_major_grads
-            hashgrid._FP16_GRAD_ACCUMULATION = accumulation
-            row = {"dtype": str(dtype).replace("torch.", ""),
-                   "layout": "[L, N, C]" if level_major else "[N, L*C]",
-                   "grad layout": "[L, N, C]" if level_major_grads else "[N, L*C]", "grad accumulation": accumulation}
-            for name in PASSES:
-                row[name] = time_ms(make_pass(name, cuda_encode, problem), repeats)
-            if dtype == torch.float16:
-                # Error of the table gradient against a float64 reference computed with the twin.
-                table = problem["embeddings"].detach().requires_grad_()
-                (grad,) = torch.autograd.grad(cuda_encode(problem["inputs"], table), table, problem["grad_outputs"])
-                table64 = problem["embeddings"].double().requires_grad_()
-                out64 = torch_impl.hash_encode(problem["inputs"].double(), table64, problem["offsets"],
-                                               problem["resolutions"])
-                (grad64,) = torch.autograd.grad(out64, table64, problem["grad_outputs"].double())
-                row["grad max err / max"] = ((grad.double() - grad64).abs().max() / grad64.abs().max()).item()
-            rows.append(row)
-            print(f"  {row}", flush=True)
-    hashgrid._LEVEL_MAJOR, hashgrid._LEVEL_MAJOR_GRADS, hashgrid._FP16_GRAD_ACCUMULATION = saved
-    return rows
-
-
 def markdown_table(rows, columns, formats):
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        cells = [formats.get(c, "{}").format(row[c]) if c in row else "" for c in columns]
+        cells = [formats.get(c, "{}").format(row[c]) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -224,7 +187,6 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[18, 20, 22], help="log2 of the point counts")
     parser.add_argument("--repeats", type=int, default=30, help="timed runs of the CUDA passes (median)")
     parser.add_argument("--twin-repeats", type=int, default=5, help="timed runs of the (slow) twin passes")
-    parser.add_argument("--no-designs", action="store_true", help="skip the design-choice table")
     parser.add_argument("--json", help="also save the results here")
     parser.add_argument("--points", choices=["uniform", "rays"], default="uniform",
                         help="uniform random points, or 128 consecutive samples along each random ray (the order "
@@ -248,13 +210,6 @@ def main():
         results["main"], ["points", "pass", "cuda_ms", "cuda_GBps", "twin_ms", "twin_GBps", "speedup"],
         {"cuda_ms": "{:.3f}", "cuda_GBps": "{:.0f}", "twin_ms": "{:.2f}", "twin_GBps": "{:.0f}", "speedup": "{:.1f}x"},
     ))
-    if not args.no_designs:
-        results["designs"] = bench_designs(args.repeats, backend)
-        print()
-        print(markdown_table(
-            results["designs"], ["dtype", "layout", "grad layout", "grad accumulation", *PASSES, "grad max err / max"],
-            {**{p: "{:.3f}" for p in PASSES}, "grad max err / max": "{:.1e}"},
-        ))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

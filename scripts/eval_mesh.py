@@ -1,215 +1,39 @@
 #!/usr/bin/env python
-"""Score a reconstructed mesh against a ground-truth mesh.
+"""Score a reconstructed mesh against a ground-truth mesh: accuracy, completeness, Chamfer, precision, recall and
+F-score at tau, in world units (the method is described in nerf/mesh_metrics.py).
 
-Both surfaces are sampled uniformly by area (n_points each).  The distance
-of a sample to the other surface is point-to-TRIANGLE, not point-to-sample:
-the k nearest of the other surface's samples and triangle centroids
-(cKDTree) nominate triangles, and the exact closest point on each nominated
-triangle is taken (an upper bound on the true distance, never above the
-nearest-sample distance, and tight unless the nearest triangle is far from
-all of the k nominators).
-Point-to-sample distances are biased upward by about half the sample
-spacing (~1 mm for a 200 mm object at 200k points, comparable to a 2 mm
-tau), which this removes; with `point_to_point=True` the plain nearest-sample
-distance is used instead (as in the DTU evaluation).
-
-accuracy     = mean distance pred -> gt   (are predicted points on the GT?)
-completeness = mean distance gt -> pred   (is all of the GT covered?)
-chamfer      = (accuracy + completeness) / 2
-precision    = fraction of pred samples within tau of gt
-recall       = fraction of gt samples within tau of pred
-fscore       = 2 P R / (P + R)
-All distances are in the meshes' world units (mm for make_synthetic scenes).
+    python scripts/eval_mesh.py PRED GT [--tau 2] [--json OUT.json]
 """
-
 import argparse
 import json
 import os
 import sys
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# nominators per query: 16 makes a missed nearest triangle rare (on a
-# 20k-face sphere sampled at 200k points: mean excess 1e-4 mm at r = 200 mm)
-NEIGHBOURS = 16
-
-
-class MeshReadError(ValueError):
-    pass
-
-
-def load_mesh(mesh, label="mesh"):
-    """A non-empty trimesh.Trimesh from a path or a Trimesh."""
-    import trimesh
-    if isinstance(mesh, trimesh.Trimesh):
-        name = f"<{label}: Trimesh>"
-        loaded = mesh
-    else:
-        name = str(mesh)
-        if not os.path.isfile(name):
-            raise MeshReadError(f"cannot read {label} '{name}': no such file")
-        try:
-            loaded = trimesh.load(name, force="mesh", process=False)
-        except Exception as err:  # trimesh raises many types for bad files
-            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise MeshReadError(f"cannot read {label} '{name}': {msg}") from None
-    if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
-        raise MeshReadError(f"{label} '{name}' is empty (no triangles)")
-    if not np.isfinite(loaded.vertices).all():
-        raise MeshReadError(f"{label} '{name}' has non-finite vertices")
-    if loaded.area <= 0:
-        raise MeshReadError(f"{label} '{name}' has zero surface area")
-    return loaded
-
-
-def closest_point_on_triangles(p, a, b, c):
-    """Closest point to p on triangle (a, b, c), all (N, 3), vectorised.
-
-    Voronoi-region walk over vertices, edges and face (Ericson, Real-Time
-    Collision Detection, 5.1.5), done branch-free with masks.
-    """
-    ab, ac, ap = b - a, c - a, p - a
-    d1 = np.einsum("ij,ij->i", ab, ap)
-    d2 = np.einsum("ij,ij->i", ac, ap)
-    bp = p - b
-    d3 = np.einsum("ij,ij->i", ab, bp)
-    d4 = np.einsum("ij,ij->i", ac, bp)
-    cp = p - c
-    d5 = np.einsum("ij,ij->i", ab, cp)
-    d6 = np.einsum("ij,ij->i", ac, cp)
-    va = d3 * d6 - d5 * d4
-    vb = d5 * d2 - d1 * d6
-    vc = d1 * d4 - d3 * d2
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # interior of the face (the default, overwritten by the cases below)
-        denom = va + vb + vc
-        v = vb / denom
-        w = vc / denom
-        result = a + ab * v[:, None] + ac * w[:, None]
-
-        # regions are tested from the most general to the most specific, so
-        # later (more specific) assignments take precedence
-        edge_bc = (va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0)
-        t = (d4 - d3) / ((d4 - d3) + (d5 - d6))
-        result[edge_bc] = (b + (c - b) * t[:, None])[edge_bc]
-
-        edge_ac = (vb <= 0) & (d2 >= 0) & (d6 <= 0)
-        t = d2 / (d2 - d6)
-        result[edge_ac] = (a + ac * t[:, None])[edge_ac]
-
-        edge_ab = (vc <= 0) & (d1 >= 0) & (d3 <= 0)
-        t = d1 / (d1 - d3)
-        result[edge_ab] = (a + ab * t[:, None])[edge_ab]
-
-    vert_c = (d6 >= 0) & (d5 <= d6)
-    result[vert_c] = c[vert_c]
-    vert_b = (d3 >= 0) & (d4 <= d3)
-    result[vert_b] = b[vert_b]
-    vert_a = (d1 <= 0) & (d2 <= 0)
-    result[vert_a] = a[vert_a]
-    # degenerate (zero-area) triangles: fall back to the nearest vertex
-    bad = ~np.isfinite(result).all(1)
-    if bad.any():
-        corners = np.stack([a[bad], b[bad], c[bad]], 1)
-        nearest = np.argmin(np.linalg.norm(corners - p[bad, None], axis=2), 1)
-        result[bad] = corners[np.arange(bad.sum()), nearest]
-    return result
-
-
-def surface_distance(query, samples, sample_faces, mesh, point_to_point=False,
-                     chunk=50_000):
-    """Distance from each query point to the surface of `mesh` (sampled)."""
-    from scipy.spatial import cKDTree
-    if point_to_point:
-        return cKDTree(samples).query(query, k=1, workers=-1)[0]
-    triangles = np.asarray(mesh.triangles)
-    # Triangles are nominated by nearby samples AND by their centroids: when
-    # the mesh has more (or larger) triangles than samples, a query's own
-    # triangle may hold no sample, and its neighbours' closest points (on the
-    # shared edges) would overstate the distance.
-    seeds = np.concatenate([samples, triangles.mean(axis=1)])
-    seed_faces = np.concatenate([sample_faces, np.arange(len(triangles))])
-    tree = cKDTree(seeds)
-    k = min(NEIGHBOURS, len(seeds))
-    out = np.empty(len(query))
-    for start in range(0, len(query), chunk):
-        q = query[start:start + chunk]
-        _, nn_idx = tree.query(q, k=k, workers=-1)
-        faces = np.sort(seed_faces[nn_idx.reshape(len(q), k)], axis=1)
-        # neighbouring samples often share a triangle: test each one once
-        first = np.ones(faces.shape, dtype=bool)
-        first[:, 1:] = faces[:, 1:] != faces[:, :-1]
-        rows, cols = np.nonzero(first)
-        tri = triangles[faces[rows, cols]]
-        closest = closest_point_on_triangles(q[rows], tri[:, 0], tri[:, 1],
-                                             tri[:, 2])
-        d = np.full(faces.shape, np.inf)
-        d[rows, cols] = np.linalg.norm(closest - q[rows], axis=1)
-        out[start:start + chunk] = d.min(1)
-    return out
-
-
-def evaluate_mesh(pred, gt, n_points=200_000, tau=2.0, seed=0,
-                  point_to_point=False):
-    """Accuracy / completeness / chamfer / precision / recall / F-score."""
-    import trimesh
-    pred_mesh = load_mesh(pred, "predicted mesh")
-    gt_mesh = load_mesh(gt, "ground-truth mesh")
-    # independent sample sets: a mesh scored against itself must come out
-    # ~0 because the distances are to surfaces, not because samples coincide
-    pred_pts, pred_faces = trimesh.sample.sample_surface(
-        pred_mesh, n_points, seed=np.random.default_rng([seed, 0]))
-    gt_pts, gt_faces = trimesh.sample.sample_surface(
-        gt_mesh, n_points, seed=np.random.default_rng([seed, 1]))
-    d_pred_to_gt = surface_distance(pred_pts, gt_pts, gt_faces, gt_mesh,
-                                    point_to_point)
-    d_gt_to_pred = surface_distance(gt_pts, pred_pts, pred_faces, pred_mesh,
-                                    point_to_point)
-    accuracy = float(d_pred_to_gt.mean())
-    completeness = float(d_gt_to_pred.mean())
-    precision = float((d_pred_to_gt < tau).mean())
-    recall = float((d_gt_to_pred < tau).mean())
-    fscore = (2 * precision * recall / (precision + recall)
-              if precision + recall > 0 else 0.0)
-    return {
-        "accuracy": accuracy,
-        "completeness": completeness,
-        "chamfer": 0.5 * (accuracy + completeness),
-        "precision": precision,
-        "recall": recall,
-        "fscore": float(fscore),
-        "tau": float(tau),
-        "n_points": int(n_points),
-        "distance": "point_to_point" if point_to_point else "point_to_surface",
-        "pred_faces": int(len(pred_mesh.faces)),
-        "gt_faces": int(len(gt_mesh.faces)),
-    }
+from nerf.mesh_metrics import MeshReadError, evaluate_mesh  # noqa: E402
 
 
 def format_row(name, m):
-    return (f"{name} | acc {m['accuracy']:.4f} | comp {m['completeness']:.4f} "
-            f"| chamfer {m['chamfer']:.4f} | P@{m['tau']:g} {m['precision']:.4f} "
-            f"| R@{m['tau']:g} {m['recall']:.4f} | F@{m['tau']:g} {m['fscore']:.4f}")
+    """One line of the metrics dict `m` of mesh `name`."""
+    return (f"{name} | acc {m['accuracy']:.4f} | comp {m['completeness']:.4f} | chamfer {m['chamfer']:.4f} "
+            f"| P@{m['tau']:g} {m['precision']:.4f} | R@{m['tau']:g} {m['recall']:.4f} "
+            f"| F@{m['tau']:g} {m['fscore']:.4f}")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description="Mesh accuracy/completeness/chamfer/F-score vs ground truth")
+    parser = argparse.ArgumentParser(description="Mesh accuracy/completeness/chamfer/F-score vs ground truth")
     parser.add_argument("pred", help="predicted mesh (ply/obj/...)")
     parser.add_argument("gt", help="ground-truth mesh")
     parser.add_argument("--n_points", type=int, default=200_000)
-    parser.add_argument("--tau", type=float, default=2.0,
-                        help="F-score threshold in world units (mm)")
+    parser.add_argument("--tau", type=float, default=2.0, help="F-score threshold in world units (mm)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--point_to_point", action="store_true",
-                        help="nearest-sample distances (DTU style) instead of "
-                             "point-to-triangle")
+                        help="nearest-sample distances (DTU style) instead of point-to-triangle")
     parser.add_argument("--json", default=None, help="write metrics here")
     args = parser.parse_args(argv)
     try:
-        metrics = evaluate_mesh(args.pred, args.gt, n_points=args.n_points,
-                                tau=args.tau, seed=args.seed,
+        metrics = evaluate_mesh(args.pred, args.gt, n_points=args.n_points, tau=args.tau, seed=args.seed,
                                 point_to_point=args.point_to_point)
     except MeshReadError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -217,8 +41,7 @@ def main(argv=None):
     print(format_row(args.pred, metrics))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(metrics, pred=str(args.pred), gt=str(args.gt)), f,
-                      indent=1)
+            json.dump(dict(metrics, pred=str(args.pred), gt=str(args.gt)), f, indent=1)
     return 0
 
 

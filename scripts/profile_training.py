@@ -17,6 +17,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import main_sdf  # noqa: E402
+from nerf.run import StageClock, prepare  # noqa: E402
 
 
 def main():
@@ -29,11 +30,10 @@ def main():
     if not torch.cuda.is_available():
         sys.exit("profile_training: needs a CUDA device")
     opt = main_sdf.parse_args(rest + ["--workspace", "/tmp/profile_training", "--quiet", "--eval_every", "0",
-                                      "--ckpt_every", "0", "--ckpt", "scratch"])
-    trainer = main_sdf.build_trainer(opt)
+                                      "--ckpt_every", "0", "--ckpt", "scratch", "--device", "cuda"])
+    config, _, trainer = prepare(opt, "cuda", StageClock(time.time()))
     for _ in range(args.skip):  # the loop's own bookkeeping is left out: only steps are compared
         trainer.train_step()
-        trainer.step += 1
     torch.cuda.synchronize()
 
     samples_before, rays_before = int(trainer.samples_seen), int(trainer.rays_seen)
@@ -42,7 +42,6 @@ def main():
         start = time.perf_counter()
         for _ in range(args.steps):
             trainer.train_step()
-            trainer.step += 1
         torch.cuda.synchronize()
         wall = (time.perf_counter() - start) / args.steps
 
@@ -56,8 +55,8 @@ def main():
     rays = (int(trainer.rays_seen) - rays_before) / args.steps  # rendered (dropped rays left out), as trained
     syncs = sum(e.count for e in events if e.key in ("cudaStreamSynchronize", "cudaDeviceSynchronize",
                                                        "cudaMemcpyAsync", "cudaEventSynchronize")) / args.steps
-    path = "--cuda_ray" if opt.cuda_ray else "PyTorch path"
-    print(f"# {opt.data} {path}, steps {args.skip}..{args.skip + args.steps}, {torch.cuda.get_device_name()}")
+    path = "--cuda_ray" if config.sampler.cuda_ray else "PyTorch path"
+    print(f"# {config.data.path} {path}, steps {args.skip}..{args.skip + args.steps}, {torch.cuda.get_device_name()}")
     print(f"wall per step {wall * 1e3:.2f} ms | GPU busy {gpu_us / 1e3:.2f} ms ({gpu_us / 1e4 / wall:.0f}%) | "
           f"kernels/step {launches:.0f} | memcpy+sync calls/step {syncs:.1f} | samples/step {samples:.0f} | "
           f"rays/step {rays:.0f}")

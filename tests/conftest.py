@@ -19,7 +19,7 @@ def shared_data(*parts):
 @pytest.fixture(scope="session")
 def small_scene(tmp_path_factory):
     """A tiny NeuS + transforms.json scene of a textured torus (16 views, 96x72), world units mm."""
-    from scripts.make_synthetic import make_scene
+    from nerf.synthetic import make_scene
 
     root = str(tmp_path_factory.mktemp("torus"))
     info = make_scene(root, shape="torus", views=16, width=96, height=72, gt_resolution=96, seed=1)

@@ -1,6 +1,5 @@
 """Hash-grid encoder: the PyTorch twin against the maths (CPU), the autograd plumbing of the CUDA op against the
 twin (CPU, with the kernels stood in by the twin), and the CUDA kernels against the twin in float64 (GPU)."""
-import itertools
 
 import pytest
 import torch
@@ -86,7 +85,8 @@ def test_dense_levels_interpolate_a_linear_function_exactly(input_dim):
 
 
 def test_module_clamps_inputs_outside_the_bound():
-    encoder = HashEncoder(input_dim=3, num_levels=4, level_dim=2, base_resolution=4, log2_hashmap_size=8)
+    encoder = HashEncoder(input_dim=3, num_levels=4, level_dim=2, base_resolution=4, log2_hashmap_size=8,
+                          desired_resolution=2048)
     with torch.no_grad():
         encoder.embeddings.uniform_(-1, 1)
     bound = 2.0
@@ -101,14 +101,15 @@ def test_module_clamps_inputs_outside_the_bound():
 def eikonal_loss(encoder, head, points):
     """Eikonal loss on the analytic normals of sdf = head(encoding(points))."""
     points = points.clone().requires_grad_()
-    sdf = head(encoder(points))
+    sdf = head(encoder(points, bound=1.0))
     (normals,) = torch.autograd.grad(sdf.sum(), points, create_graph=True)
     return ((normals.norm(dim=-1) - 1) ** 2).mean()
 
 
 def test_eikonal_loss_through_analytic_normals_trains_the_grid():
     torch.manual_seed(0)
-    encoder = HashEncoder(input_dim=3, num_levels=4, level_dim=2, base_resolution=4, log2_hashmap_size=10)
+    encoder = HashEncoder(input_dim=3, num_levels=4, level_dim=2, base_resolution=4, log2_hashmap_size=10,
+                          desired_resolution=2048)
     head = torch.nn.Sequential(torch.nn.Linear(encoder.output_dim, 16), torch.nn.Softplus(), torch.nn.Linear(16, 1))
     eikonal_loss(encoder, head, torch.rand(256, 3) * 2 - 1).backward()
     grad = encoder.embeddings.grad
@@ -116,9 +117,25 @@ def test_eikonal_loss_through_analytic_normals_trains_the_grid():
     assert grad.abs().max() > 0
 
 
+def test_bad_arguments_raise_value_error_with_the_shape():
+    offsets, resolutions = small_layout(3)
+    table = torch.zeros(int(offsets[-1]), 2)
+    with pytest.raises(ValueError, match=r"\[4, 4\]"):
+        hash_encode(torch.rand(4, 4), table, offsets, resolutions)
+    with pytest.raises(ValueError, match=r"\[%d, 3\]" % table.shape[0]):
+        hash_encode(torch.rand(4, 3), torch.zeros(table.shape[0], 3), offsets, resolutions)
+    with pytest.raises(ValueError, match=r"float32 or float64, got torch.float16"):
+        hash_encode(torch.rand(4, 3), table.half(), offsets, resolutions)
+    with pytest.raises(ValueError, match=r"\[3\] and \[3\]"):
+        hash_encode(torch.rand(4, 3), table, offsets[:-1], resolutions)
+    with pytest.raises(ValueError, match=r"\[4, 2\]"):
+        HashEncoder(input_dim=3, num_levels=2, level_dim=2, base_resolution=4, log2_hashmap_size=8,
+                    desired_resolution=8)(torch.rand(4, 2), bound=1.0)
+
+
 # ----------------------------------------------------------------------------------------------------------
-# The autograd plumbing of the CUDA op (hashgrid._HashEncode / _HashEncodeBackward), with the kernels stood in by
-# the twin: runs on CPU, so routing of gradients, layouts and need-flags are checked without a GPU.
+# The autograd plumbing of the CUDA op (hashgrid._HashEncode / _HashEncodeGrad), with the kernels stood in by the
+# twin: runs on CPU, so routing of gradients, the [L, N, C] layout and need-flags are checked without a GPU.
 
 
 class TwinKernels:
@@ -126,15 +143,16 @@ class TwinKernels:
     buffers (overwrite outputs, accumulate gradients) as the kernels do."""
 
     @staticmethod
-    def _public(features, num_points):
+    def _public(features):
         # [L, N, C] kernel layout -> [N, L * C]
-        return features.permute(1, 0, 2).reshape(num_points, -1) if features.dim() == 3 else features
+        num_levels, num_points, level_dim = features.shape
+        return features.permute(1, 0, 2).reshape(num_points, num_levels * level_dim)
 
     @staticmethod
     def _store(buffer, features):
-        if buffer.dim() == 3:
-            features = features.reshape(buffer.shape[1], buffer.shape[0], -1).permute(1, 0, 2)
-        buffer.copy_(features)
+        # [N, L * C] -> the [L, N, C] buffer
+        num_levels, num_points, level_dim = buffer.shape
+        buffer.copy_(features.reshape(num_points, num_levels, level_dim).permute(1, 0, 2))
 
     @staticmethod
     def forward(inputs, embeddings, offsets, resolutions, outputs):
@@ -145,18 +163,18 @@ class TwinKernels:
         with torch.enable_grad():
             x, table = inputs.detach().requires_grad_(), embeddings.detach().requires_grad_()
             out = torch_impl.hash_encode(x, table, offsets, resolutions)
-            gx, gt = torch.autograd.grad(out, (x, table), TwinKernels._public(grad_outputs, len(inputs)))
+            gx, gt = torch.autograd.grad(out, (x, table), TwinKernels._public(grad_outputs))
         if grad_inputs is not None:
             grad_inputs += gx
         if grad_embeddings is not None:
-            grad_embeddings += gt.to(grad_embeddings.dtype)
+            grad_embeddings += gt
 
     @staticmethod
     def double_backward(grad_grad_inputs, grad_outputs, inputs, embeddings, offsets, resolutions,
                         grad_grad_outputs, grad_embeddings, grad_inputs):
         with torch.enable_grad():
             x, table = inputs.detach().requires_grad_(), embeddings.detach().requires_grad_()
-            g = TwinKernels._public(grad_outputs, len(inputs)).detach().requires_grad_()
+            g = TwinKernels._public(grad_outputs).detach().requires_grad_()
             out = torch_impl.hash_encode(x, table, offsets, resolutions)
             (gx,) = torch.autograd.grad(out, x, g, create_graph=True)
             gg, gt, gxx = torch.autograd.grad((gx * grad_grad_inputs).sum(), (g, table, x), allow_unused=True)
@@ -168,11 +186,8 @@ class TwinKernels:
             grad_inputs += gxx
 
 
-@pytest.mark.parametrize("level_major,level_major_grads", [(True, True), (False, False), (True, False)])
 @pytest.mark.parametrize("input_dim", [2, 3])
-def test_autograd_functions_gradgradcheck_with_twin_kernels(monkeypatch, input_dim, level_major, level_major_grads):
-    monkeypatch.setattr(hashgrid, "_LEVEL_MAJOR", level_major)
-    monkeypatch.setattr(hashgrid, "_LEVEL_MAJOR_GRADS", level_major_grads)
+def test_autograd_functions_gradgradcheck_with_twin_kernels(monkeypatch, input_dim):
     monkeypatch.setattr(hashgrid, "_POISON_OUTPUTS", True)
     offsets, resolutions = small_layout(input_dim)
     inputs = interior_points(5, input_dim).requires_grad_()
@@ -218,7 +233,7 @@ def test_input_gradients_only_skips_the_table_scatter_and_keeps_every_gradient(m
 
 
 # ----------------------------------------------------------------------------------------------------------
-# CUDA kernels against the twin run in float64.
+# CUDA kernels (float32, and float64 for gradcheck) against the twin run in float64.
 
 
 @pytest.fixture
@@ -291,25 +306,21 @@ def encode_and_differentiate(encode, inputs, embeddings, grad_outputs, grad_grad
 
 
 @requires_cuda
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("level_dim", [1, 2, 4, 8])
 @pytest.mark.parametrize("input_dim", [2, 3])
 @pytest.mark.parametrize("num_points", [1, 7, 1001, 65537])
-def test_cuda_matches_twin(cuda_backend, num_points, input_dim, level_dim, dtype):
+def test_cuda_matches_twin(cuda_backend, num_points, input_dim, level_dim):
     offsets, resolutions = coverage_layout(input_dim)
     offsets, resolutions = offsets.cuda(), resolutions.cuda()
     inputs = grid_points(num_points, input_dim).cuda()
-    embeddings = random_table(int(offsets[-1]), level_dim, dtype=dtype, seed=2).cuda()
+    embeddings = random_table(int(offsets[-1]), level_dim, dtype=torch.float32, seed=2).cuda()
     num_levels = len(resolutions)
     generator = torch.Generator().manual_seed(3)
-    # Cotangents of a mean-reduced loss (each scaled by 1/sqrt(N)): with unit cotangents, the fp16 table
-    # gradient of the Eikonal term (~ N/rows * (res - 1) at the finest level) overflows fp16 at 65537 points.
+    # Cotangents of a mean-reduced loss (each scaled by 1/sqrt(N)), as in training.
     cotangent_scale = num_points**-0.5
-    grad_outputs = (torch.randn(num_points, num_levels * level_dim, generator=generator) * cotangent_scale)
-    grad_outputs = grad_outputs.to(dtype).cuda()
+    grad_outputs = (torch.randn(num_points, num_levels * level_dim, generator=generator) * cotangent_scale).cuda()
     grad_grad_inputs = (torch.randn(num_points, input_dim, generator=generator) * cotangent_scale).cuda()
-    # Rounded to the table's dtype: it is the upstream gradient of grad_embeddings, of that dtype.
-    grad_grad_embeddings = torch.randn(embeddings.shape, generator=generator).to(dtype).cuda()
+    grad_grad_embeddings = torch.randn(embeddings.shape, generator=generator).cuda()
 
     def cuda_encode(x, table):
         return hash_encode_with_backend(x, table, offsets, resolutions, cuda_backend)
@@ -321,40 +332,10 @@ def test_cuda_matches_twin(cuda_backend, num_points, input_dim, level_dim, dtype
     got = encode_and_differentiate(cuda_encode, inputs, embeddings, grad_outputs, *args)
     want = encode_and_differentiate(twin_encode, inputs.double(), embeddings.double(), grad_outputs.double(), *args)
     for name in want:
-        if dtype == torch.float16 and (name in ("outputs", "second grad_outputs") or "grad_embeddings" in name):
-            tol = 2e-3  # fp16 results, rounded to fp16 once at the end
-        elif "grad_embeddings" in name:
-            tol = 2e-5  # sums of up to N fp32 atomics: rounding grows like a random walk
-        else:
-            tol = 2e-6  # per-point results with fp32 rounding
-        assert got[name].dtype == (dtype if "embeddings" in name or "outputs" in name else torch.float32), name
+        # Sums of up to N fp32 atomics (rounding grows like a random walk), else per-point fp32 results.
+        tol = 2e-5 if "grad_embeddings" in name else 2e-6
+        assert got[name].dtype == torch.float32, name
         assert_close_scaled(got[name], want[name], tol, name)
-
-
-@requires_cuda
-@pytest.mark.parametrize("input_dim", [2, 3])
-def test_cuda_level_major_layout_and_half2_atomics(cuda_backend, monkeypatch, input_dim):
-    """The alternative designs measured by the benchmark give the same results."""
-    offsets, resolutions = (t.cuda() for t in coverage_layout(input_dim))
-    inputs = grid_points(1001, input_dim).cuda()
-    embeddings = random_table(int(offsets[-1]), 2, dtype=torch.float16, seed=2).cuda()
-    grad_outputs = torch.randn(1001, len(resolutions) * 2, device="cuda").half()
-    grad_grad_inputs = torch.randn(1001, input_dim, device="cuda")
-    grad_grad_embeddings = torch.randn(embeddings.shape, device="cuda")
-
-    def cuda_encode(x, table):
-        return hash_encode_with_backend(x, table, offsets, resolutions, cuda_backend)
-
-    args = (inputs, embeddings, grad_outputs, grad_grad_inputs, grad_grad_embeddings)
-    reference = encode_and_differentiate(cuda_encode, *args)
-    monkeypatch.setattr(hashgrid, "_LEVEL_MAJOR", not hashgrid._LEVEL_MAJOR)
-    monkeypatch.setattr(hashgrid, "_LEVEL_MAJOR_GRADS", not hashgrid._LEVEL_MAJOR_GRADS)
-    monkeypatch.setattr(hashgrid, "_FP16_GRAD_ACCUMULATION", "half2")
-    other = encode_and_differentiate(cuda_encode, *args)
-    for name in reference:
-        # half2 atomics round every addition to fp16: only the table gradient is looser.
-        tol = 5e-2 if name == "grad_embeddings" else 2e-3
-        assert_close_scaled(other[name], reference[name].double(), tol, name)
 
 
 @requires_cuda
@@ -374,18 +355,19 @@ def test_cuda_gradcheck_and_gradgradcheck_float64(cuda_backend, input_dim):
 
 @requires_cuda
 def test_cuda_dispatch_and_module(cuda_backend, monkeypatch):
-    encoder = HashEncoder(input_dim=3, num_levels=8, level_dim=2, base_resolution=8, log2_hashmap_size=12)
+    encoder = HashEncoder(input_dim=3, num_levels=8, level_dim=2, base_resolution=8, log2_hashmap_size=12,
+                          desired_resolution=2048)
     with torch.no_grad():
         encoder.embeddings.uniform_(-1, 1)
     points = torch.rand(4096, 3) * 2.4 - 1.2  # some outside the bound, clamped
-    expected = encoder(points)
+    expected = encoder(points, bound=1.0)
 
     def twin_must_not_run(*args):
         raise AssertionError("the PyTorch twin ran on CUDA inputs")
 
     monkeypatch.setattr(torch_impl, "hash_encode", twin_must_not_run)
     encoder.cuda()
-    got = encoder(points.cuda())
+    got = encoder(points.cuda(), bound=1.0)
     assert_close_scaled(got.cpu().double(), expected.double(), 2e-6, "module outputs")
     # Eikonal training through the kernels.
     head = torch.nn.Sequential(torch.nn.Linear(encoder.output_dim, 16), torch.nn.Softplus(), torch.nn.Linear(16, 1))
@@ -397,21 +379,27 @@ def test_cuda_dispatch_and_module(cuda_backend, monkeypatch):
 def test_cuda_rejects_bad_arguments(cuda_backend):
     offsets, resolutions = (t.cuda() for t in small_layout(3))
     embeddings = torch.zeros(int(offsets[-1]), 2, device="cuda")
-    outputs = torch.empty(4, 6, device="cuda")
-    with pytest.raises(RuntimeError, match="inputs must be"):
-        cuda_backend.forward(torch.zeros(4, 3, device="cuda", dtype=torch.float64), embeddings, offsets, resolutions, outputs)
-    with pytest.raises(RuntimeError, match=r"outputs must be \[N, L \* C\]"):
-        cuda_backend.forward(torch.zeros(4, 3, device="cuda"), embeddings, offsets, resolutions, outputs[:, :5].contiguous())
+    inputs = torch.zeros(4, 3, device="cuda")
+    outputs = torch.empty(3, 4, 2, device="cuda")  # [L, N, C]
+    with pytest.raises(RuntimeError, match="inputs must be Float, got Double"):
+        cuda_backend.forward(inputs.double(), embeddings, offsets, resolutions, outputs)
+    with pytest.raises(RuntimeError, match="embeddings must be float32 or float64"):
+        cuda_backend.forward(inputs.half(), embeddings.half(), offsets, resolutions, outputs.half())
+    with pytest.raises(RuntimeError, match=r"outputs must have shape \[3, 4, 2\], got \[4, 6\]"):
+        cuda_backend.forward(inputs, embeddings, offsets, resolutions, torch.empty(4, 6, device="cuda"))
     with pytest.raises(RuntimeError, match="contiguous"):
         cuda_backend.forward(torch.zeros(3, 4, device="cuda").t(), embeddings, offsets, resolutions, outputs)
+    with pytest.raises(RuntimeError, match="CUDA tensor"):
+        cuda_backend.forward(inputs.cpu(), embeddings, offsets, resolutions, outputs)
 
 
 @requires_cuda
 def test_cuda_handles_no_points(cuda_backend):
     """A chunk with no samples (all rays miss the occupied cells) encodes to [0, L * C] and differentiates."""
-    encoder = HashEncoder(num_levels=4, log2_hashmap_size=10, desired_resolution=64).cuda()
+    encoder = HashEncoder(input_dim=3, num_levels=4, level_dim=2, base_resolution=16, log2_hashmap_size=10,
+                          desired_resolution=64).cuda()
     x = torch.zeros(0, 3, device="cuda", requires_grad=True)
-    out = encoder(x)
+    out = encoder(x, bound=1.0)
     assert out.shape == (0, encoder.output_dim)
     (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
     (grad.sum() + out.sum()).backward()

@@ -6,8 +6,8 @@ from nerf.mesh import marching_cubes, sample_sdf_grid
 
 
 def test_sphere_mesh_is_closed_and_on_the_surface():
-    grid = sample_sdf_grid(lambda x: x.norm(dim=-1) - 0.6, resolution=64)
-    vertices, faces = marching_cubes(grid)
+    grid = sample_sdf_grid(lambda x: x.norm(dim=-1) - 0.6, resolution=64, radius=1.0, device="cpu")
+    vertices, faces = marching_cubes(grid, radius=1.0)
     r = np.linalg.norm(vertices, axis=1)
     assert np.abs(r - 0.6).max() < 2 / 63  # within a cell
     import trimesh
@@ -18,8 +18,8 @@ def test_sphere_mesh_is_closed_and_on_the_surface():
 
 def test_surface_leaving_the_sphere_is_clipped_closed():
     """A plane would run off the grid; clipping with |x| - 1 closes it (always watertight)."""
-    grid = sample_sdf_grid(lambda x: x[:, 2] - 0.1, resolution=48)
-    vertices, faces = marching_cubes(grid)
+    grid = sample_sdf_grid(lambda x: x[:, 2] - 0.1, resolution=48, radius=1.0, device="cpu")
+    vertices, faces = marching_cubes(grid, radius=1.0)
     import trimesh
 
     mesh = trimesh.Trimesh(vertices, faces)
@@ -57,14 +57,14 @@ def test_surface_box_extraction_equals_the_whole_lattice():
     }
     resolution = 96
     for name, sdf in fields.items():
-        want_v, want_f = marching_cubes(sample_sdf_grid(sdf, resolution), resolution=resolution)
-        got_v, got_f = extract_surface(sdf, resolution)
+        want_v, want_f = marching_cubes(sample_sdf_grid(sdf, resolution, 1.0, "cpu"), 1.0, resolution=resolution)
+        got_v, got_f = extract_surface(sdf, resolution, 1.0, "cpu")
         assert len(got_f) == len(want_f) and len(got_v) == len(want_v), name
         assert np.allclose(sorted_rows(got_v), sorted_rows(want_v), atol=1e-6), name
         assert np.array_equal(triangles(got_v, got_f), triangles(want_v, want_f)), name
-    box = surface_box(fields["sphere"], resolution)
+    box = surface_box(fields["sphere"], resolution, 1.0, "cpu")
     assert all(hi - lo < 0.5 * resolution for lo, hi in box)  # the point: far less than the whole lattice
-    assert surface_box(fields["empty"], resolution) is None
+    assert surface_box(fields["empty"], resolution, 1.0, "cpu") is None
 
 
 def test_a_box_that_cuts_the_surface_grows_until_it_holds_it(monkeypatch):
@@ -81,7 +81,7 @@ def test_a_box_that_cuts_the_surface_grows_until_it_holds_it(monkeypatch):
 
     monkeypatch.setattr(nerf.mesh, "surface_box", lambda *args, **kwargs: ((40, 50), (45, 60), (30, 50)))
     monkeypatch.setattr(nerf.mesh, "sample_sdf_grid", recording_sample)
-    got_v, got_f = extract_surface(sdf, 96)
-    want_v, want_f = marching_cubes(sample(sdf, 96), resolution=96)
+    got_v, got_f = extract_surface(sdf, 96, 1.0, "cpu")
+    want_v, want_f = marching_cubes(sample(sdf, 96, 1.0, "cpu"), 1.0, resolution=96)
     assert len(boxes) > 2  # it had to grow
     assert np.array_equal(triangles(got_v, got_f), triangles(want_v, want_f))

@@ -1,16 +1,15 @@
 """The SDF network: sphere initialisation, analytic vs finite-difference normals, training knobs."""
-import argparse
-
 import torch
 
+from nerf.config import SCENE_RADIUS, FieldConfig
 from nerf.network_sdf import build_model
 
 
 def small_model(normals="analytic"):
-    opt = argparse.Namespace(num_levels=4, log2_hashmap_size=12, desired_resolution=64, hidden_dim=32,
-                             num_layers=1, normals=normals, levels_start=2, progressive=True)
+    field = FieldConfig(num_levels=4, log2_hashmap_size=12, desired_resolution=64, hidden_dim=32, num_layers=1,
+                        normals=normals, levels_start=2)
     torch.manual_seed(0)
-    return build_model(opt)
+    return build_model(field, SCENE_RADIUS)
 
 
 def test_geometric_init_is_a_sphere():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import main_sdf
-from nerf.provider import DatasetError, image_rays, load_scene, pixel_rays
+from nerf.provider import image_rays, load_scene, pixel_rays
 
 from conftest import shared_data
 

@@ -434,67 +434,50 @@ def test_composite_rays_train_autograd_equals_reverse_scan():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Inference loop == training path
+# Bad arguments
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def field_alpha_and_values(points):
-    """A deterministic field: alpha from a shell around radius 0.6, values = (position, 1)."""
-    radius = points.norm(dim=-1)
-    alpha = 0.6 * torch.exp(-((radius - 0.6) ** 2) / 0.01)
-    return alpha, torch.cat([points, torch.ones_like(radius)[..., None]], -1)
-
-
-def render_train(ops, rays_o, rays_d, nears, fars, bitfield, R, step, T_thresh):
-    ray_indices, t_starts, t_ends, packed_info = ops.march_rays_train(
-        rays_o, rays_d, nears, fars, bitfield, UNIT_BOX.to(rays_o.device), R, step, 100000, None
-    )
-    mid = (t_starts + t_ends) / 2
-    alphas, values = field_alpha_and_values(rays_o[ray_indices] + rays_d[ray_indices] * mid[:, None])
-    _, opacity, accum = ops.composite_rays_train(alphas, values, packed_info, T_thresh)
-    return opacity, accum
-
-
-def render_inference(ops, rays_o, rays_d, nears, fars, bitfield, R, step, T_thresh, n_step):
-    n_rays, device = rays_o.shape[0], rays_o.device
-    rays_k = torch.zeros(n_rays, dtype=torch.int32, device=device)
-    transmittance = torch.ones(n_rays, device=device)
-    accum = torch.zeros(n_rays, 4, device=device)
-    alive = torch.arange(n_rays, device=device)
-    n_iterations = 0
-    while alive.numel() > 0:
-        t_starts, t_ends, valid = ops.march_rays(
-            alive, rays_k, rays_o, rays_d, nears, fars, bitfield, UNIT_BOX.to(device), R, step, n_step
-        )
-        mid = (t_starts + t_ends) / 2
-        points = rays_o[alive, None] + rays_d[alive, None] * mid[..., None]
-        alphas, values = field_alpha_and_values(points)
-        alive = ops.composite_rays(alive, alphas * valid, values, valid, transmittance, accum, T_thresh)
-        n_iterations += 1
-    return 1 - transmittance, accum, n_iterations
-
-
-def inference_setup(n_rays, device):
-    g = torch.Generator().manual_seed(5)
-    R = 16
-    mask = torch.rand(R, R, R, generator=g) < 0.5
-    rays_o, rays_d = random_rays(n_rays, g)
-    rays_o[: n_rays // 8] *= 0.2  # some start inside
-    nears, fars = torch_impl.near_far_from_aabb(rays_o, rays_d, UNIT_BOX)
-    to = lambda x: x.to(device)  # noqa: E731
-    return to(rays_o), to(rays_d), to(nears), to(fars), to(grid_from_mask(mask)), R
-
-
-@pytest.mark.parametrize("n_step", [1, 3, 64])
-def test_inference_loop_equals_train_path(n_step):
-    rays_o, rays_d, nears, fars, bitfield, R = inference_setup(300, "cpu")
-    opacity, accum = render_train(torch_impl, rays_o, rays_d, nears, fars, bitfield, R, 0.02, 1e-3)
-    opacity_inf, accum_inf, n_iterations = render_inference(
-        torch_impl, rays_o, rays_d, nears, fars, bitfield, R, 0.02, 1e-3, n_step
-    )
-    torch.testing.assert_close(opacity_inf, opacity, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(accum_inf, accum, atol=1e-5, rtol=1e-5)
-    assert opacity.max() > 0.9 and n_iterations > 1  # some rays become opaque; the loop really iterates
+def test_bad_shapes_raise_value_error_with_the_shape():
+    rays = torch.zeros(5, 3)
+    per_ray = torch.zeros(5)
+    bitfield = grid_from_mask(torch.ones(8, 8, 8, dtype=torch.bool))
+    march_args = (rays, rays, per_ray, per_ray, bitfield, UNIT_BOX, 8, 0.1, 16)
+    with pytest.raises(ValueError, match=r"rays_o must be \[N, 3\], got \(5, 2\)"):
+        raymarching.near_far_from_sphere(torch.zeros(5, 2), torch.zeros(5, 2), 1.0)
+    with pytest.raises(ValueError, match=r"rays_d .* got \(4, 3\)"):
+        raymarching.near_far_from_aabb(rays, torch.zeros(4, 3), UNIT_BOX)
+    with pytest.raises(ValueError, match=r"aabb must be \[6\] .* got \(5,\)"):
+        raymarching.near_far_from_aabb(rays, rays, UNIT_BOX[:5])
+    with pytest.raises(ValueError, match=r"multiple of 8, got \(12,\)"):
+        raymarching.packbits(torch.zeros(12), 0.5)
+    with pytest.raises(ValueError, match=r"multiple of 8 values, got shape \(12,\)"):
+        torch_impl.packbits(torch.zeros(12), 0.5)
+    with pytest.raises(ValueError, match=r"fars must be \[N\] = \[5\], got \(4,\)"):
+        raymarching.march_rays_train(rays, rays, per_ray, per_ray[:4], bitfield, UNIT_BOX, 8, 0.1, 16)
+    with pytest.raises(ValueError, match=r"jitter must be \[N\] = \[5\], got \(5, 1\)"):
+        raymarching.march_rays_train(*march_args, jitter=per_ray[:, None])
+    with pytest.raises(ValueError, match=r"bitfield must be uint8 \[R\^3 / 8\] = \[64\], got torch.uint8 \(63,\)"):
+        raymarching.march_rays_train(rays, rays, per_ray, per_ray, bitfield[:63], UNIT_BOX, 8, 0.1, 16)
+    with pytest.raises(ValueError, match=r"stop_bitfield must be uint8 .* got torch.float32 \(64,\)"):
+        raymarching.march_rays_train(*march_args, stop_bitfield=bitfield.float())
+    with pytest.raises(ValueError, match="step_size must be positive, got 0"):
+        raymarching.march_rays_train(rays, rays, per_ray, per_ray, bitfield, UNIT_BOX, 8, 0.0, 16)
+    with pytest.raises(ValueError, match="capacity must be None or >= 0, got -1"):
+        raymarching.march_rays_train(*march_args, capacity=-1)
+    alphas, values, packed_info = random_packed([2, 3], torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"alphas must be \[M\], got \(5, 1\)"):
+        raymarching.composite_rays_train(alphas[:, None], values, packed_info)
+    with pytest.raises(ValueError, match=r"values must be \[M, C\] with M = 5, got \(4, 3\)"):
+        raymarching.composite_rays_train(alphas, values[:4], packed_info)
+    with pytest.raises(ValueError, match=r"packed_info must be \[N, 2\], got \(2, 3\)"):
+        raymarching.composite_rays_train(alphas, values, torch.zeros(2, 3, dtype=torch.int32))
+    with pytest.raises(ValueError, match="resolution"):
+        OccupancyGrid(UNIT_BOX, resolution=3)
+    with pytest.raises(ValueError, match=r"aabb must be \[6\] .* got \(6,\) \[1.0"):
+        OccupancyGrid([1.0, 1, 1, 0, 0, 0], resolution=4)
+    with pytest.raises(ValueError, match=r"field_fn must return \[M\] = \[64\], got \(63,\)"):
+        OccupancyGrid(UNIT_BOX, resolution=4).update(lambda p: torch.zeros(p.shape[0] - 1))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -655,55 +638,6 @@ def test_cuda_composite_rays_train(backend, n, n_channels):
             a = torch.autograd.grad(got[i], inputs_cuda[0], cotangents[i].cuda(), retain_graph=True)[0]
             b = torch.autograd.grad(want[i], inputs_cpu[0], cotangents[i], retain_graph=True)[0]
             torch.testing.assert_close(a.cpu(), b, atol=1e-4, rtol=1e-4)
-
-
-@requires_cuda
-@pytest.mark.parametrize("n", SIZES)
-def test_cuda_march_and_composite_rays_inference(backend, n):
-    rays_o, rays_d, nears, fars, bitfield, _ = march_inputs(n, 40 + n, fill=0.4)
-    R, step, n_step = 16, 0.013, 5
-    ray_ids = torch.arange(n)[torch.rand(n) < 0.7]
-    rays_k = torch.randint(0, 40, (n,), dtype=torch.int32)
-    rays_k_cuda = rays_k.cuda()
-    poison_cuda_cache()
-    got = raymarching.march_rays(ray_ids.cuda(), rays_k_cuda, rays_o.cuda(), rays_d.cuda(), nears.cuda(),
-                                 fars.cuda(), bitfield.cuda(), UNIT_BOX.cuda(), R, step, n_step)
-    want = torch_impl.march_rays(ray_ids, rays_k, rays_o, rays_d, nears, fars, bitfield, UNIT_BOX, R, step, n_step)
-    for a, b in zip(got, want):
-        assert torch.equal(a.cpu(), b)
-    assert torch.equal(rays_k_cuda.cpu(), rays_k)
-
-    g = torch.Generator().manual_seed(41)
-    n_alive = ray_ids.numel()
-    valid = want[2]
-    alphas = torch.rand(n_alive, n_step, generator=g) * 0.8
-    values = torch.rand(n_alive, n_step, 3, generator=g)
-    alphas[~valid] = float("nan")  # invalid slots must never be read
-    values[~valid] = float("nan")
-    transmittance = torch.rand(n, generator=g)
-    accum = torch.rand(n, 3, generator=g)
-    transmittance_cuda, accum_cuda = transmittance.cuda(), accum.cuda()
-    alive_cuda = raymarching.composite_rays(ray_ids.cuda(), alphas.cuda(), values.cuda(), valid.cuda(),
-                                            transmittance_cuda, accum_cuda, 0.05)
-    alive = torch_impl.composite_rays(ray_ids, alphas, values, valid, transmittance, accum, 0.05)
-    assert torch.equal(alive_cuda.cpu(), alive)
-    torch.testing.assert_close(transmittance_cuda.cpu(), transmittance)
-    torch.testing.assert_close(accum_cuda.cpu(), accum)
-    assert not torch.isnan(accum).any()
-
-
-@requires_cuda
-def test_cuda_inference_loop_equals_train_path(backend):
-    rays_o, rays_d, nears, fars, bitfield, R = inference_setup(1001, "cuda")
-    opacity, accum = render_train(raymarching, rays_o, rays_d, nears, fars, bitfield, R, 0.01, 1e-3)
-    opacity_inf, accum_inf, _ = render_inference(raymarching, rays_o, rays_d, nears, fars, bitfield, R, 0.01,
-                                                 1e-3, 8)
-    torch.testing.assert_close(opacity_inf, opacity, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(accum_inf, accum, atol=1e-5, rtol=1e-5)
-    cpu = [x.cpu() for x in (rays_o, rays_d, nears, fars, bitfield)]
-    opacity_cpu, accum_cpu = render_train(torch_impl, *cpu, R, 0.01, 1e-3)
-    torch.testing.assert_close(opacity.cpu(), opacity_cpu, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(accum.cpu(), accum_cpu, atol=1e-5, rtol=1e-5)
 
 
 @requires_cuda

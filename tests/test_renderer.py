@@ -4,7 +4,10 @@ import math
 import pytest
 import torch
 
-from nerf.renderer_sdf import NeuSRenderer, annealed_cos, composite_dense, neus_alpha, sample_pdf
+from nerf.neus import annealed_cos, neus_alpha
+from nerf.ray_budget import RayBudget
+from nerf.renderer_sdf import Renderer
+from nerf.samplers import NeuSSampler, OccupancySampler, composite_dense, sample_pdf
 
 
 class SphereModel(torch.nn.Module):
@@ -25,6 +28,19 @@ class SphereModel(torch.nn.Module):
 
     def inv_s(self):
         return torch.tensor(self._inv_s)  # a 0-d CPU tensor broadcasts on any device
+
+    def update_step(self, step, total_steps):
+        pass
+
+
+def neus_renderer(model, upsample_steps):
+    return Renderer(model, NeuSSampler(64, upsample_steps, per_round=16, base_inv_s=64.0), radius=1.0)
+
+
+def marching_renderer(model, steps_per_diagonal):
+    sampler = OccupancySampler(1.0, grid_resolution=32, steps_per_diagonal=steps_per_diagonal, warmup=0,
+                               update_every=16, threshold=0.05, decay=0.95, stop_diagonals=2.0)
+    return Renderer(model, sampler, radius=1.0)
 
 
 def test_alpha_is_an_opacity():
@@ -77,7 +93,7 @@ def test_sample_pdf_follows_the_weights():
 @pytest.mark.parametrize("upsample_steps", [0, 32])
 def test_render_sphere_depth_and_opacity(upsample_steps):
     """Rays at a sphere of radius 0.5 stop at the surface; rays that miss it are transparent."""
-    renderer = NeuSRenderer(SphereModel(), num_steps=64, upsample_steps=upsample_steps)
+    renderer = neus_renderer(SphereModel(), upsample_steps)
     rays_o = torch.tensor([[0.0, 0.0, -3.0], [0.2, 0.1, -3.0], [0.0, 0.9, -3.0], [0.0, 2.0, -3.0]])
     rays_d = torch.tensor([[0.0, 0.0, 1.0]] * 4)
     out = renderer.render(rays_o, rays_d, torch.ones(3))
@@ -96,12 +112,10 @@ def test_render_sphere_depth_and_opacity(upsample_steps):
 def test_marching_renderer_finds_the_surface_and_survives_empty_chunks(device):
     """--cuda_ray path on an exact sphere: depth at the surface after the grid update; a chunk of rays that
     meets no occupied cell (no samples at all) renders as background instead of failing."""
-    from nerf.renderer_sdf import MarchingRenderer
-
     model = SphereModel(radius=0.5, inv_s=500.0)
-    renderer = MarchingRenderer(model, grid_resolution=32, steps_per_diagonal=887, warmup_steps=0).to(device)
+    renderer = marching_renderer(model, steps_per_diagonal=887).to(device)
     renderer.update_step(0, 1)  # carve the grid from the SDF
-    assert renderer.grid.occupied_fraction() < 0.3
+    assert renderer.sampler.grid.occupied_fraction() < 0.3
     rays_o = torch.tensor([[0.0, 0.0, -3.0], [0.2, 0.1, -3.0]], device=device)
     rays_d = torch.tensor([[0.0, 0.0, 1.0]] * 2, device=device)
     out = renderer.render(rays_o, rays_d, torch.ones(3, device=device))
@@ -109,7 +123,7 @@ def test_marching_renderer_finds_the_surface_and_survives_empty_chunks(device):
     assert torch.allclose(out["depth"] / out["opacity"], hit_depth, atol=0.01)
     assert (out["opacity"] > 0.98).all()
     miss = renderer.render_chunked(torch.tensor([[0.0, 0.95, -3.0]] * 3, device=device),
-                                   torch.tensor([[0.0, 0.0, 1.0]] * 3, device=device), torch.ones(3, device=device))
+                                   torch.tensor([[0.0, 0.0, 1.0]] * 3, device=device), torch.ones(3, device=device), chunk=2)
     assert torch.equal(miss["opacity"], torch.zeros(3, device=device))
     assert torch.equal(miss["rgb"], torch.ones(3, 3, device=device))
 
@@ -118,13 +132,11 @@ def test_marching_renderer_training_budget_and_stop_cells():
     """Training steps march a fixed budget: whole rays in order, the rest flagged as dropped, and the kept rays
     render exactly as without a budget. Stop cells (inside the sphere) remove the samples behind the front
     surface and nothing else."""
-    from nerf.renderer_sdf import MarchingRenderer
-
     model = SphereModel(radius=0.6, inv_s=100.0)
-    renderer = MarchingRenderer(model, grid_resolution=32, steps_per_diagonal=443, warmup_steps=0,
-                                target_samples=300)
+    renderer = marching_renderer(model, steps_per_diagonal=443)
     renderer.update_step(0, 1)
-    assert renderer.grid.stop_bitfield.any()  # the sphere's core
+    grid = renderer.sampler.grid
+    assert grid.stop_bitfield.any()  # the sphere's core
     g = torch.Generator().manual_seed(0)
     n = 40
     rays_o = torch.cat([(torch.rand(n, 2, generator=g) - 0.5) * 0.8, torch.full((n, 1), -3.0)], -1)
@@ -132,14 +144,12 @@ def test_marching_renderer_training_budget_and_stop_cells():
     bg = torch.ones(n, 3)
 
     def render(budget, stop=True):
-        saved = renderer.target_samples, renderer.grid.stop_bitfield.clone()
-        renderer.target_samples = budget
+        saved = grid.stop_bitfield.clone()
         if not stop:
-            renderer.grid.stop_bitfield.zero_()
+            grid.stop_bitfield.zero_()
         torch.manual_seed(1)  # same jitter for every call
-        out = renderer.render(rays_o, rays_d, bg, perturb=True)
-        renderer.target_samples = saved[0]
-        renderer.grid.stop_bitfield.copy_(saved[1])
+        out = renderer.render(rays_o, rays_d, bg, perturb=True, capacity=budget)
+        grid.stop_bitfield.copy_(saved)
         return out
 
     full, small = render(10**6), render(300)
@@ -159,14 +169,12 @@ def test_marching_renderer_training_budget_and_stop_cells():
     assert torch.allclose(full["opacity"], no_stop["opacity"], atol=1e-4)
 
 
-def test_marching_renderer_ray_count_is_a_slowly_changing_power_of_two():
-    from nerf.renderer_sdf import MarchingRenderer
-
-    renderer = MarchingRenderer(SphereModel(), target_samples=2**18)
-    assert renderer.rays_per_step(4096) == 4096  # nothing measured yet
+def test_ray_budget_is_a_slowly_changing_power_of_two():
+    budget = RayBudget(capacity=2**18, num_rays=4096, device="cpu")
+    assert budget.rays_per_step() == 4096  # nothing measured yet
     counts = []
     for samples_per_ray in (1000.0, 200.0, 150.0, 120.0, 100.0, 60.0, 400.0, 10.0, 2.0):
-        renderer.samples_per_ray.fill_(samples_per_ray)
-        counts.append(renderer.rays_per_step(4096))
+        budget.record(torch.tensor(samples_per_ray))
+        counts.append(budget.rays_per_step())
     # 1.25 * 2^18 / spr, rounded up to a power of two, kept until 2.5x too many, capped at 16 * 4096.
     assert counts == [512, 2048, 4096, 4096, 4096, 8192, 1024, 32768, 65536]

@@ -1,4 +1,5 @@
-"""Tests of the synthetic scene generator and the mesh evaluator.
+"""Tests of the synthetic scene generator (nerf.synthetic) and the mesh evaluator (nerf.mesh_metrics), and of
+their command lines in scripts/.
 
 The scene tests check the written cameras against the written images, i.e.
 the properties a loader relies on: world_mat projects the true surface into
@@ -17,11 +18,10 @@ import numpy as np
 import pytest
 import trimesh
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
+from nerf.mesh_metrics import evaluate_mesh
+from nerf.synthetic import make_scene, shared_mesh_dirs
 
-from scripts.eval_mesh import evaluate_mesh  # noqa: E402
-from scripts.make_synthetic import make_scene, shared_mesh_dirs  # noqa: E402
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 VIEWS, WIDTH, HEIGHT = 12, 80, 60
 
@@ -230,7 +230,7 @@ def test_cli_holdout_and_formats(tmp_path):
 
 
 # --------------------------------------------------------------------------
-# eval_mesh
+# mesh_metrics and eval_mesh.py
 # --------------------------------------------------------------------------
 
 N_EVAL = 30_000
@@ -314,3 +314,36 @@ def test_eval_cli(tmp_path, sphere_mesh):
         assert res.returncode == 1
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and broken.name in lines[0]
+
+
+# --------------------------------------------------------------------------
+# setup.py files (metadata only: nothing is compiled)
+# --------------------------------------------------------------------------
+
+KERNEL_PACKAGES = ["hashencoder", "shencoder", "raymarching"]
+
+
+@pytest.mark.parametrize("folder, name", [(".", "instant-nsr")]
+                         + [(p, f"instant-nsr-{p}") for p in KERNEL_PACKAGES])
+def test_setup_files_load(folder, name):
+    """Each setup.py finds cuda_build.py and the package's backend.py from its own folder (as pip runs it)."""
+    res = subprocess.run([sys.executable, "setup.py", "--name"], cwd=os.path.join(REPO_ROOT, folder),
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == name
+
+
+@pytest.mark.parametrize("package", KERNEL_PACKAGES)
+def test_extension_sources_come_from_backend(package):
+    """The prebuilt extension has the JIT build's name, sources and flags."""
+    import importlib
+
+    import cuda_build
+
+    backend = importlib.import_module(f"{package}.backend")
+    for setup_dir in (REPO_ROOT, os.path.join(REPO_ROOT, package)):
+        ext = cuda_build.cuda_extension(os.path.join(REPO_ROOT, package), setup_dir)
+        assert ext.name == backend.EXTENSION_NAME
+        assert [os.path.basename(s) for s in ext.sources] == backend.SOURCES
+        assert all(os.path.isfile(os.path.join(setup_dir, s)) for s in ext.sources)
+        assert ext.extra_compile_args == {"cxx": cuda_build.CXX_FLAGS, "nvcc": cuda_build.NVCC_FLAGS}

@@ -1,5 +1,5 @@
-"""End to end on CPU: a short training reconstructs a known shape; resume is exact; divergence is caught;
---test writes its outputs in world units."""
+"""End to end on CPU: a short training reconstructs a known shape; `--test` needs no flags repeated and refuses
+flags that would change the model; resume is exact; divergence is caught."""
 import json
 import os
 
@@ -9,12 +9,15 @@ import torch
 import trimesh
 
 import main_sdf
+from nerf.checkpoint import latest_checkpoint, list_checkpoints
+from nerf.mesh_metrics import evaluate_mesh
 from nerf.trainer import TrainingDiverged
-from scripts.eval_mesh import evaluate_mesh
+from train_helpers import TINY_MODEL, make_trainer
 
 # The short training below, and the bound its mesh must meet (torus of radius 200 mm, 16 views of 96x72).
-TRAIN_ARGS = ["--iters", "400", "--num_rays", "256", "--warmup", "50", "--mc_resolution", "128",
-              "--eval_every", "200", "--ckpt_every", "200", "--device", "cpu", "--quiet"]
+TRAIN_ARGS = ["--iters", "400", "--num_rays", "256", "--warmup", "50", "--mc_resolution", "96", "--num_levels", "6",
+              "--log2_hashmap_size", "14", "--desired_resolution", "128", "--num_steps", "24", "--upsample_steps", "16",
+              "--hidden_dim", "32", "--eval_every", "200", "--ckpt_every", "200", "--device", "cpu", "--quiet"]
 CHAMFER_BOUND_MM = 6.0
 
 
@@ -39,14 +42,17 @@ def test_short_training_reconstructs_the_shape(trained):
     timings = json.load(open(os.path.join(workspace, "timings.json")))
     assert list(timings) == ["start-up", "data", "model", "training", "mesh", "total"]
     assert timings["training"] > 0 and abs(sum(timings.values()) - 2 * timings["total"]) < 0.01
+    assert sorted(os.listdir(os.path.join(workspace, "validation"))) == ["step_0000200.png"]
 
 
-def test_test_mode_writes_results_in_world_units(trained, capsys):
+def test_test_mode_needs_no_flags_and_writes_results_in_world_units(trained):
     root, info, workspace = trained
-    assert main_sdf.main([root, "--workspace", workspace, "--test"] + TRAIN_ARGS) == 0
+    # No DATA and no training flags: the checkpoint knows the scene and the model.
+    assert main_sdf.main(["--workspace", workspace, "--test", "--device", "cpu", "--quiet"]) == 0
     results = os.path.join(workspace, "results")
     metrics = json.load(open(os.path.join(results, "metrics.json")))
     assert len(metrics["views"]) == 2 and metrics["mean_psnr"] > 18 and metrics["mean_ssim"] > 0.5
+    assert metrics["step"] == 400
     for name in metrics["views"]:
         for kind in ("rgb", "normal", "depth"):
             assert os.path.isfile(os.path.join(results, f"{name}_{kind}.png"))
@@ -54,47 +60,61 @@ def test_test_mode_writes_results_in_world_units(trained, capsys):
     cams = np.load(os.path.join(root, "cameras_sphere.npz"))
     name = sorted(metrics["views"])[0]
     depth = np.load(os.path.join(results, f"{name}_depth.npy"))
-    index = int(name)
     import cv2
 
-    _, rotation, centre = cv2.decomposeProjectionMatrix(cams[f"world_mat_{index}"][:3])[:3]
-    camera = (centre[:3] / centre[3])[:, 0]
-    distance = np.linalg.norm(camera - np.array(info["object_centre"]))
+    _, rotation, centre = cv2.decomposeProjectionMatrix(cams[f"world_mat_{int(name)}"][:3])[:3]
+    distance = np.linalg.norm((centre[:3] / centre[3])[:, 0] - np.array(info["object_centre"]))
     valid = depth[np.isfinite(depth)]
     assert valid.size > 100
     assert distance - info["object_radius"] - 5 < np.median(valid) < distance + 5
     # The mesh is in mm too, around the object's centre.
     mesh = trimesh.load(os.path.join(workspace, "meshes", "mesh.ply"))
     assert np.linalg.norm(mesh.vertices - np.array(info["object_centre"]), axis=1).max() < info["object_radius"] * 1.1
+    # The same training flags again are no change, and eval-only flags are allowed.
+    assert main_sdf.main([root, "--workspace", workspace, "--test", "--eval_chunk", "1000"] + TRAIN_ARGS) == 0
 
 
-def make_trainer(root, workspace, iters=20, extra=()):
-    opt = main_sdf.parse_args([root, "--workspace", workspace, "--iters", str(iters), "--num_rays", "64",
-                               "--num_levels", "4", "--log2_hashmap_size", "12", "--desired_resolution", "64",
-                               "--num_steps", "16", "--upsample_steps", "16", "--warmup", "5",
-                               "--eval_every", "0", "--ckpt_every", "10", "--device", "cpu", "--quiet", *extra])
-    return main_sdf.build_trainer(opt)
+@pytest.mark.parametrize("flag", [["--num_levels", "16"], ["--cuda_ray"], ["--hidden_dim", "64"], ["--iters", "9"]])
+def test_test_mode_refuses_flags_that_change_the_model(trained, flag, capsys, tmp_path):
+    _, _, workspace = trained
+    before = {p: os.path.getmtime(os.path.join(d, p)) for d, _, files in os.walk(workspace) for p in files}
+    assert main_sdf.main(["--workspace", workspace, "--test", "--device", "cpu", "--quiet"] + flag) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {flag[0]}: the checkpoint was trained with"), err
+    after = {p: os.path.getmtime(os.path.join(d, p)) for d, _, files in os.walk(workspace) for p in files}
+    assert after == before  # nothing written
+
+
+def test_train_step_advances_the_step(small_scene, tmp_path):
+    root, _ = small_scene
+    _, _, trainer = make_trainer(root, str(tmp_path / "w"), "--iters", "5", *TINY_MODEL)
+    trainer.train_step()
+    trainer.train_step()
+    assert trainer.step == 2
 
 
 def test_resume_after_interrupt_matches_an_uninterrupted_run(small_scene, tmp_path):
     root, _ = small_scene
-    straight = make_trainer(root, str(tmp_path / "a"))
+    flags = ["--iters", "20", "--ckpt_every", "10", *TINY_MODEL]
+    _, _, straight = make_trainer(root, str(tmp_path / "a"), *flags)
     straight.train()
-    interrupted = make_trainer(root, str(tmp_path / "b"))
+    _, _, interrupted = make_trainer(root, str(tmp_path / "b"), *flags)
     interrupted.train(until_step=10)
-    resumed = make_trainer(root, str(tmp_path / "b"))
-    resumed.load_checkpoint(resumed.latest_checkpoint())
+    # A half-written checkpoint from a killed save never counts as the latest one.
+    open(tmp_path / "b" / "checkpoints" / ".tmp-ckpt_0000015.pth", "wb").close()
+    assert latest_checkpoint(str(tmp_path / "b" / "checkpoints")).endswith("ckpt_0000010.pth")
+    _, _, resumed = make_trainer(root, str(tmp_path / "b"), *flags)  # resumes the latest checkpoint
     assert resumed.step == 10
     resumed.train()
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), name
-    # The checkpoint folder holds only complete files.
-    assert all(f.endswith(".pth") and ".tmp" not in f for f in os.listdir(tmp_path / "b" / "checkpoints"))
+    assert [os.path.basename(p) for p in list_checkpoints(str(tmp_path / "b" / "checkpoints"))] == [
+        "ckpt_0000010.pth", "ckpt_0000020.pth"]
 
 
 def test_divergence_recovers_from_the_last_checkpoint(small_scene, tmp_path):
     root, _ = small_scene
-    trainer = make_trainer(root, str(tmp_path / "w"))
+    _, _, trainer = make_trainer(root, str(tmp_path / "w"), "--iters", "20", "--ckpt_every", "10", *TINY_MODEL)
     trainer.train(until_step=10)
     with torch.no_grad():
         trainer.model.sdf_net.encoder.embeddings.fill_(float("nan"))
@@ -105,10 +125,28 @@ def test_divergence_recovers_from_the_last_checkpoint(small_scene, tmp_path):
 
 def test_divergence_that_persists_stops_with_a_clear_message(small_scene, tmp_path, monkeypatch):
     root, _ = small_scene
-    trainer = make_trainer(root, str(tmp_path / "w"))
+    _, _, trainer = make_trainer(root, str(tmp_path / "w"), "--iters", "20", "--ckpt_every", "10", *TINY_MODEL)
     trainer.train(until_step=10)
     sdf_forward = trainer.model.sdf_net.forward
     monkeypatch.setattr(trainer.model.sdf_net, "forward",
                         lambda x: tuple(t * float("nan") for t in sdf_forward(x)))
     with pytest.raises(TrainingDiverged, match="training diverged at step 10"):
         trainer.train()
+    # No checkpoint holds the non-finite weights.
+    assert [os.path.basename(p) for p in list_checkpoints(trainer.ckpt_dir)] == ["ckpt_0000010.pth"]
+
+
+@pytest.mark.parametrize("variant", [["--cuda_ray", "--grid_warmup", "4", "--grid_update_every", "4"],
+                                     ["--normals", "fd"]])
+def test_cuda_ray_and_fd_normals_train_end_to_end_on_cpu(small_scene, tmp_path, variant):
+    """The --cuda_ray sampler (the kernels' twins on CPU) and finite-difference normals through the whole CLI,
+    then --test from the checkpoint alone."""
+    root, _ = small_scene
+    workspace = str(tmp_path / "w")
+    flags = ["--iters", "12", "--ckpt_every", "6", "--mc_resolution", "32", "--device", "cpu", "--quiet",
+             *TINY_MODEL, *variant]
+    assert main_sdf.main([root, "--workspace", workspace] + flags) == 0
+    stats = json.load(open(os.path.join(workspace, "train_stats.json")))
+    assert stats["steps"] == 12 and 0 < stats["samples_per_step"] <= 64 * 32
+    assert main_sdf.main(["--workspace", workspace, "--test", "--device", "cpu", "--quiet"]) == 0
+    assert os.path.isfile(os.path.join(workspace, "results", "metrics.json"))

@@ -7,11 +7,10 @@
 //   w_k = prod_d (bit ? frac_d : 1 - frac_d).
 //   Dense level (res^D <= table size): row = sum_d corner_d * res^d.
 //   Hashed level: row = (xor_d corner_d * PRIMES[d] mod 2^32) mod table size.
+// Positions, weights and gradients have the table's type scalar_t: float, or double for gradcheck.
 // One thread handles one (point, level); the level is blockIdx.y so that the blocks running at any time all
 // read the same level's table, which then stays in L2.
 #pragma once
-
-#include <cuda_fp16.h>
 
 #include <cstdint>
 #include <type_traits>
@@ -20,19 +19,6 @@ namespace hashencoder {
 
 // Threads per block of every kernel: 1D over points, levels in blockIdx.y.
 constexpr int kThreadsPerBlock = 256;
-
-// Positions, weights and gradient accumulators are fp32 for fp32/fp16 tables (fp16 would round positions at the
-// fine levels) and fp64 for fp64 tables (used by gradcheck).
-template <typename scalar_t>
-struct Accumulator {
-    using type = float;
-};
-template <>
-struct Accumulator<double> {
-    using type = double;
-};
-template <typename scalar_t>
-using acc_t = typename Accumulator<scalar_t>::type;
 
 // Instant-NGP spatial-hash primes; must equal torch_impl.PRIMES. Constant-folded in unrolled loops.
 __device__ __forceinline__ uint32_t hash_prime(int axis) {
@@ -71,24 +57,24 @@ __device__ __forceinline__ Level load_level(const int32_t* __restrict__ offsets,
 }
 
 // A point's cell in one level: the table rows of its 2^D corners and its fractional position.
-template <typename acc, int D>
+template <typename scalar_t, int D>
 struct Cell {
     uint32_t rows[1 << D];  // absolute rows in the stacked embedding table
-    acc frac[D];            // in [0, 1] for inputs in [0, 1]
-    acc scale;              // d pos / d x = res - 1
+    scalar_t frac[D];       // in [0, 1] for inputs in [0, 1]
+    scalar_t scale;         // d pos / d x = res - 1
 };
 
-template <typename acc, int D>
-__device__ __forceinline__ Cell<acc, D> locate_cell(const acc (&x)[D], const Level& lv) {
-    Cell<acc, D> cell;
-    cell.scale = static_cast<acc>(lv.resolution - 1);
-    const acc last_cell = static_cast<acc>(lv.resolution - 2);
+template <typename scalar_t, int D>
+__device__ __forceinline__ Cell<scalar_t, D> locate_cell(const scalar_t (&x)[D], const Level& lv) {
+    Cell<scalar_t, D> cell;
+    cell.scale = static_cast<scalar_t>(lv.resolution - 1);
+    const scalar_t last_cell = static_cast<scalar_t>(lv.resolution - 2);
     uint32_t base[D];
 #pragma unroll
     for (int d = 0; d < D; ++d) {
-        const acc pos = x[d] * cell.scale;
+        const scalar_t pos = x[d] * cell.scale;
         // fmax before fmin: a NaN input lands in cell 0 instead of an out-of-bounds row.
-        const acc corner = fmin(fmax(floor(pos), acc(0)), last_cell);
+        const scalar_t corner = fmin(fmax(floor(pos), scalar_t(0)), last_cell);
         base[d] = static_cast<uint32_t>(corner);
         cell.frac[d] = pos - corner;
     }
@@ -115,37 +101,37 @@ __device__ __forceinline__ Cell<acc, D> locate_cell(const acc (&x)[D], const Lev
 }
 
 // Factor of axis d in corner k's weight.
-template <typename acc, int D>
-__device__ __forceinline__ acc axis_factor(const acc (&frac)[D], int k, int d) {
-    return corner_bit<D>(k, d) ? frac[d] : acc(1) - frac[d];
+template <typename scalar_t, int D>
+__device__ __forceinline__ scalar_t axis_factor(const scalar_t (&frac)[D], int k, int d) {
+    return corner_bit<D>(k, d) ? frac[d] : scalar_t(1) - frac[d];
 }
 
 // w_k, multiplied in axis order as the twin does.
-template <typename acc, int D>
-__device__ __forceinline__ acc corner_weight(const acc (&frac)[D], int k) {
-    acc w = 1;
+template <typename scalar_t, int D>
+__device__ __forceinline__ scalar_t corner_weight(const scalar_t (&frac)[D], int k) {
+    scalar_t w = 1;
 #pragma unroll
-    for (int d = 0; d < D; ++d) w *= axis_factor<acc, D>(frac, k, d);
+    for (int d = 0; d < D; ++d) w *= axis_factor<scalar_t, D>(frac, k, d);
     return w;
 }
 
 // d w_k / d pos_d: the sign of corner k along d times the other axes' factors.
-template <typename acc, int D>
-__device__ __forceinline__ acc corner_weight_grad(const acc (&frac)[D], int k, int d) {
-    acc g = corner_bit<D>(k, d) ? acc(1) : acc(-1);
+template <typename scalar_t, int D>
+__device__ __forceinline__ scalar_t corner_weight_grad(const scalar_t (&frac)[D], int k, int d) {
+    scalar_t g = corner_bit<D>(k, d) ? scalar_t(1) : scalar_t(-1);
 #pragma unroll
     for (int e = 0; e < D; ++e)
-        if (e != d) g *= axis_factor<acc, D>(frac, k, e);
+        if (e != d) g *= axis_factor<scalar_t, D>(frac, k, e);
     return g;
 }
 
 // d^2 w_k / d pos_d d pos_e for d != e (zero for d == e: w is linear along each axis).
-template <typename acc, int D>
-__device__ __forceinline__ acc corner_weight_mixed(const acc (&frac)[D], int k, int d, int e) {
-    acc g = (corner_bit<D>(k, d) ^ corner_bit<D>(k, e)) ? acc(-1) : acc(1);
+template <typename scalar_t, int D>
+__device__ __forceinline__ scalar_t corner_weight_mixed(const scalar_t (&frac)[D], int k, int d, int e) {
+    scalar_t g = (corner_bit<D>(k, d) ^ corner_bit<D>(k, e)) ? scalar_t(-1) : scalar_t(1);
 #pragma unroll
     for (int f = 0; f < D; ++f)
-        if (f != d && f != e) g *= axis_factor<acc, D>(frac, k, f);
+        if (f != d && f != e) g *= axis_factor<scalar_t, D>(frac, k, f);
     return g;
 }
 
@@ -157,18 +143,18 @@ struct alignas(sizeof(T) * C < 16 ? sizeof(T) * C : 16) Row {
 
 template <typename scalar_t, int C>
 __device__ __forceinline__ void load_row(const scalar_t* __restrict__ ptr,  // [C], aligned to the row size
-                                         acc_t<scalar_t> (&out)[C]) {
+                                         scalar_t (&out)[C]) {
     const Row<scalar_t, C> row = *reinterpret_cast<const Row<scalar_t, C>*>(ptr);
 #pragma unroll
-    for (int c = 0; c < C; ++c) out[c] = static_cast<acc_t<scalar_t>>(row.v[c]);
+    for (int c = 0; c < C; ++c) out[c] = row.v[c];
 }
 
 template <typename scalar_t, int C>
 __device__ __forceinline__ void store_row(scalar_t* __restrict__ ptr,  // [C], aligned to the row size
-                                          const acc_t<scalar_t> (&val)[C]) {
+                                          const scalar_t (&val)[C]) {
     Row<scalar_t, C> row;
 #pragma unroll
-    for (int c = 0; c < C; ++c) row.v[c] = static_cast<scalar_t>(val[c]);
+    for (int c = 0; c < C; ++c) row.v[c] = val[c];
     *reinterpret_cast<Row<scalar_t, C>*>(ptr) = row;
 }
 
@@ -180,17 +166,17 @@ __device__ __forceinline__ void store_row(scalar_t* __restrict__ ptr,  // [C], a
 #define HASHENCODER_VECTOR_ATOMICS 0
 #endif
 
-// dst[c] += val[c] for a row of a fp32 or fp64 accumulator.
-template <typename acc, int C>
-__device__ __forceinline__ void atomic_add_row(acc* __restrict__ dst,  // [C], aligned to the row size
-                                               const acc (&val)[C]) {
+// dst[c] += val[c] for a row of a float32 or float64 gradient.
+template <typename scalar_t, int C>
+__device__ __forceinline__ void atomic_add_row(scalar_t* __restrict__ dst,  // [C], aligned to the row size
+                                               const scalar_t (&val)[C]) {
 #if HASHENCODER_VECTOR_ATOMICS
-    if constexpr (std::is_same_v<acc, float> && C % 4 == 0) {
+    if constexpr (std::is_same_v<scalar_t, float> && C % 4 == 0) {
 #pragma unroll
         for (int c = 0; c < C; c += 4)
             atomicAdd(reinterpret_cast<float4*>(dst + c), make_float4(val[c], val[c + 1], val[c + 2], val[c + 3]));
         return;
-    } else if constexpr (std::is_same_v<acc, float> && C == 2) {
+    } else if constexpr (std::is_same_v<scalar_t, float> && C == 2) {
         atomicAdd(reinterpret_cast<float2*>(dst), make_float2(val[0], val[1]));
         return;
     }
@@ -204,9 +190,9 @@ __device__ __forceinline__ void atomic_add_row(acc* __restrict__ dst,  // [C], a
 // lane. Points along a ray are consecutive and share cells at the coarse levels, where atomics on the same rows
 // would otherwise queue up. When no two neighbours share a row (e.g. random points) this costs one shuffle and
 // one ballot. All active lanes must call it with the same `table`.
-template <typename acc, int C>
-__device__ __forceinline__ void warp_aggregated_add_row(acc* __restrict__ table,  // [T, C]
-                                                        uint32_t row, acc (&val)[C]) {
+template <typename scalar_t, int C>
+__device__ __forceinline__ void warp_aggregated_add_row(scalar_t* __restrict__ table,  // [T, C]
+                                                        uint32_t row, scalar_t (&val)[C]) {
     const unsigned active = __activemask();
     const int lane = threadIdx.x & 31;
     const uint32_t prev_row = __shfl_up_sync(active, row, 1);
@@ -220,7 +206,7 @@ __device__ __forceinline__ void warp_aggregated_add_row(acc* __restrict__ table,
         const int run_end = breaks ? __ffs(breaks) - 1 : 32;
 #pragma unroll
         for (int offset = 1; offset < 32; offset <<= 1) {
-            acc other[C];
+            scalar_t other[C];
 #pragma unroll
             for (int c = 0; c < C; ++c) other[c] = __shfl_down_sync(active, val[c], offset);
             if (lane + offset < run_end) {
@@ -229,7 +215,7 @@ __device__ __forceinline__ void warp_aggregated_add_row(acc* __restrict__ table,
             }
         }
     }
-    if (head) atomic_add_row<acc, C>(table + static_cast<int64_t>(row) * C, val);
+    if (head) atomic_add_row<scalar_t, C>(table + static_cast<int64_t>(row) * C, val);
 }
 
 // Corners k and k + 2^(D-1) of a cell differ only along axis 0, whose hash prime and dense stride are both 1.
@@ -242,11 +228,10 @@ __device__ __forceinline__ bool rows_paired(uint32_t a, uint32_t b) { return (a 
 // Features of rows a and b (C each), with one load when they pair and the pair fits one vector (16 bytes).
 template <typename scalar_t, int C>
 __device__ __forceinline__ void load_row_pair(const scalar_t* __restrict__ table,  // [T, C], 16-byte aligned
-                                              uint32_t a, uint32_t b, acc_t<scalar_t> (&fa)[C],
-                                              acc_t<scalar_t> (&fb)[C]) {
+                                              uint32_t a, uint32_t b, scalar_t (&fa)[C], scalar_t (&fb)[C]) {
     if constexpr (sizeof(scalar_t) * C * 2 <= 16) {
         if (rows_paired(a, b)) {
-            acc_t<scalar_t> both[2 * C];
+            scalar_t both[2 * C];
             load_row<scalar_t, 2 * C>(table + static_cast<int64_t>(a & ~1u) * C, both);
             const bool a_low = (a & 1u) == 0;
 #pragma unroll
@@ -263,38 +248,31 @@ __device__ __forceinline__ void load_row_pair(const scalar_t* __restrict__ table
 
 // table[a] += va and table[b] += vb (warp-aggregated), with one vector atomic when the rows pair and a float
 // vector atomic of 2C features exists (C = 1: float2, C = 2: float4).
-template <typename acc, int C>
-__device__ __forceinline__ void add_row_pair(acc* __restrict__ table,  // [T, C], 16-byte aligned
-                                             uint32_t a, acc (&va)[C], uint32_t b, acc (&vb)[C]) {
+template <typename scalar_t, int C>
+__device__ __forceinline__ void add_row_pair(scalar_t* __restrict__ table,  // [T, C], 16-byte aligned
+                                             uint32_t a, scalar_t (&va)[C], uint32_t b, scalar_t (&vb)[C]) {
 #if HASHENCODER_VECTOR_ATOMICS
-    if constexpr (std::is_same_v<acc, float> && (C == 1 || C == 2)) {
+    if constexpr (std::is_same_v<scalar_t, float> && (C == 1 || C == 2)) {
         if (rows_paired(a, b)) {
-            acc both[2 * C];
+            scalar_t both[2 * C];
             const bool a_low = (a & 1u) == 0;
 #pragma unroll
             for (int c = 0; c < C; ++c) {
                 both[c] = a_low ? va[c] : vb[c];
                 both[C + c] = a_low ? vb[c] : va[c];
             }
-            warp_aggregated_add_row<acc, 2 * C>(table, a >> 1, both);  // block a >> 1 of 2C features
+            warp_aggregated_add_row<scalar_t, 2 * C>(table, a >> 1, both);  // block a >> 1 of 2C features
             return;
         }
     }
 #endif
-    warp_aggregated_add_row<acc, C>(table, a, va);
-    warp_aggregated_add_row<acc, C>(table, b, vb);
+    warp_aggregated_add_row<scalar_t, C>(table, a, va);
+    warp_aggregated_add_row<scalar_t, C>(table, b, vb);
 }
 
-// dst[c] += val[c] straight into a fp16 gradient (half2 atomics; each addition rounds to fp16).
-template <int C>
-__device__ __forceinline__ void atomic_add_row_half(__half* __restrict__ dst,  // [C], aligned to the row size
-                                                    const float (&val)[C]) {
-    if constexpr (C == 1) {
-        atomicAdd(dst, __float2half(val[0]));
-    } else {
-#pragma unroll
-        for (int c = 0; c < C; c += 2) atomicAdd(reinterpret_cast<__half2*>(dst + c), __floats2half2_rn(val[c], val[c + 1]));
-    }
+// Row of point n at `level` in a level-major [L, N, C] feature tensor.
+__device__ __forceinline__ int64_t feature_row(int level, int64_t n, int64_t num_points) {
+    return static_cast<int64_t>(level) * num_points + n;
 }
 
 }  // namespace hashencoder

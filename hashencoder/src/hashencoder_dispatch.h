@@ -1,8 +1,6 @@
 // From runtime (table type, input_dim, level_dim) to the kernel template instantiations.
-// Supported: float32 / float16 / float64 tables, D in {2, 3}, C in {1, 2, 4, 8}: 24 instantiations per kernel.
+// Supported: float32 / float64 tables, D in {2, 3}, C in {1, 2, 4, 8}: 16 instantiations per kernel.
 #pragma once
-
-#include <cuda_fp16.h>
 
 #include <type_traits>
 
@@ -12,7 +10,7 @@
 namespace hashencoder {
 
 // Calls fn(scalar_t{}, std::integral_constant<int, D>{}, std::integral_constant<int, C>{}) with scalar_t the
-// CUDA type of the table (float, __half or double); false when there is no such instantiation.
+// CUDA type of the table (float or double); false when there is no such instantiation.
 template <typename Fn>
 bool dispatch(const Grid& grid, Fn&& fn) {
     auto with_level_dim = [&](auto scalar, auto dims) {
@@ -33,10 +31,17 @@ bool dispatch(const Grid& grid, Fn&& fn) {
     };
     switch (grid.table_type) {
         case TableType::kFloat32: return with_input_dim(float{});
-        case TableType::kFloat16: return with_input_dim(__half{});
         case TableType::kFloat64: return with_input_dim(double{});
     }
     return false;
+}
+
+// Launches fn as `dispatch` does, for a grid of points x levels; the launcher's return value.
+template <typename Fn>
+cudaError_t launch(const Grid& grid, Fn&& fn) {
+    if (grid.num_points == 0 || grid.num_levels == 0) return cudaSuccess;  // zero blocks is a launch error
+    if (!dispatch(grid, fn)) return cudaErrorInvalidValue;
+    return cudaGetLastError();
 }
 
 inline dim3 grid_for(int64_t num_points, int num_levels) {

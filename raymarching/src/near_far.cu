@@ -79,65 +79,29 @@ __global__ void packbits_kernel(
   bitfield[i] = byte;
 }
 
-void check_rays(const at::Tensor& rays_o, const at::Tensor& rays_d) {
-  const auto device = rays_o.device();
-  check_input(rays_o, "rays_o", at::kFloat, device);
-  check_input(rays_d, "rays_d", at::kFloat, device);
-  check_shape(rays_o.dim() == 2 && rays_o.size(1) == 3, rays_o, "rays_o", "[N, 3]");
-  check_shape(rays_d.sizes() == rays_o.sizes(), rays_d, "rays_d", "[N, 3] like rays_o");
-  check_size(rays_o.numel(), "rays_o");
-}
-
 }  // namespace
+
+cudaError_t launch_near_far_from_sphere(const float* rays_o, const float* rays_d, int n_rays, float radius,
+                                        float min_near, float* nears, float* fars, cudaStream_t stream) {
+  if (n_rays == 0) return cudaSuccess;  // a grid of zero blocks is a launch error
+  near_far_from_sphere_kernel<<<num_blocks(n_rays), kThreads, 0, stream>>>(rays_o, rays_d, n_rays, radius,
+                                                                           min_near, nears, fars);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_near_far_from_aabb(const float* rays_o, const float* rays_d, const float* aabb, int n_rays,
+                                      float min_near, float* nears, float* fars, cudaStream_t stream) {
+  if (n_rays == 0) return cudaSuccess;
+  near_far_from_aabb_kernel<<<num_blocks(n_rays), kThreads, 0, stream>>>(rays_o, rays_d, aabb, n_rays, min_near,
+                                                                         nears, fars);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_packbits(const float* values, int n_bytes, float threshold, uint8_t* bitfield,
+                            cudaStream_t stream) {
+  if (n_bytes == 0) return cudaSuccess;
+  packbits_kernel<<<num_blocks(n_bytes), kThreads, 0, stream>>>(values, n_bytes, threshold, bitfield);
+  return cudaGetLastError();
+}
+
 }  // namespace raymarching
-
-using namespace raymarching;
-
-std::tuple<at::Tensor, at::Tensor> near_far_from_sphere(const at::Tensor& rays_o, const at::Tensor& rays_d,
-                                                        double radius, double min_near) {
-  check_rays(rays_o, rays_d);
-  const c10::cuda::CUDAGuard guard(rays_o.device());
-  const int n_rays = rays_o.size(0);
-  auto nears = at::empty({n_rays}, rays_o.options());
-  auto fars = at::empty({n_rays}, rays_o.options());
-  if (n_rays > 0) {
-    near_far_from_sphere_kernel<<<num_blocks(n_rays), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        rays_o.data_ptr<float>(), rays_d.data_ptr<float>(), n_rays, static_cast<float>(radius),
-        static_cast<float>(min_near), nears.data_ptr<float>(), fars.data_ptr<float>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-  return {nears, fars};
-}
-
-std::tuple<at::Tensor, at::Tensor> near_far_from_aabb(const at::Tensor& rays_o, const at::Tensor& rays_d,
-                                                      const at::Tensor& aabb, double min_near) {
-  check_rays(rays_o, rays_d);
-  check_input(aabb, "aabb", at::kFloat, rays_o.device());
-  check_shape(aabb.dim() == 1 && aabb.size(0) == 6, aabb, "aabb", "[6]");
-  const c10::cuda::CUDAGuard guard(rays_o.device());
-  const int n_rays = rays_o.size(0);
-  auto nears = at::empty({n_rays}, rays_o.options());
-  auto fars = at::empty({n_rays}, rays_o.options());
-  if (n_rays > 0) {
-    near_far_from_aabb_kernel<<<num_blocks(n_rays), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        rays_o.data_ptr<float>(), rays_d.data_ptr<float>(), aabb.data_ptr<float>(), n_rays,
-        static_cast<float>(min_near), nears.data_ptr<float>(), fars.data_ptr<float>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-  return {nears, fars};
-}
-
-at::Tensor packbits(const at::Tensor& values, double threshold) {
-  check_input(values, "values", at::kFloat, values.device());
-  check_shape(values.dim() == 1 && values.size(0) % 8 == 0, values, "values", "[R^3] with R^3 a multiple of 8");
-  check_size(values.numel(), "values");
-  const c10::cuda::CUDAGuard guard(values.device());
-  const int n_bytes = values.size(0) / 8;
-  auto bitfield = at::empty({n_bytes}, values.options().dtype(at::kByte));
-  if (n_bytes > 0) {
-    packbits_kernel<<<num_blocks(n_bytes), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        values.data_ptr<float>(), n_bytes, static_cast<float>(threshold), bitfield.data_ptr<uint8_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-  return bitfield;
-}

@@ -1,78 +1,86 @@
-// Host entry points of the raymarching kernels (one declaration per op; docs live in raymarching.py).
-// Every float tensor is float32, every tensor contiguous and on the same CUDA device.
+// Launchers of the raymarching kernels (near_far.cu, march.cu, composite.cu), called by bindings.cpp after it has
+// checked every tensor (device, dtype, contiguity, shape, int range). Plain pointers only: the .cu files do not
+// include the torch headers, which would make each of them take minutes to compile. The ops are documented in
+// raymarching/raymarching.py.
+//
+// Shapes: N rays, M packed samples, C channels, R cells per axis of the occupancy grid. Floats are float32.
+// Each launcher returns the launch error (cudaSuccess when there is nothing to do).
 #pragma once
 
-#include <ATen/ATen.h>
+#include <cuda_runtime.h>
 
-#include <tuple>
+#include <cstdint>
 
-// -> (nears [N], fars [N])
-std::tuple<at::Tensor, at::Tensor> near_far_from_sphere(
-    const at::Tensor& rays_o,  // [N, 3]
-    const at::Tensor& rays_d,  // [N, 3] unit directions
-    double radius, double min_near);
+namespace raymarching {
 
-// -> (nears [N], fars [N])
-std::tuple<at::Tensor, at::Tensor> near_far_from_aabb(
-    const at::Tensor& rays_o,  // [N, 3]
-    const at::Tensor& rays_d,  // [N, 3]
-    const at::Tensor& aabb,    // [6] xmin, ymin, zmin, xmax, ymax, zmax
-    double min_near);
+cudaError_t launch_near_far_from_sphere(const float* rays_o,  // [N, 3]
+                                        const float* rays_d,  // [N, 3] unit directions
+                                        int n_rays, float radius, float min_near,
+                                        float* nears,  // [N]
+                                        float* fars,   // [N]
+                                        cudaStream_t stream);
 
-// -> bitfield [R^3 / 8] uint8, cell i = bit (i % 8) of byte i / 8
-at::Tensor packbits(
-    const at::Tensor& values,  // [R^3] float32
-    double threshold);
+cudaError_t launch_near_far_from_aabb(const float* rays_o,  // [N, 3]
+                                      const float* rays_d,  // [N, 3]
+                                      const float* aabb,    // [6] xmin, ymin, zmin, xmax, ymax, zmax
+                                      int n_rays, float min_near,
+                                      float* nears,  // [N]
+                                      float* fars,   // [N]
+                                      cudaStream_t stream);
 
-// -> (ray_indices [M] int64, t_starts [M], t_ends [M], packed_info [N, 2] int32 = (start, count)); M = capacity
-// when capacity >= 0 (rays that do not fit: start -1, count 0; padding rows zero), else the number of samples
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> march_rays_train(
-    const at::Tensor& rays_o,    // [N, 3]
-    const at::Tensor& rays_d,    // [N, 3]
-    const at::Tensor& nears,     // [N]
-    const at::Tensor& fars,      // [N]
-    const at::Tensor& jitter,    // [N] in [0, 1)
-    const at::Tensor& bitfield,  // [R^3 / 8] uint8
-    const at::Tensor& aabb,      // [6]
-    int64_t resolution, double step_size, int64_t max_samples, int64_t capacity,
-    const at::Tensor& stop_bitfield);  // [R^3 / 8] uint8, or empty: rays end at the first sample in such a cell
+cudaError_t launch_packbits(const float* values,  // [R^3]
+                            int n_bytes, float threshold,
+                            uint8_t* bitfield,  // [R^3 / 8], cell i = bit (i % 8) of byte i / 8
+                            cudaStream_t stream);
 
-// -> (t_starts [n, n_step], t_ends [n, n_step], valid [n, n_step] bool); advances rays_k in place
-std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays(
-    const at::Tensor& ray_ids,   // [n] int64, indices into the N rays
-    const at::Tensor& rays_k,    // [N] int32, next lattice index per ray (updated)
-    const at::Tensor& rays_o,    // [N, 3]
-    const at::Tensor& rays_d,    // [N, 3]
-    const at::Tensor& nears,     // [N]
-    const at::Tensor& fars,      // [N]
-    const at::Tensor& bitfield,  // [R^3 / 8] uint8
-    const at::Tensor& aabb,      // [6]
-    int64_t resolution, double step_size, int64_t n_step);
+// The rays and the grid that march_rays_train walks.
+struct MarchArgs {
+  const float* rays_o;      // [N, 3]
+  const float* rays_d;      // [N, 3]
+  const float* nears;       // [N]
+  const float* fars;        // [N]
+  const float* jitter;      // [N] in [0, 1)
+  const uint8_t* bitfield;  // [R^3 / 8]
+  const uint8_t* stop;      // [R^3 / 8] or null: rays end at the first sample in one of these cells
+  const float* aabb;        // [6]
+  int n_rays;               // N
+  int resolution;           // R
+  float step;               // lattice spacing along t
+};
 
-// -> (weights [M], opacity [N], accum [N, C], transmittance [M] before each sample, saved for backward)
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite_rays_train_forward(
-    const at::Tensor& alphas,       // [M]
-    const at::Tensor& values,       // [M, C]
-    const at::Tensor& packed_info,  // [N, 2] int32
-    double T_thresh);
+// Pass 1: the number of kept samples of each ray (at most max_samples).
+cudaError_t launch_march_rays_train_count(const MarchArgs& args, int max_samples,
+                                          int* counts,  // [N]
+                                          cudaStream_t stream);
 
-// -> (grad_alphas [M], grad_values [M, C])
-std::tuple<at::Tensor, at::Tensor> composite_rays_train_backward(
-    const at::Tensor& grad_weights,   // [M]
-    const at::Tensor& grad_opacity,   // [N]
-    const at::Tensor& grad_accum,     // [N, C]
-    const at::Tensor& alphas,         // [M]
-    const at::Tensor& values,         // [M, C]
-    const at::Tensor& transmittance,  // [M] from the forward
-    const at::Tensor& packed_info,    // [N, 2] int32
-    double T_thresh);
+// Pass 2: the samples of each ray at its place; rays with count 0 (also those dropped, start -1) write nothing.
+cudaError_t launch_march_rays_train_fill(const MarchArgs& args,
+                                         const int* packed_info,  // [N, 2] (start, count), counts from pass 1
+                                         int64_t* ray_indices,    // [M]
+                                         float* t_starts,         // [M]
+                                         float* t_ends,           // [M]
+                                         cudaStream_t stream);
 
-// -> alive [n] bool; updates transmittance and accum in place
-at::Tensor composite_rays(
-    const at::Tensor& ray_ids,        // [n] int64
-    const at::Tensor& alphas,         // [n, S]
-    const at::Tensor& values,         // [n, S, C]
-    const at::Tensor& valid,          // [n, S] bool, a prefix of each row
-    const at::Tensor& transmittance,  // [N] (updated)
-    const at::Tensor& accum,          // [N, C] (updated)
-    double T_thresh);
+cudaError_t launch_composite_rays_train_forward(const float* alphas,     // [M]
+                                                const float* values,     // [M, C]
+                                                const int* packed_info,  // [N, 2] (start, count)
+                                                int n_rays, int n_channels, float T_thresh,
+                                                float* weights,        // [M], zeroed
+                                                float* opacity,        // [N]; overwritten
+                                                float* accum,          // [N, C]; overwritten
+                                                float* transmittance,  // [M] before each sample, zeroed
+                                                cudaStream_t stream);
+
+cudaError_t launch_composite_rays_train_backward(const float* grad_weights,   // [M]
+                                                 const float* grad_opacity,   // [N]
+                                                 const float* grad_accum,     // [N, C]
+                                                 const float* alphas,         // [M]
+                                                 const float* values,         // [M, C]
+                                                 const float* transmittance,  // [M] from the forward
+                                                 const int* packed_info,      // [N, 2]
+                                                 int n_rays, int n_channels, float T_thresh,
+                                                 float* grad_alphas,  // [M], zeroed
+                                                 float* grad_values,  // [M, C], zeroed
+                                                 cudaStream_t stream);
+
+}  // namespace raymarching

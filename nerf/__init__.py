@@ -1,0 +1,1 @@
+"""instant-nsr: the reconstructor (data, fields, sampling and rendering, training, evaluation and export)."""

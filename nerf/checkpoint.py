@@ -1,0 +1,73 @@
+"""Checkpoints: plain dicts written atomically (hidden temporary file, then rename), holding everything needed
+to resume the exact run (model, sampler, optimizer, grad scaler, step, every RNG state) and the resolved
+config, so that resuming and `--test` need no flags repeated."""
+import os
+import random
+import re
+
+import numpy as np
+import torch
+
+from .files import write_atomic
+
+CHECKPOINT_NAME = re.compile(r"ckpt_(\d{7})\.pth")
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; the message is one line naming the file."""
+
+
+def checkpoint_dir(workspace):
+    return os.path.join(workspace, "checkpoints")
+
+
+def list_checkpoints(folder):
+    """Paths of the complete checkpoints in `folder`, oldest first (a temporary file never matches)."""
+    if not os.path.isdir(folder):
+        return []
+    return [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if CHECKPOINT_NAME.fullmatch(f)]
+
+
+def latest_checkpoint(folder):
+    paths = list_checkpoints(folder)
+    return paths[-1] if paths else None
+
+
+def save_checkpoint(folder, state, keep):
+    """Write `state` (a dict with "step") as folder/ckpt_NNNNNNN.pth and keep only the newest `keep`."""
+    path = os.path.join(folder, f"ckpt_{state['step']:07d}.pth")
+    write_atomic(path, lambda p: torch.save(state, p))
+    for old in list_checkpoints(folder)[:-keep]:
+        os.remove(old)
+    return path
+
+
+def load_checkpoint(path, device):
+    """The dict saved by `save_checkpoint`, tensors on `device`; CheckpointError if it cannot be read."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:  # truncated, not a torch file, unreadable...
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__})") from None
+    if not isinstance(state, dict) or "config" not in state or "step" not in state:
+        raise CheckpointError(f"{path}: not a checkpoint of this version (no config)")
+    return state
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    """Every random number generator a run draws from: torch (CPU, CUDA), NumPy, Python, the ray sampler's."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "sampler": generator.get_state(),
+    }
+
+
+def set_rng_state(state: dict, generator: torch.Generator):
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    generator.set_state(state["sampler"].cpu())

@@ -1,0 +1,253 @@
+"""Every setting of a run, with its default, once: one frozen dataclass per stage of the data flow.
+
+    data -> field -> sampler -> train -> export
+
+The defaults are the GPU method; `device_preset` returns the lean CPU variant. The command line is generated
+from the fields (`add_arguments`, flag = field name, help from the field's metadata), so a new setting is one
+line here. The resolved config is saved in every checkpoint (`to_dict`) and restored on resume and `--test`
+(`restore`): flags that would change what the checkpoint holds are refused, evaluation-only flags are allowed.
+"""
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+# The normalised space: the object lies inside the sphere of this radius at the origin (the loaders put it
+# there). The SDF is trained, sampled and meshed inside it.
+SCENE_RADIUS = 1.0
+
+
+class ConfigError(ValueError):
+    """A bad setting: the message is one line naming the flag (`--name: problem`)."""
+
+
+def opt(default, help, minimum=None, choices=None, cli=True):
+    """A config field: `help` is the flag's help text; `minimum` and `choices` are checked by `validate`."""
+    return field(default=default, metadata={"help": help, "minimum": minimum, "choices": choices, "cli": cli})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: Optional[str] = opt(None, "scene folder (NeuS, NeRF-synthetic or instant-ngp); for --test and resume "
+                                    "the checkpoint knows it", cli=False)
+    downscale: int = opt(1, "load images downscaled by this integer factor", minimum=1)
+    holdout: int = opt(8, "hold out every N-th view for testing (0: none)", minimum=0)
+
+
+@dataclass(frozen=True)
+class FieldConfig:
+    num_levels: int = opt(16, "hash-grid levels (2 features each)", minimum=1)
+    log2_hashmap_size: int = opt(19, "log2 of each level's table", minimum=4)
+    base_resolution: int = opt(16, "coarsest grid resolution", minimum=2)
+    desired_resolution: int = opt(2048, "finest grid resolution", minimum=2)
+    hidden_dim: int = opt(64, "MLP width", minimum=1)
+    num_layers: int = opt(1, "hidden layers of the SDF MLP", minimum=1)
+    color_layers: int = opt(2, "hidden layers of the colour MLP", minimum=1)
+    feature_dim: int = opt(15, "geometry feature passed from the SDF MLP to the colour MLP", minimum=1)
+    sh_degree: int = opt(4, "spherical-harmonics degree of the view direction", minimum=1)
+    init_radius: float = opt(0.5, "radius of the sphere the SDF starts as (normalised units)", minimum=0.0)
+    init_variance: float = opt(0.3, "initial NeuS variance v (inv_s = exp(10 v))")
+    normals: str = opt("analytic", "SDF gradient by autograd double backward, or by central finite differences",
+                       choices=("analytic", "fd"))
+    fd_eps_start: float = opt(5e-3, "finite-difference step at the start (--normals fd)", minimum=0.0)
+    fd_eps_end: float = opt(5e-4, "finite-difference step at the end (geometric interpolation)", minimum=0.0)
+    levels_start: int = opt(4, "hash levels active at the start", minimum=1)
+    levels_until: float = opt(0.5, "fraction of training by which every hash level is active (coarse to fine; "
+                                   "0: all from the start)", minimum=0.0)
+    anneal_end: float = opt(0.1, "fraction of training over which NeuS cos annealing goes 0 -> 1", minimum=0.0)
+    background: Optional[str] = opt(None, "colour behind the object (default random with masks, else white)",
+                                    choices=("random", "white", "black"))
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    cuda_ray: bool = opt(False, "sample only in occupied cells of an occupancy grid, at a fixed step, with our "
+                                "raymarching kernels, stopping rays inside the object; each step marches a fixed "
+                                "budget of num_rays x num_steps samples")
+    num_steps: int = opt(64, "stratified samples per ray", minimum=1)
+    upsample_steps: int = opt(64, "NeuS importance samples per ray, a multiple of upsample_per_round", minimum=0)
+    upsample_per_round: int = opt(16, "importance samples per up-sampling round", minimum=1)
+    upsample_inv_s: float = opt(64.0, "inv_s of the first up-sampling round (doubled each round)", minimum=0.0)
+    grid_resolution: int = opt(128, "occupancy-grid cells per axis (--cuda_ray)", minimum=2)
+    steps_per_diagonal: int = opt(1024, "marching step = the unit box's diagonal / this (--cuda_ray)", minimum=1)
+    grid_warmup: int = opt(256, "steps during which every cell is occupied (--cuda_ray)", minimum=0)
+    grid_update_every: int = opt(16, "steps between occupancy refreshes (--cuda_ray)", minimum=1)
+    grid_threshold: float = opt(0.05, "cells whose NeuS alpha stays below this are skipped (--cuda_ray)",
+                                minimum=0.0)
+    grid_decay: float = opt(0.95, "occupancy decay per refresh (--cuda_ray)", minimum=0.0)
+    stop_diagonals: float = opt(2.0, "rays stop in cells whose SDF is below -this many cell diagonals "
+                                     "(--cuda_ray; 0: never)", minimum=0.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    iters: int = opt(5000, "training steps", minimum=1)
+    num_rays: int = opt(4096, "rays per step (--cuda_ray: sets the sample budget num_rays x num_steps)", minimum=1)
+    lr: float = opt(1e-2, "base learning rate (Adam; warm-up, then cosine decay)", minimum=0.0)
+    warmup: int = opt(500, "learning-rate warm-up steps", minimum=0)
+    lr_final_ratio: float = opt(0.05, "learning rate at the end, as a fraction of --lr", minimum=0.0)
+    variance_lr_ratio: float = opt(0.1, "learning rate of the NeuS variance, as a fraction of --lr", minimum=0.0)
+    weight_decay: float = opt(1e-6, "Adam weight decay of the MLPs (the hash grid has none)", minimum=0.0)
+    fp16: bool = opt(False, "mixed precision (autocast + grad scaling) on GPU")
+    seed: int = opt(0, "seeds every random number generator")
+    rgb_weight: float = opt(10.0, "weight of the Huber colour loss", minimum=0.0)
+    huber_delta: float = opt(0.1, "Huber loss delta (about L1 above it)", minimum=0.0)
+    lambda_eikonal: float = opt(0.1, "weight of the Eikonal loss", minimum=0.0)
+    lambda_mask: float = opt(0.1, "weight of the mask BCE loss (when masks exist)", minimum=0.0)
+    cuda_graph: bool = opt(True, "replay each training step as a CUDA graph on GPU (--no_cuda_graph: launch "
+                                 "every kernel from Python)")
+    ckpt_every: int = opt(1000, "steps between checkpoints (0: only at the end)", minimum=0)
+    ckpt_keep: int = opt(2, "checkpoints kept", minimum=1)
+    eval_every: int = opt(2500, "steps between validation renders (0: never)", minimum=0)
+    check_every: int = opt(10, "steps between looks at the divergence counter (the only wait for the GPU)",
+                           minimum=1)
+    bad_steps: int = opt(10, "non-finite steps in a row that count as divergence", minimum=1)
+    max_recoveries: int = opt(2, "reloads of the last checkpoint after divergence before giving up", minimum=0)
+    recovery_lr_factor: float = opt(0.5, "learning-rate factor applied at each recovery", minimum=0.0)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    mc_resolution: int = opt(512, "marching-cubes grid resolution", minimum=2)
+    eval_downscale: int = opt(2, "validation renders downscaled by this factor", minimum=1)
+    eval_chunk: int = opt(16384, "rays per chunk when rendering images", minimum=1)
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = DataConfig()
+    field: FieldConfig = FieldConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    train: TrainConfig = TrainConfig()
+    export: ExportConfig = ExportConfig()
+
+
+STAGES = {f.name: f.type for f in dataclasses.fields(Config)}
+# What a checkpoint fixes: on resume and --test these come from it, and a flag that differs is refused.
+# Training settings may change on resume (e.g. more --iters), not on --test; export settings always may.
+MODEL_STAGES = ("field", "sampler")
+
+
+def _stage_fields():
+    """(stage name, dataclass field) for every setting, in declaration order."""
+    return [(stage, f) for stage, cls in STAGES.items() for f in dataclasses.fields(cls)]
+
+
+def device_preset(config: Config, device: str) -> Config:
+    """The defaults for `device`: a GPU gets `config` as it is, a CPU a lean variant that trains a small scene
+    in minutes (fewer and coarser hash levels, fewer rays and samples, a coarser marching-cubes grid)."""
+    if device.startswith("cuda"):
+        return config
+    return override(config, {
+        "iters": 1000, "num_rays": 512, "num_steps": 32, "upsample_steps": 32, "num_levels": 8,
+        "log2_hashmap_size": 16, "desired_resolution": 256, "levels_start": 2, "mc_resolution": 256,
+        "eval_chunk": 4096, "eval_downscale": 4,
+    })
+
+
+def override(config: Config, values: dict) -> Config:
+    """`config` with settings replaced by name (names are unique across stages)."""
+    stage_of = {f.name: stage for stage, f in _stage_fields()}
+    changes = {}
+    for name, value in values.items():
+        if name not in stage_of:
+            raise ConfigError(f"--{name}: unknown setting")
+        changes.setdefault(stage_of[name], {})[name] = value
+    return dataclasses.replace(config, **{
+        stage: dataclasses.replace(getattr(config, stage), **fields) for stage, fields in changes.items()})
+
+
+def flat(config: Config) -> dict:
+    """{setting name: value} over every stage."""
+    return {f.name: getattr(getattr(config, stage), f.name) for stage, f in _stage_fields()}
+
+
+def to_dict(config: Config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def from_dict(values: dict) -> Config:
+    """Inverse of `to_dict`; settings the saving version did not have keep today's defaults."""
+    known = {stage: {f.name for f in dataclasses.fields(cls)} for stage, cls in STAGES.items()}
+    return Config(**{stage: STAGES[stage](**{k: v for k, v in values.get(stage, {}).items() if k in known[stage]})
+                     for stage in STAGES})
+
+
+def validate(config: Config) -> Config:
+    """Range and choice checks of every setting, and the few that relate two settings; returns `config`."""
+    for stage, f in _stage_fields():
+        value, meta = getattr(getattr(config, stage), f.name), f.metadata
+        if value is None:
+            continue
+        if meta["choices"] and value not in meta["choices"]:
+            raise ConfigError(f"--{f.name}: must be one of {', '.join(meta['choices'])}, got {value!r}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ConfigError(f"--{f.name}: must be a finite number, got {value}")
+            if meta["minimum"] is not None and value < meta["minimum"]:
+                raise ConfigError(f"--{f.name}: must be >= {meta['minimum']}, got {value}")
+    s = config.sampler
+    if s.upsample_steps % s.upsample_per_round:
+        raise ConfigError(f"--upsample_steps: must be a multiple of {s.upsample_per_round} (rounds of "
+                          f"{s.upsample_per_round}), got {s.upsample_steps}")
+    if s.grid_resolution**3 % 8:
+        raise ConfigError(f"--grid_resolution: its cube must be a multiple of 8 (bitfield bytes), got "
+                          f"{s.grid_resolution}")
+    if config.field.desired_resolution < config.field.base_resolution:
+        raise ConfigError(f"--desired_resolution: must be >= --base_resolution ({config.field.base_resolution}), "
+                          f"got {config.field.desired_resolution}")
+    return config
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The command line
+
+
+def add_arguments(parser: argparse.ArgumentParser):
+    """One flag per setting, grouped by stage. Every default is None (argparse.SUPPRESS): a flag the user did
+    not give stays absent, so that the device preset and the checkpoint can fill it (`explicit_settings`)."""
+    for stage, cls in STAGES.items():
+        group = parser.add_argument_group(stage)
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            if not meta["cli"]:
+                continue
+            if f.type is bool:
+                flag = f"--no_{f.name}" if f.default else f"--{f.name}"
+                group.add_argument(flag, dest=f.name, action="store_const", const=not f.default,
+                                   default=argparse.SUPPRESS, help=meta["help"])
+                continue
+            kind = f.type if f.type in (int, float) else str
+            group.add_argument(f"--{f.name}", type=kind, default=argparse.SUPPRESS, choices=meta["choices"],
+                               help=f"{meta['help']} (default {f.default})" if f.default is not None
+                               else meta["help"])
+
+
+def explicit_settings(args: argparse.Namespace) -> dict:
+    """The settings given on the command line, by name."""
+    names = {f.name for _, f in _stage_fields()}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def resolve(explicit: dict, device: str, data_path: Optional[str]) -> Config:
+    """A new run's config: defaults, then the device preset, then the flags."""
+    config = override(device_preset(Config(), device), explicit)
+    return validate(override(config, {"path": data_path}))
+
+
+def restore(saved: dict, explicit: dict, data_path: Optional[str], testing: bool) -> Config:
+    """The config of a run that continues from a checkpoint (`saved` = `to_dict` of its config): the saved
+    settings, with the flags that may change applied. A flag that would change the checkpoint's model (or, for
+    --test, its training) raises ConfigError with one line naming it."""
+    config = from_dict(saved)
+    fixed = MODEL_STAGES + (("train", "data") if testing else ("data",))
+    stage_of = {f.name: stage for stage, f in _stage_fields()}
+    for name, value in explicit.items():
+        current = getattr(getattr(config, stage_of[name]), name)
+        if stage_of[name] in fixed and name != "downscale" and value != current:
+            raise ConfigError(f"--{name}: the checkpoint was trained with {current!r}; "
+                              f"{'--test' if testing else 'resuming'} uses the checkpoint's setting (drop the flag, "
+                              f"or train in a new --workspace)")
+    if data_path is not None:
+        explicit = {**explicit, "path": data_path}
+    return validate(override(config, explicit))

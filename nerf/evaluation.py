@@ -1,0 +1,86 @@
+"""Evaluation: render a held-out view, score it (nerf/metrics.py), and write the `--test` outputs."""
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .files import save_png, write_atomic, write_json
+from .metrics import psnr, ssim
+from .provider import image_rays
+
+
+def view_background(kind, device):
+    """[3] colour behind the object in rendered views: black for a black background, else white (a random
+    training background is shown white)."""
+    return torch.full((3,), 0.0 if kind == "black" else 1.0, device=device)
+
+
+@torch.no_grad()
+def render_view(renderer, views, index, bg_color, world_scale, chunk, downscale=1, use_amp=False):
+    """Render view `index` of `views` -> dict of numpy images: rgb, normal [H, W, 3] in [0, 1], depth [H, W]
+    (world units, NaN where the ray hits nothing), opacity [H, W], and the ground truth rgb on `bg_color` [3]."""
+    renderer.eval()
+    device = bg_color.device
+    rays = image_rays(views, index, downscale)
+    h, w = rays["rays_o"].shape[:2]
+    with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+        out = renderer.render_chunked(rays["rays_o"].reshape(-1, 3), rays["rays_d"].reshape(-1, 3), bg_color, chunk)
+    gt = rays["rgb"]
+    if rays["mask"] is not None:
+        gt = gt * rays["mask"][..., None] + bg_color * (1 - rays["mask"][..., None])
+    opacity = out["opacity"].reshape(h, w)
+    depth = out["depth"].reshape(h, w) / opacity.clamp_min(1e-6) * world_scale
+    depth = torch.where(opacity > 0.5, depth, torch.full_like(depth, float("nan")))
+    normal = F.normalize(out["normal"].reshape(h, w, 3), dim=-1)
+    # Normals shown in the camera frame, as is usual: (x right, y up, z towards the viewer) -> RGB.
+    normal_cam = normal @ views.c2w[index][:3, :3] * torch.tensor([1.0, -1.0, -1.0], device=device)
+    normal_img = (normal_cam * 0.5 + 0.5) * opacity[..., None] + (1 - opacity[..., None])
+    return {
+        "rgb": out["rgb"].reshape(h, w, 3).clamp(0, 1).cpu().numpy(),
+        "normal": normal_img.clamp(0, 1).cpu().numpy(),
+        "depth": depth.cpu().numpy(),
+        "opacity": opacity.cpu().numpy(),
+        "gt": gt.cpu().numpy(),
+    }
+
+
+def image_scores(res):
+    """PSNR and SSIM of a `render_view` result against its ground truth."""
+    rgb, gt = torch.from_numpy(res["rgb"]), torch.from_numpy(res["gt"])
+    return {"psnr": psnr(rgb, gt), "ssim": ssim(rgb, gt)}
+
+
+def validation_image(renderer, views, index, config, world_scale, device, use_amp=False):
+    """(PSNR, gt | render | normals [H, 3W, 3]) of view `index`, downscaled as `config.export` says."""
+    e = config.export
+    res = render_view(renderer, views, index, view_background(config.field.background, device), world_scale,
+                      e.eval_chunk, e.eval_downscale, use_amp)
+    return image_scores(res)["psnr"], np.concatenate([res["gt"], res["rgb"], res["normal"]], axis=1)
+
+
+def depth_image(depth):
+    """depth [H, W] (NaN: no surface) -> [H, W, 3] in [0, 1], near bright, nothing black."""
+    valid = np.isfinite(depth)
+    lo, hi = (np.nanmin(depth), np.nanmax(depth)) if valid.any() else (0.0, 1.0)
+    image = np.where(valid, 1 - (depth - lo) / max(hi - lo, 1e-8), 0.0)
+    return np.repeat(image[..., None], 3, -1)
+
+
+def write_test_results(renderer, scene, bg_color, chunk, results_dir, step, use_amp=False):
+    """Render every held-out view at full size (rgb, normal, depth PNGs, depth .npy in world units) and write
+    results_dir/metrics.json (PSNR and SSIM per view and their means); returns the metrics."""
+    per_view = {}
+    for i, name in enumerate(scene.test.names):
+        res = render_view(renderer, scene.test, i, bg_color, scene.world_scale, chunk, use_amp=use_amp)
+        per_view[name] = image_scores(res)
+        save_png(os.path.join(results_dir, f"{name}_rgb.png"), res["rgb"])
+        save_png(os.path.join(results_dir, f"{name}_normal.png"), res["normal"])
+        save_png(os.path.join(results_dir, f"{name}_depth.png"), depth_image(res["depth"]))
+        write_atomic(os.path.join(results_dir, f"{name}_depth.npy"), lambda p: np.save(p, res["depth"]))
+    means = {f"mean_{k}": float(np.mean([v[k] for v in per_view.values()])) if per_view else None
+             for k in ("psnr", "ssim")}
+    metrics = {"views": per_view, **means, "step": step,
+               "depth_units": "world (input frame), distance along the ray; NaN where nothing is hit"}
+    write_json(os.path.join(results_dir, "metrics.json"), metrics)
+    return metrics

@@ -1,0 +1,145 @@
+"""One run from launch to outputs: resolve the config (flags, device preset, checkpoint), load the scene, build
+the model, renderer and trainer, train (or not, for `--test`), then write the mesh, and for `--test` the
+held-out renders and metrics. Every problem with the input is found before anything is written."""
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, checkpoint_dir, latest_checkpoint, load_checkpoint
+from .config import SCENE_RADIUS, ConfigError, explicit_settings, override, resolve, restore
+from .evaluation import view_background, write_test_results
+from .files import write_json
+from .logger import Logger
+from .mesh import export_mesh, extract_mesh
+from .network_sdf import build_model
+from .provider import DatasetError, load_scene
+from .renderer_sdf import build_renderer
+from .trainer import Trainer, TrainingDiverged
+
+
+class StageClock:
+    """Wall seconds of each stage of a run (start-up, data, model, training, mesh...), for WORKSPACE/timings.json."""
+
+    def __init__(self, start):
+        self.last = start
+        self.seconds = {}
+
+    def lap(self, stage):
+        now = time.time()
+        self.seconds[stage] = round(now - self.last, 3)
+        self.last = now
+
+
+def pick_device(name):
+    """The torch device for `--device` (default: cuda when present)."""
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device: unknown device {name!r} (cuda, cuda:N or cpu)") from None
+    if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
+        raise ConfigError(f"--device: {name} is not available on this machine")
+    if device.type not in ("cuda", "cpu"):
+        raise ConfigError(f"--device: {name} is not supported (cuda, cuda:N or cpu)")
+    return name
+
+
+def run_config(args, device):
+    """(config, checkpoint state or None) for the command line `args`: a new run's config from the flags and
+    the device preset, or the saved config of the checkpoint the run continues from (`restore`)."""
+    if os.path.exists(args.workspace) and not os.path.isdir(args.workspace):
+        raise ConfigError(f"{args.workspace}: --workspace is not a folder")
+    explicit = explicit_settings(args)
+    data = None if args.data is None else os.path.abspath(args.data)
+    if args.ckpt == "scratch":
+        path = None
+    elif args.ckpt == "latest":
+        path = latest_checkpoint(checkpoint_dir(args.workspace))
+    elif not os.path.isfile(args.ckpt):
+        raise CheckpointError(f"{args.ckpt}: checkpoint not found")
+    else:
+        path = args.ckpt
+    if path is None:
+        if args.test:
+            raise CheckpointError(f"{checkpoint_dir(args.workspace)}: no checkpoint to test; train first")
+        if data is None:
+            raise ConfigError("DATA: a scene folder is needed to train (no checkpoint in --workspace)")
+        return resolve(explicit, device, data), None
+    state = load_checkpoint(path, device)
+    return restore(state["config"], explicit, data, testing=args.test), state
+
+
+def build_trainer(config, scene, device, workspace, quiet=False):
+    """Model, renderer and trainer for a resolved config and a loaded scene."""
+    torch.manual_seed(config.train.seed)
+    np.random.seed(config.train.seed)
+    model = build_model(config.field, SCENE_RADIUS)
+    renderer = build_renderer(config, model, SCENE_RADIUS)
+    return Trainer(config, renderer, scene, workspace, device, Logger(workspace), quiet)
+
+
+def prepare(args, device, clock):
+    """Config, scene and trainer (with the checkpoint's state loaded); raises on bad input, writing nothing."""
+    config, state = run_config(args, device)
+    # Softplus(beta=100) underflows to denormals far from the surface, which are ~5x slower on CPUs.
+    torch.set_flush_denormal(True)
+    d = config.data
+    scene = load_scene(d.path, holdout=d.holdout, downscale=d.downscale, device=device)
+    clock.lap("data")
+    if config.field.background is None:  # the one setting that depends on the scene
+        config = override(config, {"background": "random" if scene.train.masks is not None else "white"})
+    trainer = build_trainer(config, scene, device, args.workspace, args.quiet)
+    if state is not None:
+        trainer.load_state_dict(state)
+        trainer.logger.log(f"continuing from step {trainer.step} ({args.ckpt} checkpoint)")
+    clock.lap("model")
+    return config, scene, trainer
+
+
+def run(args, launch_time):
+    """The whole run for parsed command-line `args`; returns the exit code (2: bad input, 3: diverged,
+    130: interrupted)."""
+    clock = StageClock(launch_time)
+    try:
+        device = pick_device(args.device)
+        torch.empty(0, device=device)  # creates the CUDA context: start-up, not data loading
+        clock.lap("start-up")
+        config, scene, trainer = prepare(args, device, clock)
+    except (ConfigError, DatasetError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not args.test:
+        try:
+            trainer.train()
+        except TrainingDiverged as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 3
+        except KeyboardInterrupt:
+            print(f"interrupted at step {trainer.step}: checkpoint saved; run the same command to resume",
+                  file=sys.stderr)
+            return 130
+        clock.lap("training")
+    mesh = extract_mesh(trainer.model, config.export.mc_resolution, scene.to_world, device, SCENE_RADIUS)
+    mesh_path = os.path.join(args.workspace, "meshes", "mesh.ply")
+    export_mesh(mesh, mesh_path)
+    trainer.logger.log(f"mesh: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces -> {mesh_path}")
+    clock.lap("mesh")
+    print(f"mesh: {mesh_path}")
+    if args.test:
+        results = os.path.join(args.workspace, "results")
+        metrics = write_test_results(trainer.renderer, scene, view_background(config.field.background, device),
+                                     config.export.eval_chunk, results, trainer.step, trainer.use_amp)
+        clock.lap("test")
+        trainer.logger.log(f"test: {len(metrics['views'])} views, PSNR {metrics['mean_psnr']}, "
+                           f"SSIM {metrics['mean_ssim']}")
+        print(f"held-out views: PSNR {metrics['mean_psnr']}, SSIM {metrics['mean_ssim']} -> "
+              f"{os.path.join(results, 'metrics.json')}")
+    clock.seconds["total"] = round(sum(clock.seconds.values()), 3)
+    write_json(os.path.join(args.workspace, "timings_test.json" if args.test else "timings.json"), clock.seconds)
+    trainer.logger.log("stage seconds: " + ", ".join(f"{k} {v}" for k, v in clock.seconds.items()))
+    trainer.logger.close()
+    return 0

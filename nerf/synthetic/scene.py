@@ -1,0 +1,143 @@
+"""make_scene: a ground-truth synthetic scene rendered and written to a folder (conventions in __init__.py)."""
+import json
+import os
+import time
+
+import numpy as np
+
+from .analytic import AnalyticShape
+from .appearance import AMBIENT, LIGHT_DIR_WORLD, make_procedural_texture, procedural_albedo
+from .cameras import DISTANCE_RANGE, ELEVATION_RANGE_DEG, GOLDEN_ANGLE, make_cameras, make_intrinsics
+from .geometry import normalize
+from .mesh_shape import MeshShape, resolve_mesh_path
+from .writers import write_neus_cameras, write_transforms, write_views
+
+# The unit sphere of the normalised space must enclose the object with room to spare (NeuS samples the background
+# outside it), but not so much that the object occupies a small part of it.
+SCALE_MAT_MARGIN = 1.15
+ANALYTIC_SHAPES = ("sphere", "torus", "blob")
+SHAPES = ANALYTIC_SHAPES + ("spot", "bunny")
+FORMATS = ("neus", "transforms")
+CONVENTIONS = {
+    "camera_axes": "OpenCV: x right, y down, z forward",
+    "world_up": "+z",
+    "pixel_centres": "integer (u col, v row); ray = K^-1 [u, v, 1]",
+    "world_mat": "K4 @ W2C (4x4), world mm -> pixels",
+    "scale_mat": "diag(r, r, r, 1) + translation centre: unit sphere -> world",
+    "transforms_json": "instant-ngp: cx, cy = OpenCV + 0.5; transform_matrix = C2W in OpenGL axes",
+}
+
+
+def check_formats(formats, background):
+    """The formats as a tuple (a comma list is split); ValueError for an unknown format or background."""
+    if isinstance(formats, str):
+        formats = tuple(f for f in formats.split(",") if f)
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ValueError(f"unknown formats: {sorted(unknown)}")
+    if background not in ("black", "white"):
+        raise ValueError("background must be 'black' or 'white'")
+    return formats
+
+
+def place_object(shape, radius_mm, texture, rng):
+    """The object (AnalyticShape or MeshShape) of bounding radius radius_mm and the parameters of its procedural
+    texture; the object centre is near, but deliberately not at, the world origin (5-15% of the radius), so a
+    loader that ignores scale_mat's translation shows."""
+    offset_dir = normalize(rng.normal(size=3))
+    offset = offset_dir * radius_mm * rng.uniform(0.05, 0.15)
+    texture_params = make_procedural_texture(rng)
+    if shape in ANALYTIC_SHAPES:
+        return AnalyticShape(shape, radius_mm, offset, rng), texture_params
+    return MeshShape(resolve_mesh_path(shape), radius_mm, offset, texture), texture_params
+
+
+def write_cameras(out_dir, subsets, formats, K, width, height, centre, scale_radius):
+    """Camera files of each (sub-folder, cameras) in `subsets` in the chosen formats; K [3, 3]; the unit sphere is
+    placed on the world sphere (centre [3], scale_radius)."""
+    scale_mat = np.diag([scale_radius, scale_radius, scale_radius, 1.0])
+    scale_mat[:3, 3] = centre
+    for sub, cams in subsets:
+        if "neus" in formats:
+            write_neus_cameras(os.path.join(out_dir, sub, "cameras_sphere.npz"), cams, K, scale_mat)
+        if "transforms" in formats:
+            write_transforms(os.path.join(out_dir, sub, "transforms.json"), cams, K, width, height, centre,
+                             scale_radius)
+
+
+def describe_setup(shape, obj, subsets, K, width, height, seed, background, formats):
+    """The first part of scene.json: what was placed where, seen by which cameras, lit how."""
+    analytic = isinstance(obj, AnalyticShape)
+    return {
+        "shape": shape if shape in SHAPES else os.path.abspath(shape),
+        "shape_kind": "analytic" if analytic else "mesh",
+        "views": len(subsets[0][1]),
+        "holdout_views": len(subsets[1][1]) if len(subsets) > 1 else 0,
+        "width": width, "height": height,
+        "world_units": "mm",
+        "object_radius": float(obj.radius),
+        "object_centre": list(map(float, obj.centre)),
+        "scale_mat_radius": float(SCALE_MAT_MARGIN * obj.radius),
+        "K": K.tolist(),
+        "seed": seed,
+        "background": background,
+        "formats": list(formats),
+        "textured_by": "procedural_3d" if analytic or obj.texture is None else "uv_texture",
+        "light_dir_world": list(map(float, normalize(LIGHT_DIR_WORLD))),
+        "ambient": AMBIENT,
+        "elevation_deg": list(ELEVATION_RANGE_DEG),
+        "distance_in_radii": list(DISTANCE_RANGE),
+    }
+
+
+def make_scene(out_dir, shape="sphere", views=32, width=400, height=300, radius_mm=200.0,
+               formats=("neus", "transforms"), seed=0, background="black", holdout_jitter=False, gt_resolution=256,
+               texture=None, verbose=False):
+    """Render a synthetic scene into out_dir; returns the scene.json dict.
+
+    shape: 'sphere' | 'torus' | 'blob' (analytic SDFs, sphere traced) or 'spot' | 'bunny' | path to an OBJ
+    (rasterised). formats: any of 'neus', 'transforms'. gt_resolution: marching-cubes grid for analytic shapes.
+    holdout_jitter: also render views//4 (at least 2) extra cameras placed between the training ones (azimuth
+    offset by half a golden angle, own random jitter) into out_dir/holdout/ in the same formats, for novel-view
+    evaluation on poses never trained on. texture: texture image for an OBJ with UVs.
+    """
+    formats = check_formats(formats, background)
+    t_start = time.time()
+    rng = np.random.default_rng(seed)
+    obj, texture_params = place_object(shape, radius_mm, texture, rng)
+    centre, radius = obj.centre, obj.radius
+    K = make_intrinsics(width, height)
+    subsets = [("", make_cameras(views, centre, radius, rng))]
+    if holdout_jitter:
+        hold_rng = np.random.default_rng([seed, 1])
+        hold_cams = make_cameras(max(2, views // 4), centre, radius, hold_rng, azimuth_offset=0.5 * GOLDEN_ANGLE)
+        subsets.append(("holdout", hold_cams))
+
+    def albedo_fn(points):
+        return procedural_albedo(points, centre, radius, texture_params)
+
+    os.makedirs(out_dir, exist_ok=True)
+    t_render = time.time()
+    coverage = [write_views(obj, cams, K, width, height, albedo_fn, background, out_dir, sub)
+                for sub, cams in subsets]
+    render_seconds = time.time() - t_render
+    write_cameras(out_dir, subsets, formats, K, width, height, centre, SCALE_MAT_MARGIN * radius)
+
+    t_mesh = time.time()
+    gt = obj.gt_mesh(gt_resolution)
+    gt.export(os.path.join(out_dir, "gt_mesh.ply"))
+    mesh_seconds = time.time() - t_mesh
+
+    info = describe_setup(shape, obj, subsets, K, width, height, seed, background, formats)
+    info["mask_coverage_mean"] = float(np.mean(coverage[0]))  # of the training views
+    info["gt_mesh"] = {"vertices": int(len(gt.vertices)), "faces": int(len(gt.faces)),
+                       "marching_cubes_resolution": gt_resolution if info["shape_kind"] == "analytic" else None}
+    info["conventions"] = dict(CONVENTIONS)
+    info["timings_s"] = {"render": round(render_seconds, 3), "gt_mesh": round(mesh_seconds, 3),
+                         "total": round(time.time() - t_start, 3)}
+    with open(os.path.join(out_dir, "scene.json"), "w") as f:
+        json.dump(info, f, indent=1)
+    if verbose:
+        print(f"{out_dir}: {shape}, {views} views {width}x{height}, render {render_seconds:.1f}s, gt mesh "
+              f"{mesh_seconds:.1f}s, coverage {np.mean(coverage[0]):.2f}")
+    return info

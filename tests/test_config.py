@@ -1,0 +1,121 @@
+"""The config: one default per setting, the CPU preset, range checks, the command line generated from it, and
+what a checkpoint's saved config allows on resume and --test."""
+import argparse
+import dataclasses
+
+import pytest
+
+from nerf import config as cfg
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    cfg.add_arguments(parser)
+    return cfg.explicit_settings(parser.parse_args(argv))
+
+
+def test_every_setting_has_one_flag_and_a_help_text():
+    names = [f.name for _, f in cfg._stage_fields()]
+    assert len(names) == len(set(names))  # unique across stages: flags and `override` address them by name
+    parser = argparse.ArgumentParser()
+    cfg.add_arguments(parser)
+    flags = {a.dest: a for a in parser._actions}
+    for stage, f in cfg._stage_fields():
+        assert f.metadata["help"], f.name
+        assert (f.name in flags) == f.metadata["cli"], f.name
+
+
+def test_flags_given_are_the_only_explicit_settings():
+    explicit = parse(["--iters", "7", "--cuda_ray", "--no_cuda_graph", "--lr", "0.5", "--background", "black"])
+    assert explicit == {"iters": 7, "cuda_ray": True, "cuda_graph": False, "lr": 0.5, "background": "black"}
+    assert parse([]) == {}
+
+
+def test_cpu_preset_is_lean_and_flags_win_over_it():
+    gpu, cpu = cfg.resolve({}, "cuda", "scene"), cfg.resolve({}, "cpu", "scene")
+    assert gpu == dataclasses.replace(cfg.Config(), data=cfg.DataConfig(path="scene"))
+    assert (cpu.train.iters, cpu.train.num_rays, cpu.field.num_levels, cpu.export.mc_resolution) == (1000, 512, 8, 256)
+    assert cfg.resolve({"num_levels": 3}, "cpu", "scene").field.num_levels == 3
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"num_rays": 0}, "--num_rays: must be >= 1, got 0"),
+    ({"iters": -5}, "--iters: must be >= 1, got -5"),
+    ({"lr": float("nan")}, "--lr: must be a finite number"),
+    ({"downscale": 0}, "--downscale: must be >= 1"),
+    ({"upsample_steps": 20}, "--upsample_steps: must be a multiple of 16"),
+    ({"grid_resolution": 3}, "--grid_resolution: its cube must be a multiple of 8"),
+    ({"normals": "exact"}, "--normals: must be one of analytic, fd"),
+    ({"desired_resolution": 8}, "--desired_resolution: must be >= --base_resolution"),
+    ({"no_such_thing": 1}, "--no_such_thing: unknown setting"),
+])
+def test_bad_settings_are_refused_naming_the_flag(flags, message):
+    with pytest.raises(cfg.ConfigError, match=message.replace("(", r"\(")):
+        cfg.resolve(flags, "cpu", "scene")
+
+
+def test_saved_config_round_trips_and_ignores_unknown_settings():
+    config = cfg.resolve({"num_levels": 6, "cuda_ray": True}, "cpu", "scene")
+    saved = cfg.to_dict(config)
+    assert cfg.from_dict(saved) == config
+    saved["field"]["a_setting_of_a_later_version"] = 1
+    assert cfg.from_dict(saved) == config
+
+
+def test_restore_takes_the_checkpoints_settings():
+    saved = cfg.to_dict(cfg.resolve({"num_levels": 6, "hidden_dim": 32, "cuda_ray": True}, "cpu", "/data/a"))
+    # --test with no flags: everything from the checkpoint, on whatever device (no preset applies).
+    restored = cfg.restore(saved, {}, None, testing=True)
+    assert restored == cfg.from_dict(saved)
+    # DATA overrides the scene path; eval-only flags are allowed.
+    restored = cfg.restore(saved, {"mc_resolution": 64, "eval_chunk": 99, "downscale": 2}, "/data/b", testing=True)
+    assert (restored.data.path, restored.export.mc_resolution, restored.data.downscale) == ("/data/b", 64, 2)
+    # The same value as the checkpoint's is not a change.
+    assert cfg.restore(saved, {"num_levels": 6}, None, testing=True).field.num_levels == 6
+    # Resuming may extend training; --test may not change it.
+    assert cfg.restore(saved, {"iters": 9000}, None, testing=False).train.iters == 9000
+    with pytest.raises(cfg.ConfigError, match="--iters: the checkpoint was trained with 1000; --test"):
+        cfg.restore(saved, {"iters": 9000}, None, testing=True)
+
+
+@pytest.mark.parametrize("testing", [True, False])
+@pytest.mark.parametrize("flags", [{"num_levels": 16}, {"cuda_ray": False}, {"hidden_dim": 64}, {"holdout": 4}])
+def test_restore_refuses_flags_that_change_the_model(flags, testing):
+    saved = cfg.to_dict(cfg.resolve({"num_levels": 6, "hidden_dim": 32, "cuda_ray": True}, "cpu", "/data/a"))
+    name = next(iter(flags))
+    with pytest.raises(cfg.ConfigError, match=f"^--{name}: the checkpoint was trained with"):
+        cfg.restore(saved, flags, None, testing=testing)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--num_rays", "0"], "error: --num_rays: must be >= 1, got 0"),
+    (["--upsample_steps", "20"], "error: --upsample_steps: must be a multiple of 16"),
+    (["--device", "tpu9"], "error: --device: unknown device 'tpu9'"),
+    (["--ckpt", "/no/such/ckpt.pth"], "error: /no/such/ckpt.pth: checkpoint not found"),
+    (["--test"], "error: {ws}/checkpoints: no checkpoint to test; train first"),
+])
+def test_bad_flags_give_one_error_line_and_write_nothing(small_scene, tmp_path, capsys, flags, message):
+    import main_sdf
+
+    workspace = str(tmp_path / "ws")
+    code = main_sdf.main([small_scene[0], "--workspace", workspace, "--device", "cpu"] + flags)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith(message.format(ws=workspace)), err
+    assert not (tmp_path / "ws").exists()
+
+
+def test_a_workspace_that_is_a_file_is_refused(small_scene, tmp_path, capsys):
+    import main_sdf
+
+    workspace = tmp_path / "ws"
+    workspace.write_text("not a folder")
+    assert main_sdf.main([small_scene[0], "--workspace", str(workspace), "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {workspace}: --workspace is not a folder"
+    assert workspace.read_text() == "not a folder"
+
+
+def test_training_needs_data_when_there_is_no_checkpoint(tmp_path, capsys):
+    import main_sdf
+
+    assert main_sdf.main(["--workspace", str(tmp_path / "ws"), "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: DATA: a scene folder is needed to train")
