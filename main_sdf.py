@@ -32,10 +32,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     launch_time = LAUNCH_TIME if argv is None else time.time()
-    args = parse_args(argv)
-    from nerf.run import run
+    try:
+        args = parse_args(argv)
+        from nerf.run import run
 
-    return run(args, launch_time)
+        return run(args, launch_time)
+    except KeyboardInterrupt:  # outside the training loop, which saves and reports by itself
+        print("interrupted; checkpoints already written are kept (run the same command to resume)", file=sys.stderr)
+        return 130
 
 
 def cli():

@@ -43,14 +43,28 @@ def save_checkpoint(folder, state, keep):
 
 
 def load_checkpoint(path, device):
-    """The dict saved by `save_checkpoint`, tensors on `device`; CheckpointError if it cannot be read."""
+    """The dict saved by `save_checkpoint`, tensors on `device`; CheckpointError if it cannot be read, is not
+    ours, or holds non-finite weights."""
     try:
         state = torch.load(path, map_location=device, weights_only=False)
     except Exception as e:  # truncated, not a torch file, unreadable...
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__})") from None
-    if not isinstance(state, dict) or "config" not in state or "step" not in state:
+    if not isinstance(state, dict) or not {"config", "step", "model"} <= set(state):
         raise CheckpointError(f"{path}: not a checkpoint of this version (no config)")
+    if not all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point()):
+        raise CheckpointError(f"{path}: checkpoint holds non-finite weights")
     return state
+
+
+def load_latest_valid(folder, device, warn):
+    """(path, state) of the newest checkpoint in `folder` that loads, or (None, None) if there is none; each
+    newer one that does not load is reported through `warn` (one line) and skipped."""
+    for path in reversed(list_checkpoints(folder)):
+        try:
+            return path, load_checkpoint(path, device)
+        except CheckpointError as e:
+            warn(f"warning: {e}; trying the previous checkpoint")
+    return None, None
 
 
 def rng_state(generator: torch.Generator) -> dict:

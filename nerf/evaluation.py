@@ -4,6 +4,7 @@ import os
 import numpy as np
 import torch
 import torch.nn.functional as F
+import tqdm
 
 from .files import save_png, write_atomic, write_json
 from .metrics import psnr, ssim
@@ -67,11 +68,11 @@ def depth_image(depth):
     return np.repeat(image[..., None], 3, -1)
 
 
-def write_test_results(renderer, scene, bg_color, chunk, results_dir, step, use_amp=False):
+def write_test_results(renderer, scene, bg_color, chunk, results_dir, step, use_amp=False, quiet=False):
     """Render every held-out view at full size (rgb, normal, depth PNGs, depth .npy in world units) and write
     results_dir/metrics.json (PSNR and SSIM per view and their means); returns the metrics."""
     per_view = {}
-    for i, name in enumerate(scene.test.names):
+    for i, name in enumerate(tqdm.tqdm(scene.test.names, desc="held-out views", disable=quiet)):
         res = render_view(renderer, scene.test, i, bg_color, scene.world_scale, chunk, use_amp=use_amp)
         per_view[name] = image_scores(res)
         save_png(os.path.join(results_dir, f"{name}_rgb.png"), res["rgb"])

@@ -1,4 +1,5 @@
-"""Writing outputs so that a killed run never leaves half a file: a temporary name, then an atomic rename."""
+"""Writing outputs so that a killed run never leaves half a file: a hidden temporary file, flushed to disk,
+then one atomic rename."""
 import json
 import os
 
@@ -7,14 +8,28 @@ import numpy as np
 
 
 def write_atomic(path, write_fn):
-    """write_fn(tmp_path) writes the file; it then replaces `path` in one rename. The temporary file is hidden
-    ('.tmp-' + name: it can never match a pattern for the real files, such as ckpt_*.pth) and keeps the
-    extension, from which some writers pick the format."""
+    """write_fn(tmp_path) writes the file; it is synced to disk and then replaces `path` in one rename. The
+    temporary file is hidden ('.tmp-' + name: it can never match a pattern for the real files, such as
+    ckpt_*.pth) and keeps the extension, from which some writers pick the format. If writing fails (a full
+    disk...), the temporary file is removed and the error raised: `path` is the old file or absent, never
+    half a file."""
     folder, name = os.path.split(path)
     os.makedirs(folder or ".", exist_ok=True)
     tmp = os.path.join(folder, f".tmp-{name}")
-    write_fn(tmp)
-    os.replace(tmp, path)
+    try:
+        write_fn(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    fd = os.open(folder or ".", os.O_RDONLY)  # the rename itself reaches the disk too
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_json(path, data):
@@ -29,4 +44,9 @@ def save_png(path, image):
     """image: [H, W, 3] float in [0, 1] or uint8, RGB."""
     if image.dtype != np.uint8:
         image = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
-    write_atomic(path, lambda p: cv2.imwrite(p, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)))
+
+    def write(p):
+        if not cv2.imwrite(p, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"{p}: could not write the image")
+
+    write_atomic(path, write)

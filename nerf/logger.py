@@ -21,7 +21,8 @@ class Logger:
         if self.writer is None:
             from tensorboardX import SummaryWriter
 
-            self.writer = SummaryWriter(os.path.join(self.workspace, "run"))
+            # Flushed every few seconds, so a killed run's curves are on disk up to then.
+            self.writer = SummaryWriter(os.path.join(self.workspace, "run"), flush_secs=10)
         return self.writer
 
     def scalars(self, values: dict, step: int):

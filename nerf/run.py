@@ -8,7 +8,7 @@ import time
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, checkpoint_dir, latest_checkpoint, load_checkpoint
+from .checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, load_latest_valid
 from .config import SCENE_RADIUS, ConfigError, explicit_settings, override, resolve, restore
 from .evaluation import view_background, write_test_results
 from .files import write_json
@@ -17,7 +17,7 @@ from .mesh import export_mesh, extract_mesh
 from .network_sdf import build_model
 from .provider import DatasetError, load_scene
 from .renderer_sdf import build_renderer
-from .trainer import Trainer, TrainingDiverged
+from .trainer import Trainer, TrainingDiverged, TrainingInterrupted
 
 
 class StageClock:
@@ -49,28 +49,27 @@ def pick_device(name):
 
 
 def run_config(args, device):
-    """(config, checkpoint state or None) for the command line `args`: a new run's config from the flags and
-    the device preset, or the saved config of the checkpoint the run continues from (`restore`)."""
+    """(config, checkpoint path, checkpoint state) for the command line `args`: a new run's config from the
+    flags and the device preset (path and state None), or the saved config of the checkpoint the run continues
+    from (`restore`)."""
     if os.path.exists(args.workspace) and not os.path.isdir(args.workspace):
         raise ConfigError(f"{args.workspace}: --workspace is not a folder")
     explicit = explicit_settings(args)
     data = None if args.data is None else os.path.abspath(args.data)
-    if args.ckpt == "scratch":
-        path = None
-    elif args.ckpt == "latest":
-        path = latest_checkpoint(checkpoint_dir(args.workspace))
-    elif not os.path.isfile(args.ckpt):
-        raise CheckpointError(f"{args.ckpt}: checkpoint not found")
-    else:
-        path = args.ckpt
-    if path is None:
+    path = state = None
+    if args.ckpt == "latest":  # the newest checkpoint that loads (a broken one is skipped with a warning)
+        path, state = load_latest_valid(checkpoint_dir(args.workspace), device, lambda m: print(m, file=sys.stderr))
+    elif args.ckpt != "scratch":
+        if not os.path.isfile(args.ckpt):
+            raise CheckpointError(f"{args.ckpt}: checkpoint not found")
+        path, state = args.ckpt, load_checkpoint(args.ckpt, device)
+    if state is None:
         if args.test:
             raise CheckpointError(f"{checkpoint_dir(args.workspace)}: no checkpoint to test; train first")
         if data is None:
             raise ConfigError("DATA: a scene folder is needed to train (no checkpoint in --workspace)")
-        return resolve(explicit, device, data), None
-    state = load_checkpoint(path, device)
-    return restore(state["config"], explicit, data, testing=args.test), state
+        return resolve(explicit, device, data), None, None
+    return restore(state["config"], explicit, data, testing=args.test), path, state
 
 
 def build_trainer(config, scene, device, workspace, quiet=False):
@@ -84,7 +83,7 @@ def build_trainer(config, scene, device, workspace, quiet=False):
 
 def prepare(args, device, clock):
     """Config, scene and trainer (with the checkpoint's state loaded); raises on bad input, writing nothing."""
-    config, state = run_config(args, device)
+    config, path, state = run_config(args, device)
     # Softplus(beta=100) underflows to denormals far from the surface, which are ~5x slower on CPUs.
     torch.set_flush_denormal(True)
     d = config.data
@@ -95,13 +94,25 @@ def prepare(args, device, clock):
     trainer = build_trainer(config, scene, device, args.workspace, args.quiet)
     if state is not None:
         trainer.load_state_dict(state)
-        trainer.logger.log(f"continuing from step {trainer.step} ({args.ckpt} checkpoint)")
+        trainer.logger.log(f"continuing from step {trainer.step} of {path}")
     clock.lap("model")
     return config, scene, trainer
 
 
+def write_mesh(config, scene, trainer, device, workspace):
+    """Marching cubes of the trained SDF -> WORKSPACE/meshes/mesh.ply (world frame); None if the surface is
+    empty (nothing reconstructed: no file is written)."""
+    mesh = extract_mesh(trainer.model, config.export.mc_resolution, scene.to_world, device, SCENE_RADIUS)
+    if len(mesh.faces) == 0:
+        return None
+    path = os.path.join(workspace, "meshes", "mesh.ply")
+    export_mesh(mesh, path)
+    trainer.logger.log(f"mesh: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces -> {path}")
+    return path
+
+
 def run(args, launch_time):
-    """The whole run for parsed command-line `args`; returns the exit code (2: bad input, 3: diverged,
+    """The whole run for parsed command-line `args`; returns the exit code (2: bad input, 3: training failed,
     130: interrupted)."""
     clock = StageClock(launch_time)
     try:
@@ -118,21 +129,21 @@ def run(args, launch_time):
         except TrainingDiverged as e:
             print(f"error: {e}", file=sys.stderr)
             return 3
-        except KeyboardInterrupt:
-            print(f"interrupted at step {trainer.step}: checkpoint saved; run the same command to resume",
-                  file=sys.stderr)
+        except TrainingInterrupted as e:
+            print(f"interrupted at step {e.step}: checkpoint saved; run the same command to resume", file=sys.stderr)
             return 130
         clock.lap("training")
-    mesh = extract_mesh(trainer.model, config.export.mc_resolution, scene.to_world, device, SCENE_RADIUS)
-    mesh_path = os.path.join(args.workspace, "meshes", "mesh.ply")
-    export_mesh(mesh, mesh_path)
-    trainer.logger.log(f"mesh: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces -> {mesh_path}")
+    mesh_path = write_mesh(config, scene, trainer, device, args.workspace)
+    if mesh_path is None:
+        print(f"error: {args.workspace}: the reconstructed surface is empty (no mesh written); train longer or "
+              "check the scene's cameras and masks", file=sys.stderr)
+        return 3
     clock.lap("mesh")
     print(f"mesh: {mesh_path}")
     if args.test:
         results = os.path.join(args.workspace, "results")
         metrics = write_test_results(trainer.renderer, scene, view_background(config.field.background, device),
-                                     config.export.eval_chunk, results, trainer.step, trainer.use_amp)
+                                     config.export.eval_chunk, results, trainer.step, trainer.use_amp, args.quiet)
         clock.lap("test")
         trainer.logger.log(f"test: {len(metrics['views'])} views, PSNR {metrics['mean_psnr']}, "
                            f"SSIM {metrics['mean_ssim']}")

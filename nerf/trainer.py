@@ -7,14 +7,16 @@ the look at the counter of non-finite steps every `check_every` steps.
 """
 import math
 import os
+import signal
+import threading
 import time
 
 import torch
 import tqdm
 
 from . import losses
+from .checkpoint import checkpoint_dir, load_checkpoint, load_latest_valid, rng_state, save_checkpoint, set_rng_state
 from .config import to_dict
-from .checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .cuda_graph import GraphedStep
 from .evaluation import validation_image, view_background
 from .files import save_png, write_json
@@ -25,6 +27,34 @@ from .ray_budget import RayBudget
 
 class TrainingDiverged(RuntimeError):
     pass
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training, after the state of the last completed step was saved."""
+
+    def __init__(self, step):
+        super().__init__(step)
+        self.step = step
+
+
+class DeferredInterrupt:
+    """Inside the block a first Ctrl-C (SIGINT) only sets `requested`, for the loop to stop between steps; a
+    second one raises KeyboardInterrupt at once. Outside the main thread signals cannot be caught: no effect."""
+
+    def __enter__(self):
+        self.requested, self.previous = False, None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 def train_stats(steps, seconds, samples, rays):
@@ -127,7 +157,10 @@ class Trainer:
         return loss, terms
 
     def train(self, until_step=None):
-        """Train up to `iters` (or `until_step`, for tests of interrupted runs), then save a checkpoint."""
+        """Train up to `iters` (or `until_step`, for tests of interrupted runs), then save a checkpoint.
+
+        Ctrl-C stops after the step in flight and saves that state (TrainingInterrupted), so a resume continues
+        exactly; a second Ctrl-C stops at once, keeping the last checkpoint."""
         t = self.train_cfg
         end = t.iters if until_step is None else min(until_step, t.iters)
         self.logger.log(f"training from step {self.step} to {end} on {self.device}: {len(self.scene.train)} views, "
@@ -136,13 +169,14 @@ class Trainer:
         start_time, start_step = time.time(), self.step
         self.samples_seen.zero_()
         self.rays_seen.zero_()
-        try:
+        with DeferredInterrupt() as interrupt, bar:
             while self.step < end:
                 loss, terms = self.train_step()
                 bar.update(1)
                 if self.step % t.check_every == 0 or self.step == end:
                     bad_steps = int(self.bad_streak)  # the only wait on the GPU
-                    if bad_steps >= t.bad_steps:
+                    # At the end any non-finite loss counts: a run whose last steps diverged must not export.
+                    if bad_steps >= t.bad_steps or (self.step == end and (bad_steps > 0 or not self.weights_finite())):
                         self.recover(float(loss), self.step - bad_steps)
                         bar.n = self.step
                         continue
@@ -152,11 +186,10 @@ class Trainer:
                     self.validate()
                 if t.ckpt_every > 0 and self.step % t.ckpt_every == 0:
                     self.save()
-        except KeyboardInterrupt:
-            bar.close()
-            self.logger.log(f"interrupted at step {self.step}; saved {self.save()}")
-            raise
-        bar.close()
+                if interrupt.requested:
+                    path = self.save()
+                    self.logger.log(f"interrupted at step {self.step}; saved {path}")
+                    raise TrainingInterrupted(self.step)
         self.save()
         elapsed, steps = time.time() - start_time, self.step - start_step
         stats = train_stats(steps, elapsed, int(self.samples_seen), int(self.rays_seen))
@@ -192,17 +225,18 @@ class Trainer:
 
     def recover(self, loss_value, first_bad_step):
         """Divergence: reload the last checkpoint with a lower learning rate, a few times at most; else stop."""
-        t, latest = self.train_cfg, latest_checkpoint(self.ckpt_dir)
+        t = self.train_cfg
+        latest, state = load_latest_valid(self.ckpt_dir, self.device, self.logger.log)
         if latest is None or self.recoveries >= t.max_recoveries:
             raise TrainingDiverged(
                 f"training diverged at step {first_bad_step} (loss {loss_value}) "
                 + ("with no checkpoint to recover from" if latest is None else f"after {t.max_recoveries} recoveries"))
         recoveries, lr_scale = self.recoveries + 1, self.lr_scale * t.recovery_lr_factor
-        self.load(latest)
+        self.load_state_dict(state)
         self.recoveries, self.lr_scale = recoveries, lr_scale
         self.bad_streak.zero_()
-        self.logger.log(f"loss {loss_value} for {t.bad_steps} steps from step {first_bad_step}: reloaded {latest}, "
-                        f"learning rate x{self.lr_scale}")
+        self.logger.log(f"loss {loss_value} from step {first_bad_step}: reloaded {latest}, learning rate "
+                        f"x{self.lr_scale}")
 
     # ------------------------------------------------------------------------------------------------------
     # Checkpoints: the whole state as one dict (checkpoint.py writes and reads it)
@@ -228,10 +262,14 @@ class Trainer:
         set_rng_state(state["rng"], self.generator)
         self.model.update_step(self.step, self.train_cfg.iters)
 
+    def weights_finite(self):
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+
     def save(self):
-        """A checkpoint of the current state, unless a parameter is not finite (it would betray a resume)."""
-        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
-            self.logger.log(f"step {self.step}: parameters not finite, checkpoint not saved")
+        """A checkpoint of the current state, unless the last loss or a weight is not finite (it would betray a
+        resume or a recovery)."""
+        if int(self.bad_streak) > 0 or not self.weights_finite():
+            self.logger.log(f"step {self.step}: loss or weights not finite, checkpoint not saved")
             return None
         return save_checkpoint(self.ckpt_dir, self.state_dict(), self.train_cfg.ckpt_keep)
 

@@ -1,0 +1,128 @@
+"""Faults on CPU: a run killed at random moments (kill -9, also inside a checkpoint write) or stopped with
+Ctrl-C resumes and ends with exactly the weights of an uninterrupted run; a broken newest checkpoint is skipped;
+weights that blow up in the last steps are caught; an empty surface is an error, not an empty mesh."""
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import main_sdf
+from nerf.checkpoint import list_checkpoints
+from train_helpers import TINY_MODEL
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGS = ["--iters", "40", "--ckpt_every", "4", "--mc_resolution", "32", "--device", "cpu", "--quiet", *TINY_MODEL]
+
+
+def command(root, workspace, *extra):
+    return [sys.executable, os.path.join(REPO, "main_sdf.py"), root, "--workspace", workspace, *FLAGS, *extra]
+
+
+def final_weights(workspace):
+    path = list_checkpoints(os.path.join(workspace, "checkpoints"))[-1]
+    state = torch.load(path, weights_only=False)
+    assert state["step"] == 40
+    return state["model"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+@pytest.fixture(scope="module")
+def reference(small_scene, tmp_path_factory):
+    """The uninterrupted run's final weights."""
+    workspace = str(tmp_path_factory.mktemp("reference"))
+    subprocess.run(command(small_scene[0], workspace), check=True, capture_output=True)
+    return final_weights(workspace)
+
+
+def wait_for_checkpoint(process, workspace, timeout=60):
+    folder = os.path.join(workspace, "checkpoints")
+    deadline = time.time() + timeout
+    while not list_checkpoints(folder) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+
+
+def test_killed_at_random_moments_resumes_to_the_uninterrupted_result(small_scene, reference, tmp_path):
+    workspace = str(tmp_path / "w")
+    rng = random.Random(0)
+    kills = 0
+    for attempt in range(8):
+        process = subprocess.Popen(command(small_scene[0], workspace), stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+        if attempt < 3:  # kill -9 somewhere in the training (checkpoints are written every 4 steps)
+            wait_for_checkpoint(process, workspace)
+            time.sleep(rng.uniform(0.0, 0.6))
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                kills += 1
+        out, err = process.communicate(timeout=120)
+        if process.returncode == 0:
+            break
+        assert process.returncode == -signal.SIGKILL, err.decode()
+    assert process.returncode == 0 and kills >= 1
+    # Whatever a kill left behind is never taken for a checkpoint, and never breaks the resume.
+    assert_same_weights(final_weights(workspace), reference)
+
+
+def test_ctrl_c_saves_the_last_completed_step_and_resumes_exactly(small_scene, reference, tmp_path):
+    workspace = str(tmp_path / "w")
+    process = subprocess.Popen(command(small_scene[0], workspace), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for_checkpoint(process, workspace)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    if process.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    lines = err.decode().strip().splitlines()
+    assert process.returncode == 130 and len(lines) == 1, lines
+    assert lines[0].startswith("interrupted at step ") and lines[0].endswith("run the same command to resume")
+    step = int(lines[0].split()[3].rstrip(":"))
+    assert os.path.basename(list_checkpoints(os.path.join(workspace, "checkpoints"))[-1]) == f"ckpt_{step:07d}.pth"
+    subprocess.run(command(small_scene[0], workspace), check=True, capture_output=True)
+    assert_same_weights(final_weights(workspace), reference)
+
+
+def test_a_broken_newest_checkpoint_is_skipped_with_a_warning(small_scene, tmp_path, capsys):
+    workspace = str(tmp_path / "w")
+    args = [small_scene[0], "--workspace", workspace, *FLAGS]
+    assert main_sdf.main(args + ["--iters", "8"]) == 0
+    newest = list_checkpoints(os.path.join(workspace, "checkpoints"))[-1]
+    with open(newest, "r+b") as f:  # truncated, as a full disk or a dying machine would leave it
+        f.truncate(100)
+    capsys.readouterr()
+    assert main_sdf.main(["--workspace", workspace, "--test", "--device", "cpu", "--quiet"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: {newest}: unreadable checkpoint"), err
+
+
+def test_weights_that_blow_up_in_the_last_steps_are_caught(small_scene, tmp_path, capsys):
+    """A learning rate so large that the field breaks within the last few steps, before the every-10-steps
+    look at the divergence counter: the end-of-training check catches it; no checkpoint or mesh is written."""
+    workspace = tmp_path / "w"
+    args = [small_scene[0], "--workspace", str(workspace), *FLAGS, "--iters", "6", "--ckpt_every", "0",
+            "--lr", "1e30", "--warmup", "0"]
+    assert main_sdf.main(args) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: training diverged at step"), err
+    assert list_checkpoints(str(workspace / "checkpoints")) == []
+    assert not (workspace / "meshes").exists()
+
+
+def test_an_empty_surface_is_an_error(small_scene, tmp_path, capsys):
+    """A field with no zero crossing in the sphere (here: the initial sphere shrunk to a point, and a learning
+    rate of 0) gives no mesh and exit 3, not an empty mesh file."""
+    workspace = tmp_path / "w"
+    args = [small_scene[0], "--workspace", str(workspace), *FLAGS, "--iters", "1", "--init_radius", "0",
+            "--lr", "0"]
+    assert main_sdf.main(args) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the reconstructed surface is empty" in err[0], err
+    assert not (workspace / "meshes").exists()
