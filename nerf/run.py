@@ -3,6 +3,7 @@ the model, renderer and trainer, train (or not, for `--test`), then write the me
 held-out renders and metrics. Every problem with the input is found before anything is written."""
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -48,12 +49,32 @@ def pick_device(name):
     return name
 
 
+def check_workspace(path):
+    """The workspace must be a folder we can create and write, or one that exists and we can write; checked by
+    creating (and removing) a probe file in the nearest existing folder, so nothing is left behind."""
+    if not path:
+        raise ConfigError("--workspace: empty path")
+    if os.path.islink(path) and not os.path.exists(path):
+        raise ConfigError(f"{path}: --workspace is a dangling symbolic link")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{path}: --workspace is not a folder")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError(f"{path}: --workspace cannot be created ({existing} is not a folder)")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{path}: --workspace is not writable ({e.strerror} in {existing})") from None
+
+
 def run_config(args, device):
     """(config, checkpoint path, checkpoint state) for the command line `args`: a new run's config from the
     flags and the device preset (path and state None), or the saved config of the checkpoint the run continues
     from (`restore`)."""
-    if os.path.exists(args.workspace) and not os.path.isdir(args.workspace):
-        raise ConfigError(f"{args.workspace}: --workspace is not a folder")
+    check_workspace(args.workspace)
     explicit = explicit_settings(args)
     data = None if args.data is None else os.path.abspath(args.data)
     path = state = None

@@ -104,14 +104,28 @@ def test_bad_flags_give_one_error_line_and_write_nothing(small_scene, tmp_path, 
     assert not (tmp_path / "ws").exists()
 
 
-def test_a_workspace_that_is_a_file_is_refused(small_scene, tmp_path, capsys):
+@pytest.mark.parametrize("kind, message", [
+    ("file", "{ws}: --workspace is not a folder"),
+    ("under_a_file", "{ws}: --workspace cannot be created"),
+    ("dangling_link", "{ws}: --workspace is a dangling symbolic link"),
+    ("empty", "--workspace: empty path"),
+])
+def test_an_unusable_workspace_is_refused(small_scene, tmp_path, capsys, kind, message):
+    import os
+
     import main_sdf
 
-    workspace = tmp_path / "ws"
-    workspace.write_text("not a folder")
-    assert main_sdf.main([small_scene[0], "--workspace", str(workspace), "--device", "cpu"]) == 2
-    assert capsys.readouterr().err.strip() == f"error: {workspace}: --workspace is not a folder"
-    assert workspace.read_text() == "not a folder"
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    workspace = {"file": str(blocker), "under_a_file": str(blocker / "ws"), "empty": ""}.get(kind)
+    if kind == "dangling_link":
+        workspace = str(tmp_path / "link")
+        os.symlink(tmp_path / "nowhere", workspace)
+    before = sorted(os.listdir(tmp_path))
+    assert main_sdf.main([small_scene[0], "--workspace", workspace, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: " + message.format(ws=workspace)), err
+    assert sorted(os.listdir(tmp_path)) == before and blocker.read_text() == "not a folder"
 
 
 def test_training_needs_data_when_there_is_no_checkpoint(tmp_path, capsys):
