@@ -120,45 +120,30 @@ def prepare(args, device, clock):
     return config, scene, trainer
 
 
+class EmptySurface(RuntimeError):
+    pass
+
+
 def write_mesh(config, scene, trainer, device, workspace):
-    """Marching cubes of the trained SDF -> WORKSPACE/meshes/mesh.ply (world frame); None if the surface is
-    empty (nothing reconstructed: no file is written)."""
+    """Marching cubes of the trained SDF -> WORKSPACE/meshes/mesh.ply (world frame); EmptySurface if there is
+    no surface (nothing reconstructed: no file is written)."""
     mesh = extract_mesh(trainer.model, config.export.mc_resolution, scene.to_world, device, SCENE_RADIUS)
     if len(mesh.faces) == 0:
-        return None
+        raise EmptySurface(f"{workspace}: the reconstructed surface is empty (no mesh written); train longer or "
+                           "check the scene's cameras and masks")
     path = os.path.join(workspace, "meshes", "mesh.ply")
     export_mesh(mesh, path)
     trainer.logger.log(f"mesh: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces -> {path}")
     return path
 
 
-def run(args, launch_time):
-    """The whole run for parsed command-line `args`; returns the exit code (2: bad input, 3: training failed,
-    130: interrupted)."""
-    clock = StageClock(launch_time)
-    try:
-        device = pick_device(args.device)
-        torch.empty(0, device=device)  # creates the CUDA context: start-up, not data loading
-        clock.lap("start-up")
-        config, scene, trainer = prepare(args, device, clock)
-    except (ConfigError, DatasetError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def train_and_export(args, config, scene, trainer, device, clock):
+    """Train (unless --test), write the mesh, and for --test the held-out renders and metrics; the stage
+    seconds go to timings.json."""
     if not args.test:
-        try:
-            trainer.train()
-        except TrainingDiverged as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 3
-        except TrainingInterrupted as e:
-            print(f"interrupted at step {e.step}: checkpoint saved; run the same command to resume", file=sys.stderr)
-            return 130
+        trainer.train()
         clock.lap("training")
     mesh_path = write_mesh(config, scene, trainer, device, args.workspace)
-    if mesh_path is None:
-        print(f"error: {args.workspace}: the reconstructed surface is empty (no mesh written); train longer or "
-              "check the scene's cameras and masks", file=sys.stderr)
-        return 3
     clock.lap("mesh")
     print(f"mesh: {mesh_path}")
     if args.test:
@@ -173,5 +158,32 @@ def run(args, launch_time):
     clock.seconds["total"] = round(sum(clock.seconds.values()), 3)
     write_json(os.path.join(args.workspace, "timings_test.json" if args.test else "timings.json"), clock.seconds)
     trainer.logger.log("stage seconds: " + ", ".join(f"{k} {v}" for k, v in clock.seconds.items()))
-    trainer.logger.close()
+
+
+def run(args, launch_time):
+    """The whole run for parsed command-line `args`; returns the exit code: 2 bad input (nothing written),
+    3 training failed (diverged, empty surface), 1 an output could not be written (full disk...), 130
+    interrupted. Each failure is one line on stderr."""
+    clock = StageClock(launch_time)
+    try:
+        device = pick_device(args.device)
+        torch.empty(0, device=device)  # creates the CUDA context: start-up, not data loading
+        clock.lap("start-up")
+        config, scene, trainer = prepare(args, device, clock)
+    except (ConfigError, DatasetError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        train_and_export(args, config, scene, trainer, device, clock)
+    except (TrainingDiverged, EmptySurface) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except TrainingInterrupted as e:
+        print(f"interrupted at step {e.step}: checkpoint saved; run the same command to resume", file=sys.stderr)
+        return 130
+    except OSError as e:  # a full disk, a folder made read-only meanwhile...: the partial file is already gone
+        print(f"error: {e.filename or args.workspace}: cannot write ({e.strerror or e})", file=sys.stderr)
+        return 1
+    finally:
+        trainer.logger.close()
     return 0

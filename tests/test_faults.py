@@ -126,3 +126,33 @@ def test_an_empty_surface_is_an_error(small_scene, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "the reconstructed surface is empty" in err[0], err
     assert not (workspace / "meshes").exists()
+
+
+def test_a_full_disk_gives_one_line_and_leaves_nothing_corrupt(small_scene, tmp_path, capsys, monkeypatch):
+    """The disk fills up in the middle of a checkpoint write: exit 1 with one line, the partial file removed,
+    the previous checkpoint intact and resumable."""
+    import errno
+
+    import nerf.checkpoint
+
+    workspace = tmp_path / "w"
+    args = [small_scene[0], "--workspace", str(workspace), *FLAGS, "--iters", "8"]
+    real_save = torch.save
+    saves = []
+
+    def filling_save(obj, path):
+        saves.append(path)
+        if len(saves) == 2:  # the second checkpoint: half written, then the disk is full
+            with open(path, "wb") as f:
+                f.write(b"\0" * 100)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        real_save(obj, path)
+
+    monkeypatch.setattr(nerf.checkpoint.torch, "save", filling_save)
+    assert main_sdf.main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "No space left on device" in err[0], err
+    folder = workspace / "checkpoints"
+    assert sorted(os.listdir(folder)) == ["ckpt_0000004.pth"]  # no temporary file left
+    monkeypatch.setattr(nerf.checkpoint.torch, "save", real_save)
+    assert main_sdf.main(args) == 0  # resumes from step 4
