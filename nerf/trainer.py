@@ -15,7 +15,7 @@ import torch
 import tqdm
 
 from . import losses
-from .checkpoint import checkpoint_dir, load_checkpoint, load_latest_valid, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import checkpoint_dir, load_latest_valid, rng_state, save_checkpoint, set_rng_state
 from .config import to_dict
 from .cuda_graph import GraphedStep
 from .evaluation import validation_image, view_background
@@ -272,7 +272,3 @@ class Trainer:
             self.logger.log(f"step {self.step}: loss or weights not finite, checkpoint not saved")
             return None
         return save_checkpoint(self.ckpt_dir, self.state_dict(), self.train_cfg.ckpt_keep)
-
-    def load(self, path):
-        self.load_state_dict(load_checkpoint(path, self.device))
-        self.logger.log(f"loaded {path} (step {self.step})")

@@ -15,7 +15,7 @@ import trimesh
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nerf.provider import decompose_projection  # noqa: E402
+from nerf.camera_geometry import decompose_projection  # noqa: E402
 from nerf.synthetic import rasterize  # noqa: E402
 
 

@@ -133,3 +133,13 @@ def test_training_needs_data_when_there_is_no_checkpoint(tmp_path, capsys):
 
     assert main_sdf.main(["--workspace", str(tmp_path / "ws"), "--device", "cpu"]) == 2
     assert capsys.readouterr().err.strip().startswith("error: DATA: a scene folder is needed to train")
+
+
+def test_a_downscale_larger_than_the_images_is_refused(small_scene, tmp_path, capsys):
+    import main_sdf
+
+    assert main_sdf.main([small_scene[0], "--workspace", str(tmp_path / "ws"), "--device", "cpu",
+                          "--downscale", "1000"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --downscale: 1000 leaves no pixel of the 96x72 images"), err
+    assert not (tmp_path / "ws").exists()

@@ -1,0 +1,146 @@
+"""Camera geometry, for every format once poses are camera-to-world in OpenCV axes: splitting a projection
+matrix, checking that the cameras can see a common object, and the normalisation of the transforms formats
+(which come without one)."""
+import cv2
+import numpy as np
+
+from .input_checks import DatasetError
+
+
+def decompose_projection(P):
+    """Split a 3x4 projection P = K [R | t] into K (3x3, positive focal lengths, K[2,2] = 1) and the
+    camera-to-world pose (4x4). P and -P are the same camera and give the same result: the camera looks along
+    det(M) m3 (M = P[:, :3], m3 its last row; Hartley & Zisserman 6.2.3), so P is first scaled to det(M) > 0,
+    and the signs RQ leaves on K's diagonal are moved into R (K R = (K D)(D R), D = diag(+-1), det D = 1)."""
+    P = np.asarray(P, dtype=np.float64)
+    if np.linalg.det(P[:, :3]) < 0:
+        P = -P
+    k, rotation, centre = cv2.decomposeProjectionMatrix(P)[:3]
+    signs = np.where(np.diag(k) < 0, -1.0, 1.0)
+    if np.prod(signs) > 0:  # else det(K) < 0: a degenerate P; left as it is for the caller's check
+        k, rotation = k * signs, signs[:, None] * rotation
+    k = k / k[2, 2]
+    pose = np.eye(4)
+    pose[:3, :3] = rotation.T
+    pose[:3, 3] = (centre[:3] / centre[3])[:, 0]
+    return k, pose
+
+
+def opengl_to_opencv(c2w):
+    c2w = c2w.copy()
+    c2w[:, :3, 1:3] *= -1  # flip y and z camera axes
+    return c2w
+
+
+def point_nearest_axes(c2w, where):
+    """The point closest (least squares) to all cameras' optical axes: object-centric captures look at it."""
+    a = np.zeros((3, 3))
+    b = np.zeros(3)
+    for o, d in zip(c2w[:, :3, 3], c2w[:, :3, 2]):
+        proj = np.eye(3) - np.outer(d, d)
+        a += proj
+        b += proj @ o
+    if np.linalg.cond(a) > 1e6:
+        raise DatasetError(f"{where}: cameras all look the same way; cannot find the object to normalise the scene")
+    return np.linalg.solve(a, b)
+
+
+def check_camera_geometry(intrinsics, c2w, size, sources, root, train=None, unit_sphere=False):
+    """Cameras that cannot reconstruct anything: the training cameras all at one point, a camera inside the
+    object, looking away from it, or with the object far off its image. `sources[i]` = (file, label) of
+    camera i for the message; `train` selects the training views.
+
+    unit_sphere: the poses are in NeuS's normalised space, where the object is the unit sphere; otherwise
+    (the transforms formats, in world units) the object is taken to be around the point nearest all optical
+    axes, which is returned for `normalise_cameras`.
+    """
+    n = len(c2w)
+    files = sorted({f for f, _ in sources})
+    where = files[0] if len(files) == 1 else root
+    centres = c2w[:, :3, 3]
+    trained = centres if train is None else centres[train]
+    if len(trained) > 1 and np.ptp(trained, axis=0).max() <= 1e-6 * np.abs(trained).max():
+        what = "training cameras" if train is not None and not train.all() else "cameras"
+        train_files = sorted({sources[i][0] for i in np.nonzero(train)[0]}) if train is not None else files
+        at = ", ".join(f"{x:.4g}" for x in trained[0])
+        raise DatasetError(f"{train_files[0] if len(train_files) == 1 else where}: all {len(trained)} {what} are "
+                           f"at one point ({at}); the views need different positions")
+    if unit_sphere:
+        centre, name = np.zeros(3), "the centre of the unit sphere"
+        hint = " (a negative focal length or a mirrored pose in world_mat does this)"
+    else:
+        centre, name, hint = point_nearest_axes(c2w, where), "the point nearest all optical axes", ""
+    distance = np.linalg.norm(centres - centre, axis=1)
+    if unit_sphere:
+        inside = distance <= 1.0
+        problem = "camera centre is inside the unit sphere (the object region), {:.3g} from its centre"
+    else:
+        inside = distance < 0.05 * np.median(distance)
+        problem = (f"is at the object: {{:.3g}} from {name}, where the median camera is "
+                   f"{np.median(distance):.3g} away")
+    if inside.any():
+        i = int(np.argmax(inside))
+        raise DatasetError(f"{sources[i][0]}: {sources[i][1]} {problem.format(distance[i])}")
+    # the centre in each camera's frame: in front (z > 0), and projecting inside or near the image
+    local = np.einsum("vji,vj->vi", c2w[:, :3, :3], centre - centres)
+    z = local[:, 2]
+    behind = z <= 1e-9 * distance
+    if behind.all():
+        raise DatasetError(f"{where}: all {n} cameras look away from the object: {name} is behind every one{hint}")
+    if behind.any():
+        i = int(np.argmax(behind))
+        raise DatasetError(f"{sources[i][0]}: {sources[i][1]} looks away from the object: {name} is behind it{hint}")
+    uv = np.einsum("vij,vj->vi", intrinsics, local)
+    u, v = uv[:, 0] / z, uv[:, 1] / z
+    h, w = size
+    off = (u < -w) | (u > 2 * w) | (v < -h) | (v > 2 * h)
+    if off.any():
+        i = int(np.argmax(off))
+        raise DatasetError(f"{sources[i][0]}: {sources[i][1]} does not see the object: {name} projects to pixel "
+                           f"({u[i]:.0f}, {v[i]:.0f}), far outside the {w}x{h} image")
+    return centre
+
+
+def normalise_cameras(images, masks, intrinsics, c2w, root, grid=64, centre=None):
+    """A similarity (normalised -> world, 4x4) that puts the object inside the unit sphere, for formats
+    that come without one.
+
+    1. A first centre: the point closest (least squares) to all cameras' optical axes — object-centric
+       captures look at the object (`centre`, when `check_camera_geometry` has found it already).
+    2. Carving: points of a grid^3 lattice in a cube around it (half-size 0.9 x the nearest camera's distance,
+       so no camera is inside) are kept if they project in front of and inside every view, and inside every
+       view's mask when masks (or alpha) exist. This is the visual hull, or without masks the common frustum.
+    3. The sphere: centred on the kept points' bounding box, radius = farthest kept point + one cell, x 1.05.
+    """
+    centres = c2w[:, :3, 3]
+    if centre is None:
+        centre = point_nearest_axes(c2w, root)
+    half = 0.9 * np.linalg.norm(centres - centre, axis=1).min()
+    lin = np.linspace(-half, half, grid)
+    pts = np.stack(np.meshgrid(lin, lin, lin, indexing="ij"), -1).reshape(-1, 3) + centre
+    keep = np.arange(len(pts))  # indices of the points every camera so far sees
+    h, w = images.shape[1:3]
+    for i in range(len(c2w)):
+        w2c = np.linalg.inv(c2w[i])
+        cam = pts[keep] @ w2c[:3, :3].T + w2c[:3, 3]
+        z = cam[:, 2]
+        uv = cam @ intrinsics[i].T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u, v = uv[:, 0] / z, uv[:, 1] / z
+        inside = (z > 0) & (u > -0.5) & (u < w - 0.5) & (v > -0.5) & (v < h - 0.5)
+        if masks is not None:
+            seen = np.nonzero(inside)[0]  # finite u, v only
+            ui = np.clip(np.round(u[seen]), 0, w - 1).astype(int)
+            vi = np.clip(np.round(v[seen]), 0, h - 1).astype(int)
+            inside[seen] = masks[i][vi, ui] > 0
+        keep = keep[inside]
+    if not len(keep):
+        raise DatasetError(f"{root}: no point is seen by every camera (inside every mask); cannot normalise the scene")
+    kept = pts[keep]
+    cell = 2 * half / (grid - 1)
+    centre = (kept.min(0) + kept.max(0)) / 2
+    radius = 1.05 * (np.linalg.norm(kept - centre, axis=1).max() + np.sqrt(3) * cell)
+    to_world = np.eye(4)
+    to_world[:3, :3] *= radius
+    to_world[:3, 3] = centre
+    return to_world

@@ -1,0 +1,131 @@
+"""Reading images and masks: 8-bit RGB and binary masks, decoded on a few threads, with the decoders' own
+warnings silenced so that a bad file gives one line (ours, a DatasetError naming it)."""
+import glob
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import cv2
+import numpy as np
+
+from .input_checks import DatasetError
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".JPG", ".PNG", ".exr")
+
+
+@contextmanager
+def quiet_decoders():
+    """Silence what image decoders print while reading: libpng and libjpeg write their own warnings
+    ('libpng error: Read Error') straight to the process's stderr, and OpenCV logs a WARN line for a file it
+    cannot open; a bad input must give one line, ours. OpenCV's log level is set to silent and file
+    descriptor 2 points at /dev/null meanwhile (entered from one thread only: `read_all`)."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    saved = None
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no usable fd 2: nothing to silence
+        pass
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.dup2(saved, 2)
+            os.close(saved)
+        cv2.utils.logging.setLogLevel(level)
+
+
+def list_images(folder: str, what: str):
+    files = sorted(f for f in glob.glob(os.path.join(folder, "*")) if f.endswith(IMAGE_EXTENSIONS))
+    if not files:
+        raise DatasetError(f"{folder}: no {what} found")
+    return files
+
+
+def check_file(path, what):
+    if os.path.isdir(path):
+        raise DatasetError(f"{path}: is a folder, not {'an' if what[0] in 'aeiou' else 'a'} {what} file")
+    if not os.path.isfile(path):
+        raise DatasetError(f"{path}: {what} file missing")
+    if os.path.getsize(path) == 0:
+        raise DatasetError(f"{path}: empty {what} file (0 bytes)")
+
+
+def imread(path, flags, what):
+    try:
+        img = cv2.imread(path, flags)
+    except cv2.error as e:
+        raise DatasetError(f"{path}: unreadable {what} (OpenCV: {str(e).strip().splitlines()[-1]})") from None
+    if img is None or img.size == 0:
+        raise DatasetError(f"{path}: unreadable {what} (damaged, or not a format OpenCV decodes)")
+    return img
+
+
+def read_image(path: str):
+    """(rgb [H, W, 3] uint8, alpha [H, W] uint8 or None); 16-bit images are reduced to 8 bits, float images
+    (values in [0, 1]) quantised."""
+    check_file(path, "image")
+    img = imread(path, cv2.IMREAD_UNCHANGED, "image")
+    if img.dtype == np.uint16:
+        img = (img // 257).astype(np.uint8)
+    elif img.dtype in (np.float32, np.float64):
+        if not np.all(np.isfinite(img)):
+            raise DatasetError(f"{path}: image has NaN or Inf pixels")
+        img = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise DatasetError(f"{path}: unsupported pixel type {img.dtype} (expected 8- or 16-bit, or float)")
+    if img.ndim == 2:
+        img = img[..., None]
+    channels = img.shape[2]
+    if channels == 1:
+        return np.repeat(img, 3, axis=2), None
+    if channels == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB), None
+    if channels == 4:
+        return cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB), img[..., 3].copy()
+    raise DatasetError(f"{path}: unsupported image with {channels} channels")
+
+
+def read_mask(path: str, shape):
+    check_file(path, "mask")
+    img = imread(path, cv2.IMREAD_GRAYSCALE, "mask")
+    if img.shape != shape:
+        raise DatasetError(f"{path}: mask is {img.shape[1]}x{img.shape[0]} but its image is {shape[1]}x{shape[0]}")
+    return np.where(img > 127, 255, 0).astype(np.uint8)
+
+
+def read_all(read_fn, paths):
+    """[read_fn(p) for p in paths], decoded on a few threads (OpenCV releases the GIL while decoding) with the
+    decoders' own messages silenced; the first failing path in order raises, as a loop would."""
+    with quiet_decoders(), ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return list(pool.map(read_fn, paths))
+
+
+def stack_images(paths):
+    """Read images that must all share one size; returns (rgb [V,H,W,3], alpha [V,H,W] or None)."""
+    rgbs, alphas = [], []
+    for path, (rgb, alpha) in zip(paths, read_all(read_image, paths)):
+        if rgbs and rgb.shape != rgbs[0].shape:
+            raise DatasetError(f"{path}: image is {rgb.shape[1]}x{rgb.shape[0]}, others are {rgbs[0].shape[1]}x{rgbs[0].shape[0]}")
+        rgbs.append(rgb)
+        alphas.append(alpha)
+    has_alpha = all(a is not None for a in alphas)
+    masks = np.stack([np.where(a > 127, 255, 0).astype(np.uint8) for a in alphas]) if has_alpha else None
+    return np.stack(rgbs), masks
+
+
+def downscale_images(images, masks, intrinsics, factor):
+    h, w = images.shape[1] // factor, images.shape[2] // factor
+    images = np.stack([cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA) for im in images])
+    if masks is not None:
+        masks = np.stack([np.where(cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA) > 127, 255, 0).astype(np.uint8) for m in masks])
+    intrinsics = intrinsics.copy()
+    intrinsics[:, :2, :] /= factor
+    intrinsics[:, :2, 2] += 0.5 / factor - 0.5  # pixel centres: u' = (u + 0.5) / s - 0.5
+    return images, masks, intrinsics
