@@ -156,3 +156,19 @@ def test_a_full_disk_gives_one_line_and_leaves_nothing_corrupt(small_scene, tmp_
     assert sorted(os.listdir(folder)) == ["ckpt_0000004.pth"]  # no temporary file left
     monkeypatch.setattr(nerf.checkpoint.torch, "save", real_save)
     assert main_sdf.main(args) == 0  # resumes from step 4
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0])
+def test_ctrl_c_during_start_up_is_one_line_and_writes_nothing(small_scene, tmp_path, delay):
+    workspace = tmp_path / "w"
+    process = subprocess.Popen(command(small_scene[0], str(workspace)), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    time.sleep(delay)  # importing torch and friends
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    lines = err.decode().strip().splitlines()
+    if process.returncode == 0:
+        pytest.fail(f"the run went on after Ctrl-C: {lines}")
+    assert process.returncode == 130 and len(lines) == 1 and lines[0].startswith("interrupted"), lines
+    if "start-up" in lines[0]:
+        assert not workspace.exists()
