@@ -98,7 +98,8 @@ class TrainConfig:
                                  "every kernel from Python)")
     ckpt_every: int = opt(1000, "steps between checkpoints (0: only at the end)", minimum=0)
     ckpt_keep: int = opt(2, "checkpoints kept", minimum=1)
-    eval_every: int = opt(2500, "steps between validation renders (0: never)", minimum=0)
+    eval_every: int = opt(2500, "steps between validation renders, at most half of --iters so that every run writes "
+                                "one (0: never)", minimum=0)
     check_every: int = opt(10, "steps between looks at the divergence counter (the only wait for the GPU)",
                            minimum=1)
     bad_steps: int = opt(10, "non-finite steps in a row that count as divergence", minimum=1)

@@ -125,27 +125,33 @@ class EmptySurface(RuntimeError):
 
 
 def write_mesh(config, scene, trainer, device, workspace):
-    """Marching cubes of the trained SDF -> WORKSPACE/meshes/mesh.ply (world frame); EmptySurface if there is
-    no surface (nothing reconstructed: no file is written)."""
+    """Marching cubes of the trained SDF -> WORKSPACE/meshes/mesh.ply (world frame); returns (path, whether it
+    replaced an earlier mesh). EmptySurface if there is no surface (nothing reconstructed: no file is written)."""
     mesh = extract_mesh(trainer.model, config.export.mc_resolution, scene.to_world, device, SCENE_RADIUS)
     if len(mesh.faces) == 0:
         raise EmptySurface(f"{workspace}: the reconstructed surface is empty (no mesh written); train longer or "
                            "check the scene's cameras and masks")
     path = os.path.join(workspace, "meshes", "mesh.ply")
+    replaced = os.path.exists(path)
     export_mesh(mesh, path)
     trainer.logger.log(f"mesh: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces -> {path}")
-    return path
+    return path, replaced
 
 
 def train_and_export(args, config, scene, trainer, device, clock):
     """Train (unless --test), write the mesh, and for --test the held-out renders and metrics; the stage
     seconds go to timings.json."""
     if not args.test:
-        trainer.train()
+        stats = trainer.train()
         clock.lap("training")
-    mesh_path = write_mesh(config, scene, trainer, device, args.workspace)
+        summary = f"trained {stats['steps']} steps in {stats['seconds']:.1f} s ({stats['it_per_s']:.1f} it/s)"
+        if trainer.last_validation:
+            step, psnr = trainer.last_validation
+            summary += f", validation PSNR {psnr:.2f} at step {step}"
+        print(summary)
+    mesh_path, replaced = write_mesh(config, scene, trainer, device, args.workspace)
     clock.lap("mesh")
-    print(f"mesh: {mesh_path}")
+    print(f"mesh: {mesh_path}" + (" (replaced the mesh that was there)" if replaced else ""))
     if args.test:
         results = os.path.join(args.workspace, "results")
         metrics = write_test_results(trainer.renderer, scene, view_background(config.field.background, device),

@@ -87,6 +87,7 @@ class Trainer:
         self.ray_budget = RayBudget(self.train_cfg.num_rays * s.num_steps, self.train_cfg.num_rays,
                                     self.device) if s.cuda_ray else None
         self.step, self.lr_scale, self.recoveries = 0, 1.0, 0
+        self.last_validation = None  # (step, PSNR) of the latest validation render
         # On the device, so that no step waits for the GPU: samples and rays rendered, and the current run of
         # steps with a non-finite loss.
         self.samples_seen = torch.zeros((), dtype=torch.int64, device=self.device)
@@ -94,6 +95,13 @@ class Trainer:
         self.bad_streak = torch.zeros((), dtype=torch.int64, device=self.device)
         use_graph = self.train_cfg.cuda_graph and self.device.type == "cuda"
         self.graphed_step = GraphedStep(self.step_body, logger.log) if use_graph else None
+
+    @property
+    def eval_interval(self):
+        """Steps between validations: --eval_every, but at most half the run, so that a short run (the CPU
+        demo) writes one too; 0: never."""
+        t = self.train_cfg
+        return min(t.eval_every, max(t.iters // 2, 1)) if t.eval_every > 0 else 0
 
     def update_step(self):
         """Every step-dependent value for `self.step`: fd step, cos annealing, hash levels, occupancy, lr."""
@@ -182,7 +190,7 @@ class Trainer:
                         continue
                     if bad_steps == 0:
                         self.report(bar, loss, terms, (self.step - start_step) / (time.time() - start_time))
-                if t.eval_every > 0 and self.step % t.eval_every == 0 and self.step < t.iters:
+                if self.eval_interval and self.step % self.eval_interval == 0 and self.step < t.iters:
                     self.validate()
                 if t.ckpt_every > 0 and self.step % t.ckpt_every == 0:
                     self.save()
@@ -214,13 +222,14 @@ class Trainer:
     def validate(self):
         """Render one held-out view (a different one each time): log its PSNR, save gt | render | normals."""
         views = self.scene.test if len(self.scene.test) else self.scene.train
-        index = (self.step // max(self.train_cfg.eval_every, 1)) % len(views)
+        index = (self.step // self.eval_interval) % len(views)
         value, image = validation_image(self.renderer, views, index, self.config, self.scene.world_scale,
                                         self.device, self.use_amp)
         save_png(os.path.join(self.workspace, "validation", f"step_{self.step:07d}.png"), image)
         self.logger.scalars({"val/psnr": value}, self.step)
         self.logger.image("val/gt_rgb_normal", image, self.step)
         self.logger.log(f"validation at step {self.step}: view {views.names[index]} PSNR {value:.2f}")
+        self.last_validation = (self.step, value)
         return value
 
     def recover(self, loss_value, first_bad_step):

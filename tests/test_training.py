@@ -150,3 +150,19 @@ def test_cuda_ray_and_fd_normals_train_end_to_end_on_cpu(small_scene, tmp_path, 
     assert stats["steps"] == 12 and 0 < stats["samples_per_step"] <= 64 * 32
     assert main_sdf.main(["--workspace", workspace, "--test", "--device", "cpu", "--quiet"]) == 0
     assert os.path.isfile(os.path.join(workspace, "results", "metrics.json"))
+
+
+def test_a_short_run_validates_once_and_prints_a_summary(small_scene, tmp_path, capsys):
+    """--eval_every larger than the run (the CPU demo's case) still gives one validation image, at half-way;
+    the run ends with a summary line; a second mesh says that it replaced the first."""
+    root, _ = small_scene
+    workspace = tmp_path / "w"
+    args = [root, "--workspace", str(workspace), "--iters", "8", "--mc_resolution", "32", "--device", "cpu",
+            "--quiet", *TINY_MODEL, "--eval_every", "2500"]
+    assert main_sdf.main(args) == 0
+    assert sorted(os.listdir(workspace / "validation")) == ["step_0000004.png"]
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("trained 8 steps in ") and ", validation PSNR " in out[0] and out[0].endswith("step 4")
+    assert out[1] == f"mesh: {workspace / 'meshes' / 'mesh.ply'}"
+    assert main_sdf.main(["--workspace", str(workspace), "--test", "--device", "cpu", "--quiet"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith("(replaced the mesh that was there)")
