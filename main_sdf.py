@@ -8,9 +8,7 @@ that continues from a checkpoint (resume, --test) takes its settings from the ch
 change its model are refused; DATA defaults to the checkpoint's scene.
 """
 import argparse
-import signal
 import sys
-import threading
 import time
 
 LAUNCH_TIME = time.time()  # before torch is imported: start-up counts in the stage times
@@ -34,18 +32,17 @@ def parse_args(argv=None):
 
 def main(argv=None):
     launch_time = LAUNCH_TIME if argv is None else time.time()
+    from nerf.interrupts import DeferredInterrupt
+
     # Ctrl-C while the heavy imports run is held until they end: some dependency imports catch BaseException,
     # which would swallow it and let the run go on.
-    held = []
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, lambda *_: held.append(True)) if in_main_thread else None
     try:
-        args = parse_args(argv)
-        from nerf.run import run
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-    if held:
+        with DeferredInterrupt() as held:  # a second Ctrl-C interrupts at once
+            args = parse_args(argv)
+            from nerf.run import run
+    except KeyboardInterrupt:
+        held.requested = True
+    if held.requested:
         print("interrupted during start-up; nothing written", file=sys.stderr)
         return 130
     try:

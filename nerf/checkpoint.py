@@ -51,9 +51,15 @@ def load_checkpoint(path, device):
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__})") from None
     if not isinstance(state, dict) or not {"config", "step", "model"} <= set(state):
         raise CheckpointError(f"{path}: not a checkpoint of this version (no config)")
-    if not all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point()):
+    if not all_finite(t for t in state["model"].values() if t.is_floating_point()):
         raise CheckpointError(f"{path}: checkpoint holds non-finite weights")
     return state
+
+
+def all_finite(tensors):
+    """Whether every value of every tensor is finite, with one wait for the GPU (not one per tensor)."""
+    flags = [torch.isfinite(t).all() for t in tensors]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 def load_latest_valid(folder, device, warn):

@@ -7,19 +7,18 @@ the look at the counter of non-finite steps every `check_every` steps.
 """
 import math
 import os
-import signal
-import threading
 import time
 
 import torch
 import tqdm
 
 from . import losses
-from .checkpoint import checkpoint_dir, load_latest_valid, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import all_finite, checkpoint_dir, load_latest_valid, rng_state, save_checkpoint, set_rng_state
 from .config import to_dict
 from .cuda_graph import GraphedStep
 from .evaluation import validation_image, view_background
 from .files import save_png, write_json
+from .interrupts import DeferredInterrupt
 from .optim import lr_factor, make_optimizer, place_param_groups, set_lrs
 from .provider import sample_rays
 from .ray_budget import RayBudget
@@ -35,26 +34,6 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, step):
         super().__init__(step)
         self.step = step
-
-
-class DeferredInterrupt:
-    """Inside the block a first Ctrl-C (SIGINT) only sets `requested`, for the loop to stop between steps; a
-    second one raises KeyboardInterrupt at once. Outside the main thread signals cannot be caught: no effect."""
-
-    def __enter__(self):
-        self.requested, self.previous = False, None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
 
 
 def train_stats(steps, seconds, samples, rays):
@@ -272,7 +251,7 @@ class Trainer:
         self.model.update_step(self.step, self.train_cfg.iters)
 
     def weights_finite(self):
-        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        return all_finite(self.model.parameters())
 
     def save(self):
         """A checkpoint of the current state, unless the last loss or a weight is not finite (it would betray a
