@@ -35,21 +35,26 @@ class PackedSamples:
     packed_info: torch.Tensor
 
 
+def dense_packed_info(n_rays, n_samples, device):
+    """packed_info [R, 2] int32 of R rays with S samples each, ray after ray."""
+    first = torch.arange(n_rays, device=device, dtype=torch.int32) * n_samples
+    return torch.stack([first, torch.full_like(first, n_samples)], dim=-1)
+
+
 def pack_dense(starts, ends):
     """Equal-length rays: starts, ends [R, S] -> PackedSamples with S samples per ray."""
     n_rays, n_samples = starts.shape
-    first = torch.arange(n_rays, device=starts.device, dtype=torch.int32) * n_samples
-    packed_info = torch.stack([first, torch.full_like(first, n_samples)], dim=-1)
     ray_indices = torch.arange(n_rays, device=starts.device).repeat_interleave(n_samples)
-    return PackedSamples(ray_indices, starts.reshape(-1), ends.reshape(-1), packed_info)
+    return PackedSamples(ray_indices, starts.reshape(-1), ends.reshape(-1),
+                         dense_packed_info(n_rays, n_samples, starts.device))
 
 
 def composite_dense(alphas, values):
     """Composite equal-length rays: alphas [R, S], values [R, S, C] -> weights [R, S], opacity [R], accum [R, C]."""
     n_rays, n_samples = alphas.shape
-    packed = pack_dense(alphas, alphas)
     weights, opacity, accum = raymarching.composite_rays_train(
-        alphas.reshape(-1).float(), values.reshape(n_rays * n_samples, -1).float(), packed.packed_info)
+        alphas.reshape(-1).float(), values.reshape(n_rays * n_samples, -1).float(),
+        dense_packed_info(n_rays, n_samples, alphas.device))
     return weights.reshape(n_rays, n_samples), opacity, accum
 
 
