@@ -101,28 +101,14 @@ def check_camera_geometry(intrinsics, c2w, size, sources, root, train=None, unit
     return centre
 
 
-def normalise_cameras(images, masks, intrinsics, c2w, root, grid=64, centre=None):
-    """A similarity (normalised -> world, 4x4) that puts the object inside the unit sphere, for formats
-    that come without one.
-
-    1. A first centre: the point closest (least squares) to all cameras' optical axes — object-centric
-       captures look at the object (`centre`, when `check_camera_geometry` has found it already).
-    2. Carving: points of a grid^3 lattice in a cube around it (half-size 0.9 x the nearest camera's distance,
-       so no camera is inside) are kept if they project in front of and inside every view, and inside every
-       view's mask when masks (or alpha) exist. This is the visual hull, or without masks the common frustum.
-    3. The sphere: centred on the kept points' bounding box, radius = farthest kept point + one cell, x 1.05.
-    """
-    centres = c2w[:, :3, 3]
-    if centre is None:
-        centre = point_nearest_axes(c2w, root)
-    half = 0.9 * np.linalg.norm(centres - centre, axis=1).min()
-    lin = np.linspace(-half, half, grid)
-    pts = np.stack(np.meshgrid(lin, lin, lin, indexing="ij"), -1).reshape(-1, 3) + centre
-    keep = np.arange(len(pts))  # indices of the points every camera so far sees
-    h, w = images.shape[1:3]
+def carve(points, images_shape, intrinsics, c2w, masks):
+    """The points [N, 3] that project in front of and inside every view (and inside its mask, when there are
+    masks) -> [M, 3]."""
+    keep = np.arange(len(points))  # indices of the points every camera so far sees
+    h, w = images_shape
     for i in range(len(c2w)):
         w2c = np.linalg.inv(c2w[i])
-        cam = pts[keep] @ w2c[:3, :3].T + w2c[:3, 3]
+        cam = points[keep] @ w2c[:3, :3].T + w2c[:3, 3]
         z = cam[:, 2]
         uv = cam @ intrinsics[i].T
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -134,13 +120,83 @@ def normalise_cameras(images, masks, intrinsics, c2w, root, grid=64, centre=None
             vi = np.clip(np.round(v[seen]), 0, h - 1).astype(int)
             inside[seen] = masks[i][vi, ui] > 0
         keep = keep[inside]
-    if not len(keep):
-        raise DatasetError(f"{root}: no point is seen by every camera (inside every mask); cannot normalise the scene")
-    kept = pts[keep]
-    cell = 2 * half / (grid - 1)
+    return points[keep]
+
+
+def lattice(lo, hi, grid):
+    """grid^3 points [grid^3, 3] spanning the box lo..hi [3], and the cell size [3]."""
+    axes = [np.linspace(a, b, grid) for a, b in zip(lo, hi)]
+    return np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3), (hi - lo) / (grid - 1)
+
+
+def normalise_cameras(images, masks, intrinsics, c2w, root, grid=64, centre=None):
+    """A similarity (normalised -> world, 4x4) that puts the object inside the unit sphere, for formats
+    that come without one.
+
+    1. A first centre: the point closest (least squares) to all cameras' optical axes — object-centric
+       captures look at the object (`centre`, when `check_camera_geometry` has found it already).
+    2. Carving: points of a grid^3 lattice in a cube around it (half-size 0.9 x the nearest camera's distance,
+       so no camera is inside) are kept if they project in front of and inside every view, and inside every
+       view's mask when masks (or alpha) exist. This is the visual hull, or without masks the common frustum.
+       The carving is repeated on a grid^3 lattice over the kept points' box (one cell wider), so the
+       sphere's margin is a cell of that finer lattice.
+    3. The sphere: centred on the kept points' bounding box, radius = farthest kept point + one cell, x 1.05.
+
+    Without masks the carving would keep the common frustum (the room too): the sphere is instead the one
+    about the first centre that the cameras see whole (`inscribed_radius`).
+    """
+    centres = c2w[:, :3, 3]
+    if centre is None:
+        centre = point_nearest_axes(c2w, root)
+    if masks is None:
+        return sphere_similarity(centre, inscribed_radius(centre, images.shape[1:3], intrinsics, c2w))
+    half = 0.9 * np.linalg.norm(centres - centre, axis=1).min()
+
+    def carved(points):
+        kept = carve(points, images.shape[1:3], intrinsics, c2w, masks)
+        if not len(kept):
+            raise DatasetError(f"{root}: no point is seen by every camera (inside every mask); cannot normalise "
+                               f"the scene")
+        return kept
+
+    points, cell = lattice(centre - half, centre + half, grid)
+    kept = carved(points)
+    points, cell = lattice(kept.min(0) - cell, kept.max(0) + cell, grid)
+    kept = carved(points)
     centre = (kept.min(0) + kept.max(0)) / 2
-    radius = 1.05 * (np.linalg.norm(kept - centre, axis=1).max() + np.sqrt(3) * cell)
+    return sphere_similarity(centre, 1.05 * (np.linalg.norm(kept - centre, axis=1).max() + np.linalg.norm(cell)))
+
+
+def inscribed_radius(centre, image_size, intrinsics, c2w, quantile=0.2):
+    """Radius of the sphere about `centre` [3] that a camera sees whole: the distance from it to the nearest
+    side plane of the camera's frustum (and at most 0.9 of its distance to the camera) -> the `quantile` of
+    that over the cameras. An object-centric capture keeps the object in frame, so without masks this is
+    where it can be; the quantile rather than the minimum lets a few close-ups cut into it."""
+    h, w = image_size
+    radii = []
+    for k, pose in zip(intrinsics, c2w):
+        local = np.linalg.inv(pose)[:3, :3] @ (centre - pose[:3, 3])  # the centre in camera axes
+        corners = np.array([[-0.5, -0.5, 1], [w - 0.5, -0.5, 1], [w - 0.5, h - 0.5, 1], [-0.5, h - 0.5, 1]])
+        rays = corners @ np.linalg.inv(k).T  # [4, 3] frustum edges
+        sides = [np.cross(rays[i], rays[(i + 1) % 4]) for i in range(4)]  # inward normals of the side planes
+        distances = [abs(n @ local) / np.linalg.norm(n) if n @ local > 0 else 0.0 for n in sides]
+        radii.append(min(min(distances), 0.9 * np.linalg.norm(local)))
+    return float(np.quantile(radii, quantile))
+
+
+def sphere_similarity(centre, radius):
+    """The similarity (4x4) that maps the unit sphere onto the sphere (centre [3], radius)."""
     to_world = np.eye(4)
     to_world[:3, :3] *= radius
     to_world[:3, 3] = centre
     return to_world
+
+
+def renormalise(c2w, old_to_world, new_to_world):
+    """Poses c2w [N, 4, 4] of the normalised space of `old_to_world` in that of `new_to_world` (similarities)."""
+    m = np.linalg.inv(new_to_world) @ old_to_world
+    scale = np.cbrt(np.linalg.det(m[:3, :3]))
+    out = c2w.copy()
+    out[:, :3, :3] = (m[:3, :3] / scale) @ c2w[:, :3, :3]
+    out[:, :3, 3] = c2w[:, :3, 3] @ m[:3, :3].T + m[:3, 3]
+    return out

@@ -1,6 +1,7 @@
 """Checkpoints: plain dicts written atomically (hidden temporary file, then rename), holding everything needed
 to resume the exact run (model, sampler, optimizer, grad scaler, step, every RNG state) and the resolved
 config, so that resuming and `--test` need no flags repeated."""
+import io
 import os
 import random
 import re
@@ -36,7 +37,16 @@ def latest_checkpoint(folder):
 def save_checkpoint(folder, state, keep):
     """Write `state` (a dict with "step") as folder/ckpt_NNNNNNN.pth and keep only the newest `keep`."""
     path = os.path.join(folder, f"ckpt_{state['step']:07d}.pth")
-    write_atomic(path, lambda p: torch.save(state, p))
+    # Serialised in memory first: torch.save into a file on a full disk raises a RuntimeError from its zip
+    # writer; a plain write raises the OSError (ENOSPC) that the run reports as one line.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+
+    def write(p):
+        with open(p, "wb") as f:
+            f.write(buffer.getbuffer())
+
+    write_atomic(path, write)
     for old in list_checkpoints(folder)[:-keep]:
         os.remove(old)
     return path

@@ -9,12 +9,14 @@ line here. The resolved config is saved in every checkpoint (`to_dict`) and rest
 """
 import argparse
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Optional
 
 # The normalised space: the object lies inside the sphere of this radius at the origin (the loaders put it
 # there). The SDF is trained, sampled and meshed inside it.
 SCENE_RADIUS = 1.0
+MESH_FORMATS = ("ply", "obj", "glb")
 
 
 class ConfigError(ValueError):
@@ -32,6 +34,12 @@ class DataConfig:
                                     "the checkpoint knows it", cli=False)
     downscale: int = opt(1, "load images downscaled by this integer factor", minimum=1)
     holdout: int = opt(8, "hold out every N-th view for testing (0: none)", minimum=0)
+    center: Optional[str] = opt(None, "x,y,z: centre of the region of interest in world units, with --radius; "
+                                      "replaces the unit sphere that the scene's format gives or that is derived")
+    radius: Optional[float] = opt(None, "radius of the region of interest in world units (with --center)",
+                                  minimum=0.0)
+    no_masks: bool = opt(False, "ignore the scene's masks (and alpha channels): train it as an unmasked capture, "
+                                "with the background field")
 
 
 @dataclass(frozen=True)
@@ -55,12 +63,21 @@ class FieldConfig:
     levels_until: float = opt(0.5, "fraction of training by which every hash level is active (coarse to fine; "
                                    "0: all from the start)", minimum=0.0)
     anneal_end: float = opt(0.1, "fraction of training over which NeuS cos annealing goes 0 -> 1", minimum=0.0)
-    background: Optional[str] = opt(None, "colour behind the object (default random with masks, else white)",
-                                    choices=("random", "white", "black"))
+    background: Optional[str] = opt(None, "what lies behind the object: 'nerf' a background field outside the "
+                                          "sphere (the room of an unmasked capture), or a colour, 'random' per ray "
+                                          "(masked scenes), 'white' or 'black' (default: random with masks, else "
+                                          "nerf)", choices=("nerf", "random", "white", "black"))
+    bg_num_levels: int = opt(16, "hash-grid levels of the background field (--background nerf)", minimum=1)
+    bg_log2_hashmap_size: int = opt(19, "log2 of each background level's table", minimum=4)
+    bg_desired_resolution: int = opt(1024, "finest background grid resolution (over the contracted space)",
+                                     minimum=2)
+    bg_hidden_dim: int = opt(64, "MLP width of the background field", minimum=1)
 
 
 @dataclass(frozen=True)
 class SamplerConfig:
+    bg_samples: int = opt(32, "background-field samples per ray, beyond the sphere (--background nerf)",
+                          minimum=1)
     cuda_ray: bool = opt(False, "sample only in occupied cells of an occupancy grid, at a fixed step, with our "
                                 "raymarching kernels, stopping rays inside the object; each step marches a fixed "
                                 "budget of num_rays x num_steps samples")
@@ -112,6 +129,18 @@ class ExportConfig:
     mc_resolution: int = opt(512, "marching-cubes grid resolution", minimum=2)
     eval_downscale: int = opt(2, "validation renders downscaled by this factor", minimum=1)
     eval_chunk: int = opt(16384, "rays per chunk when rendering images", minimum=1)
+    mesh_format: str = opt("ply", "comma-separated formats of WORKSPACE/meshes/mesh.*: ply, obj, glb (OBJ and GLB "
+                                  "carry the texture with --texture, else vertex colours)")
+    mesh_faces: int = opt(0, "decimate the mesh to about this many faces (quadric error; 0: keep every face)",
+                          minimum=0)
+    mesh_clean: float = opt(0.0, "drop connected pieces smaller than this fraction of the largest piece's area "
+                                 "(floaters; 1: keep only the largest)", minimum=0.0)
+    texture: int = opt(0, "bake the colours into a TEXTURE x TEXTURE image for OBJ and GLB (0: vertex colours "
+                          "only; 2048 suits a mesh decimated to ~200k faces)", minimum=0)
+    video_frames: int = opt(120, "frames of the orbit video that --test writes to results/orbit.mp4 (0: none)",
+                            minimum=0)
+    video_downscale: int = opt(2, "orbit video frames downscaled by this factor from the training resolution",
+                               minimum=1)
 
 
 @dataclass(frozen=True)
@@ -142,7 +171,8 @@ def device_preset(config: Config, device: str) -> Config:
     return override(config, {
         "iters": 1000, "num_rays": 512, "num_steps": 32, "upsample_steps": 32, "num_levels": 8,
         "log2_hashmap_size": 16, "desired_resolution": 256, "levels_start": 2, "mc_resolution": 256,
-        "eval_chunk": 4096, "eval_downscale": 4,
+        "eval_chunk": 4096, "eval_downscale": 4, "video_frames": 24, "video_downscale": 4,
+        "bg_num_levels": 8, "bg_log2_hashmap_size": 16, "bg_desired_resolution": 256, "bg_samples": 16,
     })
 
 
@@ -187,6 +217,18 @@ def validate(config: Config) -> Config:
                 raise ConfigError(f"--{f.name}: must be a finite number, got {value}")
             if meta["minimum"] is not None and value < meta["minimum"]:
                 raise ConfigError(f"--{f.name}: must be >= {meta['minimum']}, got {value}")
+    region_of_interest(config.data)
+    e = config.export
+    formats = [f.strip().lower() for f in e.mesh_format.split(",")]
+    if not all(f in MESH_FORMATS for f in formats):
+        raise ConfigError(f"--mesh_format: comma-separated formats among {', '.join(MESH_FORMATS)}, got "
+                          f"{e.mesh_format!r}")
+    if 0 < e.mesh_faces < 4:
+        raise ConfigError(f"--mesh_faces: 0 (no decimation) or at least 4, got {e.mesh_faces}")
+    if e.mesh_clean > 1:
+        raise ConfigError(f"--mesh_clean: a fraction in [0, 1], got {e.mesh_clean}")
+    if e.texture and not 64 <= e.texture <= 8192:
+        raise ConfigError(f"--texture: 0 (vertex colours) or a size from 64 to 8192, got {e.texture}")
     s = config.sampler
     if s.upsample_steps % s.upsample_per_round:
         raise ConfigError(f"--upsample_steps: must be a multiple of {s.upsample_per_round} (rounds of "
@@ -198,6 +240,23 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"--desired_resolution: must be >= --base_resolution ({config.field.base_resolution}), "
                           f"got {config.field.desired_resolution}")
     return config
+
+
+def region_of_interest(data: DataConfig):
+    """(centre [3] floats, radius) from --center and --radius, or None when neither is given."""
+    if (data.center is None) != (data.radius is None):
+        raise ConfigError("--center: give both --center x,y,z and --radius r (world units), or neither")
+    if data.center is None:
+        return None
+    try:
+        centre = [float(v) for v in data.center.split(",")]
+    except ValueError:
+        centre = []
+    if len(centre) != 3 or not all(abs(v) < float("inf") for v in centre):
+        raise ConfigError(f"--center: expected three finite numbers x,y,z, got {data.center!r}")
+    if not data.radius > 0:
+        raise ConfigError(f"--radius: must be > 0, got {data.radius}")
+    return centre, data.radius
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -218,7 +277,7 @@ def add_arguments(parser: argparse.ArgumentParser):
                 group.add_argument(flag, dest=f.name, action="store_const", const=not f.default,
                                    default=argparse.SUPPRESS, help=meta["help"])
                 continue
-            kind = f.type if f.type in (int, float) else str
+            kind = next((t for t in (f.type, *typing.get_args(f.type)) if t in (int, float)), str)  # Optional too
             group.add_argument(f"--{f.name}", type=kind, default=argparse.SUPPRESS, choices=meta["choices"],
                                help=f"{meta['help']} (default {f.default})" if f.default is not None
                                else meta["help"])

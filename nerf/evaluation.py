@@ -17,29 +17,32 @@ def view_background(kind, device):
     return torch.full((3,), 0.0 if kind == "black" else 1.0, device=device)
 
 
+def normal_image(normal, opacity, c2w):
+    """normal [H, W, 3] (world frame, any length), opacity [H, W], c2w [4, 4] (OpenCV axes) -> [H, W, 3] in
+    [0, 1]: the normals in the camera frame, as is usual (x right, y up, z towards the viewer), as RGB over white."""
+    normal_cam = F.normalize(normal, dim=-1) @ c2w[:3, :3] * torch.tensor([1.0, -1.0, -1.0], device=normal.device)
+    return ((normal_cam * 0.5 + 0.5) * opacity[..., None] + (1 - opacity[..., None])).clamp(0, 1)
+
+
 @torch.no_grad()
 def render_view(renderer, views, index, bg_color, world_scale, chunk, downscale=1, use_amp=False):
     """Render view `index` of `views` -> dict of numpy images: rgb, normal [H, W, 3] in [0, 1], depth [H, W]
     (world units, NaN where the ray hits nothing), opacity [H, W], and the ground truth rgb on `bg_color` [3]."""
     renderer.eval()
-    device = bg_color.device
     rays = image_rays(views, index, downscale)
     h, w = rays["rays_o"].shape[:2]
     with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
         out = renderer.render_chunked(rays["rays_o"].reshape(-1, 3), rays["rays_d"].reshape(-1, 3), bg_color, chunk)
     gt = rays["rgb"]
-    if rays["mask"] is not None:
+    if rays["mask"] is not None and renderer.model.background is None:  # else the whole image is rendered
         gt = gt * rays["mask"][..., None] + bg_color * (1 - rays["mask"][..., None])
     opacity = out["opacity"].reshape(h, w)
     depth = out["depth"].reshape(h, w) / opacity.clamp_min(1e-6) * world_scale
     depth = torch.where(opacity > 0.5, depth, torch.full_like(depth, float("nan")))
-    normal = F.normalize(out["normal"].reshape(h, w, 3), dim=-1)
-    # Normals shown in the camera frame, as is usual: (x right, y up, z towards the viewer) -> RGB.
-    normal_cam = normal @ views.c2w[index][:3, :3] * torch.tensor([1.0, -1.0, -1.0], device=device)
-    normal_img = (normal_cam * 0.5 + 0.5) * opacity[..., None] + (1 - opacity[..., None])
+    normal_img = normal_image(out["normal"].reshape(h, w, 3), opacity, views.c2w[index])
     return {
         "rgb": out["rgb"].reshape(h, w, 3).clamp(0, 1).cpu().numpy(),
-        "normal": normal_img.clamp(0, 1).cpu().numpy(),
+        "normal": normal_img.cpu().numpy(),
         "depth": depth.cpu().numpy(),
         "opacity": opacity.cpu().numpy(),
         "gt": gt.cpu().numpy(),

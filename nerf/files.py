@@ -21,9 +21,11 @@ def write_atomic(path, write_fn):
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # a write on an open file names no file: name ours
+            e.filename = path
         raise
     fd = os.open(folder or ".", os.O_RDONLY)  # the rename itself reaches the disk too
     try:

@@ -57,7 +57,22 @@ def check_file(path, what):
         raise DatasetError(f"{path}: empty {what} file (0 bytes)")
 
 
+JPEG_EXTENSIONS = (".jpg", ".jpeg")
+
+
+def check_jpeg_complete(path, what):
+    """libjpeg decodes a truncated JPEG with a warning and fills the missing rows grey: catch it by the
+    end-of-image marker, which a complete file ends with (a few bytes of padding after it are tolerated)."""
+    with open(path, "rb") as f:
+        f.seek(max(os.path.getsize(path) - 64, 0))
+        tail = f.read()
+    if b"\xff\xd9" not in tail:
+        raise DatasetError(f"{path}: truncated {what} (the JPEG has no end-of-image marker)")
+
+
 def imread(path, flags, what):
+    if path.lower().endswith(JPEG_EXTENSIONS):
+        check_jpeg_complete(path, what)
     try:
         img = cv2.imread(path, flags)
     except cv2.error as e:
@@ -97,7 +112,16 @@ def read_mask(path: str, shape):
     img = imread(path, cv2.IMREAD_GRAYSCALE, "mask")
     if img.shape != shape:
         raise DatasetError(f"{path}: mask is {img.shape[1]}x{img.shape[0]} but its image is {shape[1]}x{shape[0]}")
-    return np.where(img > 127, 255, 0).astype(np.uint8)
+    return binary_mask(img, path, "mask")
+
+
+def binary_mask(values, path, what):
+    """Mask values [H, W] uint8 -> {0, 255} (object = 255); a mask without a single object pixel is a
+    mistake (an inverted or wrong file, or a view that does not see the object), not a view to train on."""
+    mask = np.where(values > 127, 255, 0).astype(np.uint8)
+    if not mask.any():
+        raise DatasetError(f"{path}: {what} has no object pixel (all black: an object mask is white on the object)")
+    return mask
 
 
 def read_all(read_fn, paths):
@@ -116,7 +140,7 @@ def stack_images(paths):
         rgbs.append(rgb)
         alphas.append(alpha)
     has_alpha = all(a is not None for a in alphas)
-    masks = np.stack([np.where(a > 127, 255, 0).astype(np.uint8) for a in alphas]) if has_alpha else None
+    masks = np.stack([binary_mask(a, p, "alpha channel") for a, p in zip(alphas, paths)]) if has_alpha else None
     return np.stack(rgbs), masks
 
 

@@ -1,7 +1,14 @@
 """Where a run reports: WORKSPACE/log.txt (plain lines) and tensorboardX scalars and images (WORKSPACE/run).
 Both open on first use, so nothing is written before the first message."""
 import os
+import sys
+import threading
 import time
+import traceback
+
+
+def _raised_in_tensorboard(tb):
+    return any("tensorboardX" in frame.filename for frame in traceback.extract_tb(tb))
 
 
 class Logger:
@@ -9,6 +16,7 @@ class Logger:
         self.workspace = workspace
         self.log_file = None
         self.writer = None
+        self.events_lost = None  # why tensorboard events could not be written (a full disk...), or None
 
     def log(self, msg):
         if self.log_file is None:
@@ -21,9 +29,30 @@ class Logger:
         if self.writer is None:
             from tensorboardX import SummaryWriter
 
+            self._catch_event_write_failures()
             # Flushed every few seconds, so a killed run's curves are on disk up to then.
             self.writer = SummaryWriter(os.path.join(self.workspace, "run"), flush_secs=10)
         return self.writer
+
+    def _catch_event_write_failures(self):
+        """tensorboardX writes its event file from a thread and flushes it again from an atexit handler; on a
+        full disk each would print a traceback after the run's one error line. Their OSErrors are recorded in
+        `events_lost` instead (any other exception is printed as before)."""
+        thread_hook, unraisable_hook = threading.excepthook, sys.unraisablehook
+
+        def on_thread_error(args):
+            if issubclass(args.exc_type, OSError) and _raised_in_tensorboard(args.exc_traceback):
+                self.events_lost = args.exc_value
+            else:
+                thread_hook(args)
+
+        def on_unraisable(report):
+            if isinstance(report.exc_value, OSError) and _raised_in_tensorboard(report.exc_traceback):
+                self.events_lost = report.exc_value
+            else:
+                unraisable_hook(report)
+
+        threading.excepthook, sys.unraisablehook = on_thread_error, on_unraisable
 
     def scalars(self, values: dict, step: int):
         for name, value in values.items():
@@ -34,7 +63,16 @@ class Logger:
         self._tensorboard().add_image(name, image, step, dataformats="HWC")
 
     def close(self):
-        if self.writer is not None:
-            self.writer.close()
-        if self.log_file is not None:
-            self.log_file.close()
+        """Close both files. A failure to write the last tensorboard events is recorded in `events_lost`, not
+        raised: the log and the checkpoints are what a run must not lose."""
+        try:
+            if self.writer is not None:
+                self.writer.close()
+        except OSError as e:
+            self.events_lost = e
+        finally:
+            if self.log_file is not None:
+                try:
+                    self.log_file.close()
+                except OSError:  # its lines were flushed one by one; only a failed last flush is lost
+                    pass

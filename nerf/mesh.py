@@ -36,8 +36,13 @@ def marching_cubes(grid, radius, resolution=None, offset=(0, 0, 0)):
     resolution = resolution or grid.shape[0]
     if min(grid.shape) < 2:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
-    # PyMCubes treats values above the iso-level as inside: hand it -sdf.
-    vertices, faces = mcubes.marching_cubes(-grid, 0.0)
+    # PyMCubes treats values above the iso-level as inside: hand it -sdf, negated in place and back (a copy
+    # would be 4 GB more at 1024^3).
+    np.negative(grid, out=grid)
+    try:
+        vertices, faces = mcubes.marching_cubes(grid, 0.0)
+    finally:
+        np.negative(grid, out=grid)
     vertices = (vertices + np.asarray(offset)) / (resolution - 1) * 2 * radius - radius
     return vertices.astype(np.float32), faces.astype(np.int64)
 
@@ -84,24 +89,29 @@ def extract_surface(sdf_fn, resolution, radius, device):
     return marching_cubes(grid, radius, resolution, offset=[lo for lo, _ in box])
 
 
-def vertex_colors(model, vertices, device, chunk=2**16):
-    """Colour of each vertex as seen head-on (view direction = -normal), uint8 [V, 3]."""
-    colors = []
-    for i in range(0, len(vertices), chunk):
-        x = torch.from_numpy(vertices[i : i + chunk]).to(device)
-        _, feature, gradient = model.sdf_and_gradient(x, create_graph=False)
-        normals = F.normalize(gradient.float(), dim=-1)
-        with torch.no_grad():
-            rgb = model.color(x, normals, -normals, feature)
-        colors.append((rgb.float().clamp(0, 1) * 255 + 0.5).byte().cpu().numpy())
-    return np.concatenate(colors) if colors else np.zeros((0, 3), np.uint8)
+def surface_color_fn(model, device, chunk=2**16):
+    """color_fn(points [N, 3] float32 numpy, normalised space) -> rgb [N, 3] float32 in [0, 1]: the colour
+    network at each point as seen head-on (view direction = -normal, the normal from the SDF's gradient)."""
+    model.eval()
+
+    def color_fn(points):
+        colors = []
+        for i in range(0, len(points), chunk):
+            x = torch.from_numpy(np.ascontiguousarray(points[i : i + chunk], np.float32)).to(device)
+            _, feature, gradient = model.sdf_and_gradient(x, create_graph=False)
+            normals = F.normalize(gradient.float(), dim=-1)
+            with torch.no_grad():
+                colors.append(model.color(x, normals, -normals, feature).float().clamp(0, 1).cpu().numpy())
+        return np.concatenate(colors) if colors else np.zeros((0, 3), np.float32)
+
+    return color_fn
 
 
 def extract_mesh(model, resolution, to_world, device, radius):
     """The model's surface as a coloured trimesh in the input's world frame (to_world: 4x4 similarity)."""
     model.eval()
     vertices, faces = extract_surface(model.sdf, resolution, radius=radius, device=device)
-    colors = vertex_colors(model, vertices, device)
+    colors = (surface_color_fn(model, device)(vertices) * 255 + 0.5).astype(np.uint8)
     world = vertices.astype(np.float64) @ to_world[:3, :3].T + to_world[:3, 3]
     if np.linalg.det(to_world[:3, :3]) < 0:  # a reflection flips the orientation of the faces
         faces = faces[:, ::-1]

@@ -24,33 +24,41 @@ import numpy as np
 # excess 1e-4 mm at r = 200 mm)
 NEIGHBOURS = 16
 
+from .input_checks import DatasetError
 
-class MeshReadError(ValueError):
-    """A mesh that cannot be scored: missing or unreadable file, no triangles, non-finite vertices, zero area."""
+
+class MeshReadError(DatasetError):
+    """A mesh that cannot be used: missing or unreadable file, no triangles, bad faces, non-finite vertices,
+    zero area. The message is one line, `PATH: problem`."""
 
 
 def load_mesh(mesh, label="mesh"):
-    """A non-empty trimesh.Trimesh from a path or a Trimesh; `label` names it in the MeshReadError message."""
+    """A non-empty trimesh.Trimesh, unprocessed (vertex order, seams, UVs and textures kept), from a path (PLY,
+    OBJ with its MTL, GLB...) or a Trimesh; `label` names an in-memory one in the MeshReadError message."""
     import trimesh
 
     if isinstance(mesh, trimesh.Trimesh):
-        name = f"<{label}: Trimesh>"
-        loaded = mesh
+        name, loaded = f"<{label}>", mesh
     else:
         name = str(mesh)
+        if os.path.isdir(name):
+            raise MeshReadError(f"{name}: is a folder, not a mesh file")
         if not os.path.isfile(name):
-            raise MeshReadError(f"cannot read {label} '{name}': no such file")
+            raise MeshReadError(f"{name}: no such file ({label})")
         try:
             loaded = trimesh.load(name, force="mesh", process=False)
         except Exception as err:  # trimesh raises many types for bad files
-            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise MeshReadError(f"cannot read {label} '{name}': {msg}") from None
+            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise MeshReadError(f"{name}: unreadable {label} ({msg})") from None
     if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
-        raise MeshReadError(f"{label} '{name}' is empty (no triangles)")
+        raise MeshReadError(f"{name}: the {label} has no triangles")
     if not np.isfinite(loaded.vertices).all():
-        raise MeshReadError(f"{label} '{name}' has non-finite vertices")
+        raise MeshReadError(f"{name}: the {label} has non-finite vertices")
+    faces = np.asarray(loaded.faces)
+    if faces.min() < 0 or faces.max() >= len(loaded.vertices):
+        raise MeshReadError(f"{name}: the {label} has faces that index missing vertices")
     if loaded.area <= 0:
-        raise MeshReadError(f"{label} '{name}' has zero surface area")
+        raise MeshReadError(f"{name}: the {label} has zero surface area")
     return loaded
 
 

@@ -1,4 +1,5 @@
-"""The fields: an SDF network on a hash grid, a colour network, and the NeuS variance.
+"""The fields: an SDF network on a hash grid, a colour network, and the NeuS variance (and, for unmasked
+scenes, the background field of network_background.py outside the sphere).
 
 SDF:    (x, hash(x)) -> 64-wide MLP (Softplus beta=100) -> (sdf, 15-d feature), geometric (sphere) init.
 Colour: (x, normal, SH_4(view dir), feature) -> 64-wide MLP -> RGB (sigmoid).
@@ -14,6 +15,8 @@ from torch import nn
 
 from hashencoder import HashEncoder
 from shencoder import SHEncoder
+
+from .network_background import build_background
 
 
 def log_lerp(start, end, t):
@@ -104,12 +107,13 @@ class NeuSModel(nn.Module):
     """The SDF, colour and variance together, with the step-dependent knobs in one `update_step`."""
 
     def __init__(self, sdf_net: SDFNetwork, color_net: ColorNetwork, normals, init_variance, fd_eps,
-                 progressive_levels, anneal_end):
+                 progressive_levels, anneal_end, background=None):
         super().__init__()
         if normals not in ("analytic", "fd"):
             raise ValueError(f"normals must be 'analytic' or 'fd', got {normals!r}")
         self.sdf_net = sdf_net
         self.color_net = color_net
+        self.background = background  # BackgroundField (network_background.py) for unmasked scenes, or None
         self.variance = nn.Parameter(torch.tensor(float(init_variance)))
         self.normals = normals
         self.fd_eps_range = fd_eps
@@ -177,4 +181,4 @@ def build_model(field, radius: float) -> NeuSModel:
     return NeuSModel(sdf_net, color_net, normals=field.normals, init_variance=field.init_variance,
                      fd_eps=(field.fd_eps_start, field.fd_eps_end),
                      progressive_levels=(field.levels_start, field.levels_until),
-                     anneal_end=field.anneal_end)
+                     anneal_end=field.anneal_end, background=build_background(field, radius))

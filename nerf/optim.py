@@ -3,6 +3,8 @@ import math
 
 import torch
 
+from hashencoder import HashEncoder
+
 
 def lr_factor(step, total_steps, warmup_steps, final_ratio):
     """Linear warm-up, then cosine decay to `final_ratio` of the base learning rate (as NeuS)."""
@@ -13,13 +15,13 @@ def lr_factor(step, total_steps, warmup_steps, final_ratio):
 
 
 def make_optimizer(model, train, device):
-    """Adam (train: config.TrainConfig); the hash-grid embeddings get no weight decay (decay would erase
+    """Adam (train: config.TrainConfig); the hash-grid embeddings (SDF and background) get no weight decay (decay would erase
     rarely-seen cells), the NeuS variance a smaller learning rate.
 
     On CUDA it is fused (one kernel; the grad scaler skips a non-finite step without waiting for the GPU) and
     capturable with learning rates in device tensors, so that a step can be replayed as a CUDA graph: set them
     with `set_lr`."""
-    encoding = list(model.sdf_net.encoder.parameters())
+    encoding = [p for m in model.modules() if isinstance(m, HashEncoder) for p in m.parameters()]
     encoding_ids = {id(p) for p in encoding}
     networks = [p for n, p in model.named_parameters() if id(p) not in encoding_ids and n != "variance"]
     groups = [

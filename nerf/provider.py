@@ -26,8 +26,9 @@ import cv2
 import numpy as np
 import torch
 
-from .camera_geometry import check_camera_geometry, decompose_projection, normalise_cameras, opengl_to_opencv
-from .images import downscale_images, list_images, read_all, read_image, read_mask, stack_images
+from .camera_geometry import (check_camera_geometry, decompose_projection, normalise_cameras, opengl_to_opencv,
+                              renormalise, sphere_similarity)
+from .images import binary_mask, downscale_images, list_images, read_all, read_image, read_mask, stack_images
 from .input_checks import DatasetError, check_rigid, describe, field_of_view, format_row, matrix, number
 
 
@@ -131,9 +132,13 @@ def image_rays(views: Views, index: int, downscale: int = 1):
 # Loading
 
 
-def load_scene(root: str, holdout: int = 8, downscale: int = 1, device="cpu") -> Scene:
+def load_scene(root: str, holdout: int = 8, downscale: int = 1, use_masks: bool = True, roi=None,
+               device="cpu") -> Scene:
     """Load and check a scene folder, auto-detecting its format; views whose index is a multiple of `holdout`
-    are held out for testing (NeRF-synthetic uses its own test split instead)."""
+    are held out for testing (NeRF-synthetic uses its own test split instead). Without `use_masks` the
+    scene's masks (and alpha channels) are dropped after loading, as if it had none. `roi` = (centre [3],
+    radius) in world units replaces the region of interest (the unit sphere) that the format gives or that is
+    derived (`normalise_cameras`)."""
     if not os.path.isdir(root):
         raise DatasetError(f"{root}: not a folder")
     if os.path.exists(os.path.join(root, "cameras_sphere.npz")):
@@ -145,6 +150,9 @@ def load_scene(root: str, holdout: int = 8, downscale: int = 1, device="cpu") ->
     else:
         raise DatasetError(f"{root}: no cameras file (expected cameras_sphere.npz, transforms.json or transforms_train.json)")
     images, masks, intrinsics, c2w, names, sources, to_world, split = loaded
+    normalised = fmt == "neus"
+    if not use_masks:
+        masks = None
 
     if split is None:
         split = np.array([holdout > 0 and i % holdout == 0 for i in range(len(images))])
@@ -153,12 +161,14 @@ def load_scene(root: str, holdout: int = 8, downscale: int = 1, device="cpu") ->
     # NeuS poses are already normalised (the object is the unit sphere); the transforms formats are in world
     # units, and the check finds the point the cameras look at, from which the normalisation is derived.
     centre = check_camera_geometry(intrinsics, c2w, images.shape[1:3], sources, root, train=~split,
-                                   unit_sphere=to_world is not None)
-    if to_world is None:
+                                   unit_sphere=normalised)
+    # Poses in the normalised space of `to_world`: NeuS's come so; the others are in world units (identity).
+    given = to_world if normalised else np.eye(4)
+    if roi is not None:
+        to_world = sphere_similarity(np.asarray(roi[0], float), float(roi[1]))
+    elif to_world is None:
         to_world = normalise_cameras(images, masks, intrinsics, c2w, root, centre=centre)
-        world_to_norm = np.linalg.inv(to_world)
-        c2w = c2w.copy()
-        c2w[:, :3, 3] = (world_to_norm[:3, :3] @ c2w[:, :3, 3].T).T + world_to_norm[:3, 3]
+    c2w = renormalise(c2w, given, to_world)
 
     if downscale > 1:
         if min(images.shape[1:3]) < downscale:
@@ -333,14 +343,12 @@ def _frame_image_path(root, frame, path, i):
 
 def _load_nerf_synthetic(root):
     images, masks, intrinsics, c2w, names, sources, split = [], [], [], [], [], [], []
-    splits = [("train", False), ("test", True)] if os.path.exists(os.path.join(root, "transforms_test.json")) else [
-        ("train", False),
-        ("val", True),
-    ]
+    # The test split is held out, else the val split; with neither, every --holdout-th training view is.
+    held_out_split = next((name for name in ("test", "val")
+                           if os.path.lexists(os.path.join(root, f"transforms_{name}.json"))), None)
+    splits = [("train", False)] + ([(held_out_split, True)] if held_out_split else [])
     for split_name, held_out in splits:
         path = os.path.join(root, f"transforms_{split_name}.json")
-        if not os.path.exists(path):
-            raise DatasetError(f"{path}: missing (needed for the held-out views)")
         meta = _read_json(path)
         if "camera_angle_x" not in meta or "frames" not in meta:
             raise DatasetError(f"{path}: needs camera_angle_x and frames")
@@ -359,11 +367,11 @@ def _load_nerf_synthetic(root):
         names += [f"{split_name}_{os.path.splitext(os.path.basename(p))[0]}" for p in paths]
         sources += [(path, f"frame {i}") for i in range(len(paths))]
         split += [held_out] * len(paths)
-    if images[0].shape[1:] != images[1].shape[1:]:
+    if len(images) == 2 and images[0].shape[1:] != images[1].shape[1:]:
         raise DatasetError(f"{root}: train and held-out images differ in size")
     masks = None if any(m is None for m in masks) else np.concatenate(masks)
     return (np.concatenate(images), masks, np.stack(intrinsics), np.concatenate(c2w), names, sources, None,
-            np.array(split))
+            np.array(split) if held_out_split else None)
 
 
 def _ngp_camera(meta, frame, path, i):
@@ -427,9 +435,21 @@ def _load_instant_ngp(root):
         alphas[i] = mask
     masks = None
     if all(a is not None for a in alphas):
-        masks = np.stack([np.where(a > 127, 255, 0).astype(np.uint8) for a in alphas])
+        masks = np.stack([binary_mask(a, mask_paths[i] or image_paths[i], "mask" if mask_paths[i] else "alpha channel")
+                          for i, a in enumerate(alphas)])
     sources = [(path, f"frame {i}") for i in range(len(frames))]
     return (np.stack(images), masks, np.stack(intrinsics), opengl_to_opencv(np.stack(poses)), names, sources,
-            None, None)
+            _aabb_sphere(meta, path), None)
+
+
+def _aabb_sphere(meta, path):
+    """The sphere around the file's `aabb` ([[x, y, z] min, [x, y, z] max], in the poses' world units, as
+    torch-ngp and instant-nsr-pl exports write it) as a similarity, or None without one."""
+    if "aabb" not in meta:
+        return None
+    box = matrix(meta["aabb"], path, "aabb", shapes=((2, 3),))
+    if np.any(box[1] <= box[0]):
+        raise DatasetError(f"{path}: aabb must be [[min x, y, z], [max x, y, z]] with max > min, got {box.tolist()}")
+    return sphere_similarity(box.mean(0), 0.5 * np.linalg.norm(box[1] - box[0]))
 
 

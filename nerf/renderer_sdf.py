@@ -1,6 +1,7 @@
 """NeuS volume rendering of an SDF: a sampler places samples along the rays (see samplers.py), the field
 shades them, and `render_packed` composites them through `raymarching.composite_rays_train` (CUDA kernel on
-GPU, its PyTorch twin on CPU). Every sampler's samples go through this one path.
+GPU, its PyTorch twin on CPU). Every sampler's samples go through this one path. Behind the sphere, a
+background field (unmasked scenes) is rendered as a NeRF volume and becomes each ray's background colour.
 """
 import torch
 import torch.nn.functional as F
@@ -9,7 +10,8 @@ from torch import nn
 import raymarching
 
 from .neus import annealed_cos, neus_alpha
-from .samplers import PackedSamples, build_sampler
+from .network_background import contract
+from .samplers import PackedSamples, build_sampler, composite_dense
 
 
 def shade(model, pts, dirs, dists, create_graph):
@@ -57,14 +59,40 @@ def render_packed(model, rays_o, rays_d, samples: PackedSamples, bg_color, creat
     }
 
 
-class Renderer(nn.Module):
-    """A field (`NeuSModel`) and a sampler inside the sphere of `radius`; `update_step` reaches both schedules."""
+def render_background(field, rays_o, rays_d, starts, bg_color, num_samples: int, perturb: bool):
+    """The background field's colour along each ray from `starts` [R] (where it leaves the sphere; for a ray
+    that misses it, its closest approach) to infinity -> [R, 3], over `bg_color` [R, 3] or [3].
 
-    def __init__(self, model, sampler, radius: float):
+    rays_o, rays_d [R, 3] (rays_d unit). Samples are uniform in disparity, t = start / s for s in (0, 1), so
+    that they thin out with distance as the contracted space does; a section's opacity is
+    1 - exp(-density * its length in the contracted space), and the last section reaches infinity and is
+    opaque, so the background field explains every pixel that the object does not."""
+    n_rays = rays_o.shape[0]
+    steps = torch.arange(num_samples, device=rays_o.device, dtype=torch.float32)
+    offsets = torch.rand(n_rays, num_samples, device=rays_o.device) if perturb else 0.5
+    s = 1.0 - (steps + offsets) / num_samples  # [R, S], decreasing in (0, 1)
+    t = starts.clamp_min(1e-3)[:, None] / s  # [R, S]
+    pts = rays_o[:, None] + rays_d[:, None] * t[..., None]  # [R, S, 3]
+    dirs = rays_d[:, None].expand(-1, num_samples, -1)
+    density, rgb = field(pts.reshape(-1, 3), dirs.reshape(-1, 3))
+    contracted = contract(pts, field.radius)
+    lengths = (contracted[:, 1:] - contracted[:, :-1]).norm(dim=-1)  # [R, S - 1]
+    alpha = 1.0 - torch.exp(-density.float().reshape(n_rays, num_samples)[:, :-1] * lengths)
+    alpha = torch.cat([alpha, torch.ones_like(alpha[:, :1])], -1)  # the last section: to infinity, opaque
+    _, opacity, accum = composite_dense(alpha, rgb.float().reshape(n_rays, num_samples, 3))
+    return accum + (1.0 - opacity[:, None]) * bg_color
+
+
+class Renderer(nn.Module):
+    """A field (`NeuSModel`) and a sampler inside the sphere of `radius`, and the model's background field (if
+    it has one) behind it; `update_step` reaches both schedules."""
+
+    def __init__(self, model, sampler, radius: float, bg_samples: int):
         super().__init__()
         self.model = model
         self.sampler = sampler
         self.radius = radius
+        self.bg_samples = bg_samples
 
     def update_step(self, step: int, total_steps: int):
         self.model.update_step(step, total_steps)
@@ -74,6 +102,9 @@ class Renderer(nn.Module):
         """`render_packed` of the sampler's samples inside the sphere; `perturb` jitters them (training),
         `capacity` fixes their number (the `--cuda_ray` training budget)."""
         nears, fars = raymarching.near_far_from_sphere(rays_o, rays_d, radius=self.radius)
+        if self.model.background is not None:
+            bg_color = render_background(self.model.background, rays_o, rays_d, fars, bg_color, self.bg_samples,
+                                         perturb)
         samples = self.sampler.sample(self.model, rays_o, rays_d, nears, fars, perturb, capacity)
         return render_packed(self.model, rays_o, rays_d, samples, bg_color, create_graph, self.radius)
 
@@ -90,4 +121,4 @@ class Renderer(nn.Module):
 
 
 def build_renderer(config, model, radius: float) -> Renderer:
-    return Renderer(model, build_sampler(config, radius), radius)
+    return Renderer(model, build_sampler(config, radius), radius, config.sampler.bg_samples)

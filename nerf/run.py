@@ -1,7 +1,9 @@
 """One run from launch to outputs: resolve the config (flags, device preset, checkpoint), load the scene, build
 the model, renderer and trainer, train (or not, for `--test`), then write the mesh, and for `--test` the
 held-out renders and metrics. Every problem with the input is found before anything is written."""
+import importlib.util
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -10,28 +12,43 @@ import numpy as np
 import torch
 
 from .checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, load_latest_valid
-from .config import SCENE_RADIUS, ConfigError, explicit_settings, override, resolve, restore
+from .config import (MESH_FORMATS, SCENE_RADIUS, ConfigError, explicit_settings, override, region_of_interest, resolve,
+                     restore)
 from .evaluation import view_background, write_test_results
 from .files import write_json
 from .logger import Logger
-from .mesh import export_mesh, extract_mesh
+from .mesh import extract_mesh, surface_color_fn
+from .mesh_export import export_meshes
 from .network_sdf import build_model
+from .orbit import render_orbit
+from .texture import color_fn_in_frame
 from .provider import DatasetError, load_scene
 from .renderer_sdf import build_renderer
 from .trainer import Trainer, TrainingDiverged, TrainingInterrupted
 
 
 class StageClock:
-    """Wall seconds of each stage of a run (start-up, data, model, training, mesh...), for WORKSPACE/timings.json."""
+    """Wall seconds and peak GPU memory of each stage of a run (start-up, data, model, training, mesh...), and
+    the process's peak CPU memory, for WORKSPACE/timings.json."""
 
     def __init__(self, start):
         self.last = start
         self.seconds = {}
+        self.peak_gpu_mib = {}
 
     def lap(self, stage):
         now = time.time()
         self.seconds[stage] = round(now - self.last, 3)
         self.last = now
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            self.peak_gpu_mib[stage] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            torch.cuda.reset_peak_memory_stats()
+
+    def report(self):
+        """{stage: seconds, "total": seconds, "peak_gpu_mib": {stage: MiB}, "peak_cpu_mib": MiB}."""
+        peak_cpu_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        return {**self.seconds, "total": round(sum(self.seconds.values()), 3), "peak_gpu_mib": self.peak_gpu_mib,
+                "peak_cpu_mib": round(peak_cpu_kib / 1024, 1)}
 
 
 def pick_device(name):
@@ -108,10 +125,11 @@ def prepare(args, device, clock):
     # Softplus(beta=100) underflows to denormals far from the surface, which are ~5x slower on CPUs.
     torch.set_flush_denormal(True)
     d = config.data
-    scene = load_scene(d.path, holdout=d.holdout, downscale=d.downscale, device=device)
+    scene = load_scene(d.path, holdout=d.holdout, downscale=d.downscale, use_masks=not d.no_masks,
+                       roi=region_of_interest(d), device=device)
     clock.lap("data")
     if config.field.background is None:  # the one setting that depends on the scene
-        config = override(config, {"background": "random" if scene.train.masks is not None else "white"})
+        config = override(config, {"background": "random" if scene.train.masks is not None else "nerf"})
     trainer = build_trainer(config, scene, device, args.workspace, args.quiet)
     if state is not None:
         trainer.load_state_dict(state)
@@ -125,17 +143,24 @@ class EmptySurface(RuntimeError):
 
 
 def write_mesh(config, scene, trainer, device, workspace):
-    """Marching cubes of the trained SDF -> WORKSPACE/meshes/mesh.ply (world frame); returns (path, whether it
-    replaced an earlier mesh). EmptySurface if there is no surface (nothing reconstructed: no file is written)."""
+    """Marching cubes of the trained SDF -> WORKSPACE/meshes/mesh.{ply,obj,glb} in the world frame, without the
+    parts no training camera sees, cleaned, decimated and textured as the export settings say; returns (paths,
+    whether they replaced an earlier mesh). EmptySurface if there is no surface (no file is written)."""
     mesh = extract_mesh(trainer.model, config.export.mc_resolution, scene.to_world, device, SCENE_RADIUS)
     if len(mesh.faces) == 0:
         raise EmptySurface(f"{workspace}: the reconstructed surface is empty (no mesh written); train longer or "
                            "check the scene's cameras and masks")
-    path = os.path.join(workspace, "meshes", "mesh.ply")
-    replaced = os.path.exists(path)
-    export_mesh(mesh, path)
-    trainer.logger.log(f"mesh: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces -> {path}")
-    return path, replaced
+    stem = os.path.join(workspace, "meshes", "mesh")
+    replaced = any(os.path.exists(f"{stem}.{f}") for f in MESH_FORMATS)
+    views = scene.train
+    c2w = views.c2w.cpu().double().numpy().copy()
+    c2w[:, :3, :3] = scene.to_world[:3, :3] @ c2w[:, :3, :3] / scene.world_scale  # a similarity: rotation only
+    c2w[:, :3, 3] = c2w[:, :3, 3] @ scene.to_world[:3, :3].T + scene.to_world[:3, 3]
+    color_fn = color_fn_in_frame(surface_color_fn(trainer.model, device), scene.to_world)
+    paths, mesh = export_meshes(mesh, color_fn, config.export, stem,
+                                cameras=(views.intrinsics.cpu().numpy(), c2w, (views.height, views.width)))
+    trainer.logger.log(f"mesh: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces -> {', '.join(paths)}")
+    return paths, replaced
 
 
 def train_and_export(args, config, scene, trainer, device, clock):
@@ -149,9 +174,9 @@ def train_and_export(args, config, scene, trainer, device, clock):
             step, psnr = trainer.last_validation
             summary += f", validation PSNR {psnr:.2f} at step {step}"
         print(summary)
-    mesh_path, replaced = write_mesh(config, scene, trainer, device, args.workspace)
+    mesh_paths, replaced = write_mesh(config, scene, trainer, device, args.workspace)
     clock.lap("mesh")
-    print(f"mesh: {mesh_path}" + (" (replaced the mesh that was there)" if replaced else ""))
+    print(f"mesh: {', '.join(mesh_paths)}" + (" (replaced the mesh that was there)" if replaced else ""))
     if args.test:
         results = os.path.join(args.workspace, "results")
         metrics = write_test_results(trainer.renderer, scene, view_background(config.field.background, device),
@@ -161,9 +186,20 @@ def train_and_export(args, config, scene, trainer, device, clock):
                            f"SSIM {metrics['mean_ssim']}")
         print(f"held-out views: PSNR {metrics['mean_psnr']}, SSIM {metrics['mean_ssim']} -> "
               f"{os.path.join(results, 'metrics.json')}")
-    clock.seconds["total"] = round(sum(clock.seconds.values()), 3)
-    write_json(os.path.join(args.workspace, "timings_test.json" if args.test else "timings.json"), clock.seconds)
-    trainer.logger.log("stage seconds: " + ", ".join(f"{k} {v}" for k, v in clock.seconds.items()))
+        e = config.export
+        if e.video_frames and importlib.util.find_spec("imageio_ffmpeg") is None:
+            print("warning: no orbit video: imageio-ffmpeg is not installed (pip install -r requirements.txt)",
+                  file=sys.stderr)
+        elif e.video_frames:
+            video = render_orbit(trainer.renderer, scene.train, view_background(config.field.background, device),
+                                 e.video_frames, e.video_downscale, e.eval_chunk, os.path.join(results, "orbit.mp4"),
+                                 use_amp=trainer.use_amp, quiet=args.quiet)
+            clock.lap("video")
+            print(f"orbit video: {video}")
+    report = clock.report()
+    write_json(os.path.join(args.workspace, "timings_test.json" if args.test else "timings.json"), report)
+    trainer.logger.log("stage seconds: " + ", ".join(f"{k} {v}" for k, v in clock.seconds.items()) +
+                       f"; peak memory: CPU {report['peak_cpu_mib']} MiB, GPU {report['peak_gpu_mib']} MiB")
 
 
 def run(args, launch_time):
@@ -179,17 +215,22 @@ def run(args, launch_time):
     except (ConfigError, DatasetError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    code = 0
     try:
         train_and_export(args, config, scene, trainer, device, clock)
     except (TrainingDiverged, EmptySurface) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 3
+        code = 3
     except TrainingInterrupted as e:
         print(f"interrupted at step {e.step}: checkpoint saved; run the same command to resume", file=sys.stderr)
-        return 130
+        code = 130
     except OSError as e:  # a full disk, a folder made read-only meanwhile...: the partial file is already gone
         print(f"error: {e.filename or args.workspace}: cannot write ({e.strerror or e})", file=sys.stderr)
-        return 1
+        code = 1
     finally:
         trainer.logger.close()
-    return 0
+    lost = trainer.logger.events_lost
+    if lost is not None and code != 1:  # after a write failure the error line has said it
+        print(f"warning: {os.path.join(args.workspace, 'run')}: tensorboard events not all written "
+              f"({lost.strerror or lost})", file=sys.stderr)
+    return code

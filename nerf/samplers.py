@@ -41,12 +41,17 @@ def dense_packed_info(n_rays, n_samples, device):
     return torch.stack([first, torch.full_like(first, n_samples)], dim=-1)
 
 
-def pack_dense(starts, ends):
-    """Equal-length rays: starts, ends [R, S] -> PackedSamples with S samples per ray."""
+def pack_dense(starts, ends, keep=None):
+    """Equal-length rays: starts, ends [R, S] -> PackedSamples with S samples per ray, or only the sections
+    where keep [R, S] (bool) is True, ray after ray in order (a ray may keep none)."""
     n_rays, n_samples = starts.shape
-    ray_indices = torch.arange(n_rays, device=starts.device).repeat_interleave(n_samples)
-    return PackedSamples(ray_indices, starts.reshape(-1), ends.reshape(-1),
-                         dense_packed_info(n_rays, n_samples, starts.device))
+    if keep is None:
+        ray_indices = torch.arange(n_rays, device=starts.device).repeat_interleave(n_samples)
+        return PackedSamples(ray_indices, starts.reshape(-1), ends.reshape(-1),
+                             dense_packed_info(n_rays, n_samples, starts.device))
+    counts = keep.sum(1)
+    packed_info = torch.stack([torch.cumsum(counts, 0) - counts, counts], -1).int()
+    return PackedSamples(keep.nonzero()[:, 0], starts[keep], ends[keep], packed_info)
 
 
 def composite_dense(alphas, values):
@@ -127,7 +132,25 @@ class NeuSSampler(nn.Module):
                 z, order = torch.cat([z, new_z], -1).sort(-1)
                 sdf = torch.cat([sdf, sdf_at(new_z)], -1).gather(1, order)
         ends = torch.cat([z[:, 1:], torch.maximum(fars[:, None], z[:, -1:])], -1)
-        return pack_dense(z, ends)
+        if self.training or self.upsample_rounds == 0:
+            return pack_dense(z, ends)
+        return pack_dense(z, ends, keep=self._contributing(z, ends, sdf, field.inv_s()))
+
+    @torch.no_grad()
+    def _contributing(self, z, ends, sdf, inv_s):
+        """Inference: of the sections z..ends [R, S] with the SDF at their starts `sdf` [R, S] (known from
+        up-sampling), those that can carry weight. Dropped: sections whose two ends are well outside the
+        surface (both SDFs above 12 / inv_s plus a quarter of the section, so alpha < 1e-5 even where the SDF
+        dips between them), and sections behind the point where the transmittance, estimated from these SDFs,
+        falls below a tenth of the compositor's stopping threshold. Rendering then shades about a fifth of
+        the samples, with images equal to the full render to 1/500 (tests/test_renderer.py)."""
+        sdf_end = torch.cat([sdf[:, 1:], sdf[:, -1:]], -1)
+        dists = ends - z
+        outside = torch.minimum(sdf, sdf_end) > 12.0 / inv_s + 0.25 * dists
+        cos = ((sdf_end - sdf) / (dists + 1e-5)).clamp(max=0.0)
+        alpha = neus_alpha((sdf + sdf_end) * 0.5, cos, dists, inv_s)
+        trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha[:, :-1]], -1), -1)
+        return ~outside & (trans > 1e-5)
 
 
 class OccupancySampler(nn.Module):

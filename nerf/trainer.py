@@ -67,6 +67,9 @@ class Trainer:
                                     self.device) if s.cuda_ray else None
         self.step, self.lr_scale, self.recoveries = 0, 1.0, 0
         self.last_validation = None  # (step, PSNR) of the latest validation render
+        self.last_scalars = {}  # the latest reported training scalars (loss, PSNR, inv_s, lr), for observers
+        # Called as hook(trainer) after every step (e.g. the live viewer); a hook must not wait on the GPU.
+        self.step_hooks = []
         # On the device, so that no step waits for the GPU: samples and rays rendered, and the current run of
         # steps with a non-finite loss.
         self.samples_seen = torch.zeros((), dtype=torch.int64, device=self.device)
@@ -101,7 +104,9 @@ class Trainer:
         """One forward pass: returns (total loss, dict of detached terms)."""
         t = self.train_cfg
         target, mask, bg = batch["rgb"], batch["mask"], batch["bg"]
-        if mask is not None:  # the object on the step's background: the model must not learn the backdrop
+        if mask is not None and self.model.background is None:
+            # The object on the step's background colour: the model must not learn the backdrop. (A background
+            # field learns the backdrop instead; the mask loss still tells the SDF where the object is.)
             target = target * mask[:, None] + bg * (1 - mask[:, None])
         capacity = self.ray_budget.capacity if self.ray_budget else None
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp, cache_enabled=False):
@@ -160,6 +165,8 @@ class Trainer:
             while self.step < end:
                 loss, terms = self.train_step()
                 bar.update(1)
+                for hook in self.step_hooks:
+                    hook(self)
                 if self.step % t.check_every == 0 or self.step == end:
                     bad_steps = int(self.bad_streak)  # the only wait on the GPU
                     # At the end any non-finite loss counts: a run whose last steps diverged must not export.
@@ -194,6 +201,7 @@ class Trainer:
                         its=f"{its:.1f}")
         values.update({"train/loss": float(loss), "train/psnr": train_psnr, "train/inv_s": inv_s, "train/lr": lr})
         self.logger.scalars(values, self.step)
+        self.last_scalars = {"step": self.step, **values}
         if self.step % 100 == 0 or self.step == self.train_cfg.iters:
             self.logger.log(f"step {self.step}: loss {float(loss):.4f} psnr {train_psnr:.2f} inv_s {inv_s:.1f} "
                             f"lr {lr:.2e} {its:.2f} it/s")

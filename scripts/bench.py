@@ -77,7 +77,9 @@ def bench_run(opt, name, root, gt, path, evaluate_mesh):
     stats = json.load(open(os.path.join(workspace, "train_stats.json")))
     row.update(it_per_s=stats["it_per_s"], samples_per_s=stats["samples_per_s"], rays_per_step=stats["rays_per_step"])
     timings = json.load(open(os.path.join(workspace, "timings.json")))  # main_sdf's stage seconds
-    row.update({f"{stage}_s": seconds for stage, seconds in timings.items() if stage != "total"})
+    row.update({f"{stage}_s": seconds for stage, seconds in timings.items()
+                if stage != "total" and not stage.startswith("peak_")})
+    row.update(peak_cpu_mib=timings["peak_cpu_mib"], peak_gpu_mib=max(timings["peak_gpu_mib"].values(), default=None))
     test_log = os.path.join(opt.out, f"{name}_{path}_test.log")
     test_code, _ = run([sys.executable, "main_sdf.py", "--workspace", workspace, "--test", "--quiet"], test_log)
     metrics_path = os.path.join(workspace, "results", "metrics.json")

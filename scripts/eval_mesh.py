@@ -37,7 +37,7 @@ def main(argv=None):
                                 point_to_point=args.point_to_point)
     except MeshReadError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
     print(format_row(args.pred, metrics))
     if args.json:
         with open(args.json, "w") as f:

@@ -13,6 +13,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from nerf.synthetic import make_scene  # noqa: E402
+from nerf.synthetic.scene import BACKGROUNDS  # noqa: E402
 
 
 def main(argv=None):
@@ -27,7 +28,8 @@ def main(argv=None):
     parser.add_argument("--holdout_jitter", action="store_true",
                         help="also render held-out views between the training poses into OUT/holdout/")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--background", choices=("black", "white"), default="black")
+    parser.add_argument("--background", choices=BACKGROUNDS, default="black",
+                        help="behind the object: a colour, or room (a textured floor and dome, for --no_masks)")
     parser.add_argument("--gt_resolution", type=int, default=256, help="marching-cubes grid for analytic shapes")
     parser.add_argument("--texture", default=None, help="texture image for an OBJ with UVs")
     args = parser.parse_args(argv)

@@ -1,65 +1,68 @@
-"""Picture of a mesh seen from one of a NeuS-format scene's cameras: shaded geometry beside vertex colours.
+"""Picture of a mesh seen from one of a NeuS-format scene's cameras: photo | shaded geometry | surface colours
+(a texture's colours for a textured OBJ/GLB, else vertex colours; unshaded), and optionally the PSNR of those
+colours against the photo.
 
-    python scripts/render_mesh.py MESH.ply DATA --view 0 --out mesh.png [--downscale 1]
+    python scripts/render_mesh.py MESH DATA --view 0 [--out mesh.png] [--psnr] [--downscale 1]
 
 The mesh must be in the scene's world frame (as main_sdf.py writes it). Rasterised on the CPU with the
 generator's z-buffer (exact visibility at pixel centres); shading is a head-light Lambertian of face normals.
+--psnr compares inside the scene's mask (pixels the mesh misses count as black) when the scene has masks,
+else over the pixels the mesh covers; use a held-out view (index a multiple of --holdout, 8) to check a
+reconstruction on a view it was not trained on.
 """
 import argparse
 import os
 import sys
 
-import cv2
 import numpy as np
-import trimesh
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nerf.camera_geometry import decompose_projection  # noqa: E402
-from nerf.synthetic import rasterize  # noqa: E402
+from nerf.files import save_png  # noqa: E402
+from nerf.input_checks import DatasetError  # noqa: E402
+from nerf.mesh_metrics import load_mesh  # noqa: E402
+from nerf.mesh_render import load_neus_view, masked_psnr, render_colors, render_shaded  # noqa: E402
 
 
-def render(mesh, K, w2c, width, height):
-    verts_cam = mesh.vertices @ w2c[:3, :3].T + w2c[:3, 3]
-    faces = np.asarray(mesh.faces)
-    front = (verts_cam[faces][:, :, 2] > 1e-6).all(1)  # drop faces behind the camera
-    faces = faces[front]
-    tri = rasterize(verts_cam, faces, K, width, height).reshape(height, width)
-    hit = tri >= 0
-    normals_cam = mesh.face_normals[front] @ w2c[:3, :3].T
-    shade = np.zeros((height, width, 3))
-    centres = verts_cam[faces[tri[hit]]].mean(1)
-    view = -centres / np.linalg.norm(centres, axis=1, keepdims=True)
-    shade[hit] = np.abs((normals_cam[tri[hit]] * view).sum(1, keepdims=True)) * 0.85 + 0.15
-    shade[~hit] = 1.0
-    colors = np.ones((height, width, 3))
-    if mesh.visual.kind == "vertex":
-        vc = np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0
-        colors[hit] = vc[faces[tri[hit]]].mean(1)
-    return np.concatenate([shade, colors], axis=1)
-
-
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mesh")
-    p.add_argument("data", help="NeuS-format scene folder (cameras_sphere.npz)")
+    p.add_argument("mesh", help="PLY / OBJ (+MTL, texture) / GLB in the scene's world frame")
+    p.add_argument("data", help="NeuS-format scene folder (image/, optional mask/, cameras_sphere.npz)")
     p.add_argument("--view", type=int, default=0)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", default=None, help="PNG to write: photo | shaded mesh | surface colours")
+    p.add_argument("--psnr", action="store_true", help="print the PSNR of the surface colours against the photo")
     p.add_argument("--downscale", type=int, default=1)
-    opt = p.parse_args()
-    mesh = trimesh.load(opt.mesh, process=False)
-    cams = np.load(os.path.join(opt.data, "cameras_sphere.npz"))
-    K, c2w = decompose_projection(cams[f"world_mat_{opt.view}"][:3, :4].astype(np.float64))
-    image = cv2.imread(sorted(os.path.join(opt.data, "image", f) for f in os.listdir(os.path.join(opt.data, "image")))[opt.view])
-    height, width = image.shape[0] // opt.downscale, image.shape[1] // opt.downscale
-    K[:2] /= opt.downscale
-    K[:2, 2] += 0.5 / opt.downscale - 0.5
-    picture = render(mesh, K, np.linalg.inv(c2w), width, height)
-    photo = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)[..., ::-1] / 255.0
-    out = np.concatenate([photo, picture], axis=1)
-    cv2.imwrite(opt.out, (np.clip(out, 0, 1)[..., ::-1] * 255).astype(np.uint8))
-    print(f"{opt.out}: photo | shaded mesh | vertex colours, view {opt.view}")
+    opt = p.parse_args(argv)
+    try:
+        if opt.out is None and not opt.psnr:
+            raise DatasetError(f"{opt.mesh}: nothing to do (give --out PNG and/or --psnr)")
+        if opt.downscale < 1:
+            raise DatasetError(f"{opt.data}: --downscale must be at least 1, got {opt.downscale}")
+        if opt.out is not None and not opt.out.lower().endswith(".png"):
+            raise DatasetError(f"{opt.out}: --out must be a .png file")
+        mesh = load_mesh(opt.mesh)
+        view = load_neus_view(opt.data, opt.view, opt.downscale)
+        width, height = view.size
+        colors, covered = render_colors(mesh, view.K, view.w2c, width, height)
+        if opt.psnr and colors is None:
+            raise DatasetError(f"{opt.mesh}: the mesh has no colours (vertex colours or a texture) to compare")
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if opt.psnr:
+        where = view.mask if view.mask is not None else covered
+        region = "inside the mask" if view.mask is not None else "over the pixels the mesh covers"
+        coverage = f", mesh covers {covered[view.mask].mean():.1%} of the mask" if view.mask is not None else ""
+        print(f"psnr {masked_psnr(colors, view.image, where):.2f} dB {region} ({int(where.sum())} pixels{coverage}), "
+              f"view {opt.view}, {mesh.visual.kind} colours")
+    if opt.out is not None:
+        shaded = render_shaded(mesh, view.K, view.w2c, width, height)
+        # white background, as the shaded panel's
+        panel = np.ones_like(shaded) if colors is None else np.where(covered[..., None], colors, 1.0)
+        save_png(opt.out, np.concatenate([view.image, shaded, panel], axis=1))
+        print(f"{opt.out}: photo | shaded mesh | {mesh.visual.kind or 'no'} colours, view {opt.view}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

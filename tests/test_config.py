@@ -128,6 +128,35 @@ def test_an_unusable_workspace_is_refused(small_scene, tmp_path, capsys, kind, m
     assert sorted(os.listdir(tmp_path)) == before and blocker.read_text() == "not a folder"
 
 
+@pytest.mark.parametrize("where", ["workspace", "parent"])
+@pytest.mark.parametrize("how", ["read_only", "immutable"])
+def test_a_workspace_that_cannot_be_written_is_refused(small_scene, tmp_path, capsys, how, where):
+    """A read-only folder (chmod; root ignores it, so not as root) or an immutable one (chattr +i, which binds
+    root too), as the workspace itself or as the folder it would be created in."""
+    import os
+    import subprocess
+
+    import main_sdf
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    workspace = str(locked if where == "workspace" else locked / "ws")
+    if how == "read_only":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        locked.chmod(0o555)
+    elif subprocess.run(["chattr", "+i", str(locked)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here (needs root and a file system that supports it)")
+    try:
+        assert main_sdf.main([small_scene[0], "--workspace", workspace, "--device", "cpu"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {workspace}: --workspace is not writable"), err
+        assert os.listdir(locked) == []
+    finally:
+        subprocess.run(["chattr", "-i", str(locked)], capture_output=True)
+        locked.chmod(0o755)
+
+
 def test_training_needs_data_when_there_is_no_checkpoint(tmp_path, capsys):
     import main_sdf
 
@@ -143,3 +172,19 @@ def test_a_downscale_larger_than_the_images_is_refused(small_scene, tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --downscale: 1000 leaves no pixel of the 96x72 images"), err
     assert not (tmp_path / "ws").exists()
+
+
+def test_the_readme_lists_every_flag():
+    """README's flag table is the documentation of the settings: one row per flag, none missing, none stale."""
+    import dataclasses
+    import re
+
+    from nerf.config import STAGES
+
+    import os
+
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    listed = set(re.findall(r"^\| `--(\w+)` \|", readme, flags=re.M))
+    flags = {(f"no_{f.name}" if f.type is bool and f.default else f.name)
+             for cls in STAGES.values() for f in dataclasses.fields(cls) if f.metadata["cli"]}
+    assert listed == flags, (sorted(flags - listed), sorted(listed - flags))

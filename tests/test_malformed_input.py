@@ -534,13 +534,6 @@ synth_case("synthetic all cameras at one point",
 synth_case("synthetic all train cameras looking away", set_all_poses(lambda j, m, meta: opengl_turned(m, 180)))
 
 
-@case("synthetic test split missing")
-def _(d, base):
-    synth_folder(d, base)
-    os.remove(d / "transforms_test.json")
-    return d / "transforms_val.json"
-
-
 # --- Images and masks
 
 
@@ -624,6 +617,41 @@ def _(d, base):
         frame["mask_path"] = "black/0.png"
     ngp_folder(d, base, meta)
     return d
+
+
+@case("mask all black")
+def _(d, base):
+    neus_folder(d, base, skip_mask=MASK_NAME)
+    cv2.imwrite(str(d / "mask" / MASK_NAME), np.zeros((72, 96), np.uint8))
+    return d / "mask" / MASK_NAME
+
+
+def jpeg_frames(d, base, damage):
+    """An instant-ngp folder whose images are JPEGs; frame 3's file is passed through `damage`."""
+    meta = ngp_meta(base)
+    (d / "jpg").mkdir()
+    for i, frame in enumerate(meta["frames"]):
+        rgb = cv2.imread(os.path.join(base["neus"], frame["file_path"]))
+        ok, data = cv2.imencode(".jpg", rgb)
+        path = d / "jpg" / f"{i:03d}.jpg"
+        path.write_bytes(damage(data.tobytes()) if i == 3 else data.tobytes())
+        frame["file_path"] = f"jpg/{i:03d}.jpg"
+    ngp_folder(d, base, meta)
+    return d / "jpg" / "003.jpg"
+
+
+CASES["ngp jpeg truncated"] = lambda d, base: jpeg_frames(d, base, lambda data: data[: len(data) * 2 // 3])
+CASES["ngp jpeg cut before its end marker"] = lambda d, base: jpeg_frames(d, base, lambda data: data[:-2])
+
+
+@case("synthetic alpha all zero")
+def _(d, base):
+    name = "000002.png"
+    synth_folder(d, base, skip_train_image=name)
+    rgba = cv2.imread(os.path.join(base["synthetic"], "train", name), cv2.IMREAD_UNCHANGED)
+    rgba[..., 3] = 0
+    cv2.imwrite(str(d / "train" / name), rgba)
+    return d / "train" / name
 
 
 @case("synthetic image truncated")
@@ -727,3 +755,19 @@ def test_16_bit_and_gray_alpha_images_load(bases, tmp_path):
     assert (gray_view == gray_view[..., :1]).all()  # three equal channels
     others = [i for i in range(16) if i != index]
     assert (scene.train.images[others] == reference[others]).all()  # 16-bit -> the same 8-bit values
+
+
+def test_complete_jpegs_load_with_trailing_padding(bases, tmp_path):
+    """JPEG images load, also one with a few padding bytes after its end-of-image marker (some cameras write
+    them); only a file cut before the marker is refused."""
+    jpeg_frames(tmp_path, bases, lambda data: data + b"\x00" * 16)
+    scene = load_scene(str(tmp_path))
+    assert len(scene.train) + len(scene.test) == 16 and scene.train.images.float().mean() > 10
+
+
+def test_nerf_synthetic_with_only_a_train_split_holds_out_every_nth_view(bases, tmp_path):
+    synth_folder(tmp_path, bases)
+    os.remove(tmp_path / "transforms_test.json")
+    scene = load_scene(str(tmp_path), holdout=4)
+    assert scene.format == "nerf-synthetic" and len(scene.train) == 9 and len(scene.test) == 3  # 12 views
+    assert scene.test.names == ["train_000000", "train_000004", "train_000008"]

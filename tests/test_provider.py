@@ -59,6 +59,70 @@ def test_instant_ngp_format_matches_neus_cameras(small_scene, tmp_path):
     assert (scene.train.c2w[:, :3, 3].norm(dim=-1) > 1).all()
 
 
+def ngp_copy(small_scene, tmp_path, meta_update=None, masks=True):
+    """The small scene as instant-ngp only (no cameras_sphere.npz), transforms.json updated by `meta_update`."""
+    root, _ = small_scene
+    ngp = tmp_path / "ngp"
+    ngp.mkdir(parents=True)
+    meta = json.load(open(os.path.join(root, "transforms.json")))
+    meta.update(meta_update or {})
+    if not masks:
+        for frame in meta["frames"]:
+            del frame["mask_path"]
+    json.dump(meta, open(ngp / "transforms.json", "w"))
+    os.symlink(os.path.join(root, "image"), ngp / "image")
+    os.symlink(os.path.join(root, "mask"), ngp / "mask")
+    return str(ngp)
+
+
+def object_sphere(info):
+    return np.array(info["object_centre"]), info["object_radius"]
+
+
+def test_derived_region_of_interest_holds_the_object_tightly(small_scene, tmp_path):
+    """With masks the sphere is the visual hull's (within ~10 % of the NeuS scale_mat's 1.15 x the object's
+    radius); without masks, the sphere every camera sees whole: it still holds the object, and is not the
+    common frustum (which reaches far past the object)."""
+    _, info = small_scene
+    centre, radius = object_sphere(info)
+    masked = load_scene(ngp_copy(small_scene, tmp_path))
+    unmasked = load_scene(ngp_copy(small_scene, tmp_path / "u", masks=False))
+    for scene, lo, hi in ((masked, 1.0, 1.3), (unmasked, 1.05, 2.5)):
+        r, c = scene.to_world[0, 0], scene.to_world[:3, 3]
+        assert lo * radius < r < hi * radius, (scene.train.masks is None, r / radius)
+        assert np.linalg.norm(c - centre) + radius < r  # the object is inside
+
+
+def test_aabb_and_flags_set_the_region_of_interest(small_scene, tmp_path):
+    """transforms.json's aabb (world units) gives the sphere around it; --center/--radius override any format,
+    and the world rays stay the same."""
+    root, info = small_scene
+    centre, radius = object_sphere(info)
+    box = [(centre - radius).tolist(), (centre + radius).tolist()]
+    scene = load_scene(ngp_copy(small_scene, tmp_path, {"aabb": box}))
+    assert np.allclose(scene.to_world[:3, 3], centre) and np.isclose(scene.to_world[0, 0], radius * 3**0.5)
+    neus = load_scene(root)
+    moved = load_scene(root, roi=((centre + 10).tolist(), 1.5 * radius))
+    assert np.allclose(moved.to_world[:3, 3], centre + 10) and np.isclose(moved.to_world[0, 0], 1.5 * radius)
+    for a, b in zip(world_rays(neus, neus.test, 0), world_rays(moved, moved.test, 0)):
+        assert torch.allclose(a, b, atol=1e-3)
+
+
+def test_bad_region_of_interest_flags_are_refused(small_scene, tmp_path, capsys):
+    root, _ = small_scene
+    for flags, message in ((["--center", "1,2"], "--center: give both"),
+                           (["--center", "1,2", "--radius", "3"], "--center: expected three finite numbers"),
+                           (["--center", "1,2,nan", "--radius", "3"], "--center: expected three finite numbers"),
+                           (["--center", "1,2,3", "--radius", "0"], "--radius: must be > 0")):
+        assert main_sdf.main([root, "--workspace", str(tmp_path / "ws"), "--device", "cpu", *flags]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: " + message), err
+    assert not (tmp_path / "ws").exists()
+    bad = ngp_copy(small_scene, tmp_path, {"aabb": [[0, 0, 0], [1, -1, 1]]})
+    assert main_sdf.main([bad, "--workspace", str(tmp_path / "ws"), "--device", "cpu"]) == 2
+    assert "aabb must be" in capsys.readouterr().err
+
+
 def test_nerf_synthetic_format_with_alpha_masks(small_scene, tmp_path):
     """NeRF-synthetic: square-pixel camera_angle_x, RGBA images whose alpha is the mask, its own test split."""
     root, _ = small_scene

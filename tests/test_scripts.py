@@ -311,9 +311,9 @@ def test_eval_cli(tmp_path, sphere_mesh):
     for broken in (bad, empty, tmp_path / "missing.ply"):
         res = subprocess.run([sys.executable, script, str(broken), str(gt)],
                              capture_output=True, text=True)
-        assert res.returncode == 1
+        assert res.returncode == 2
         lines = res.stderr.strip().splitlines()
-        assert len(lines) == 1 and broken.name in lines[0]
+        assert len(lines) == 1 and lines[0].startswith(f"error: {broken}: "), lines
 
 
 # --------------------------------------------------------------------------

@@ -40,8 +40,10 @@ def test_short_training_reconstructs_the_shape(trained):
     assert mesh.is_watertight
     assert mesh.visual.vertex_colors.shape[0] == len(mesh.vertices)
     timings = json.load(open(os.path.join(workspace, "timings.json")))
-    assert list(timings) == ["start-up", "data", "model", "training", "mesh", "total"]
-    assert timings["training"] > 0 and abs(sum(timings.values()) - 2 * timings["total"]) < 0.01
+    stages = ["start-up", "data", "model", "training", "mesh"]
+    assert list(timings) == stages + ["total", "peak_gpu_mib", "peak_cpu_mib"]
+    assert timings["training"] > 0 and abs(sum(timings[s] for s in stages) - timings["total"]) < 0.01
+    assert timings["peak_gpu_mib"] == {} and 100 < timings["peak_cpu_mib"] < 24 * 1024  # a CPU run
     assert sorted(os.listdir(os.path.join(workspace, "validation"))) == ["step_0000200.png"]
 
 
@@ -56,6 +58,11 @@ def test_test_mode_needs_no_flags_and_writes_results_in_world_units(trained):
     for name in metrics["views"]:
         for kind in ("rgb", "normal", "depth"):
             assert os.path.isfile(os.path.join(results, f"{name}_{kind}.png"))
+    # The orbit video of the CPU preset: 24 frames of RGB | normals at a quarter of the 96x72 views (made even).
+    imageio = pytest.importorskip("imageio.v2")
+    pytest.importorskip("imageio_ffmpeg")
+    frames = imageio.mimread(os.path.join(results, "orbit.mp4"), memtest=False)
+    assert len(frames) == 24 and frames[0].shape == (18, 48, 3)
     # Depth is in mm: the object's surface lies between (camera distance - radius) and (camera distance + radius).
     cams = np.load(os.path.join(root, "cameras_sphere.npz"))
     name = sorted(metrics["views"])[0]
@@ -83,6 +90,30 @@ def test_test_mode_refuses_flags_that_change_the_model(trained, flag, capsys, tm
     assert len(err) == 1 and err[0].startswith(f"error: {flag[0]}: the checkpoint was trained with"), err
     after = {p: os.path.getmtime(os.path.join(d, p)) for d, _, files in os.walk(workspace) for p in files}
     assert after == before  # nothing written
+
+
+def test_export_settings_write_decimated_and_textured_meshes(trained, tmp_path):
+    """--test with export settings only: OBJ + MTL + PNG and GLB with a baked texture, decimated, in world
+    units; the checkpoint's workspace is copied so that the other tests keep their mesh."""
+    pytest.importorskip("xatlas")
+    pytest.importorskip("fast_simplification")
+    import shutil
+
+    root, info, workspace = trained
+    copy = str(tmp_path / "ws")
+    shutil.copytree(workspace, copy)
+    assert main_sdf.main(["--workspace", copy, "--test", "--device", "cpu", "--quiet", "--video_frames", "0",
+                          "--mesh_format", "ply,obj,glb", "--mesh_faces", "800", "--texture", "128",
+                          "--mesh_clean", "0.05"]) == 0
+    meshes = os.path.join(copy, "meshes")
+    assert sorted(os.listdir(meshes)) == ["mesh.glb", "mesh.mtl", "mesh.obj", "mesh.ply", "mesh.png"]
+    for name in ("mesh.ply", "mesh.obj", "mesh.glb"):
+        mesh = trimesh.load(os.path.join(meshes, name), force="mesh", process=False)
+        assert 600 < len(mesh.faces) <= 880, (name, len(mesh.faces))
+        distance = np.linalg.norm(mesh.vertices - np.array(info["object_centre"]), axis=1)
+        assert distance.max() < 1.2 * info["object_radius"]  # world units (mm), around the object
+    textured = trimesh.load(os.path.join(meshes, "mesh.obj"), force="mesh", process=False)
+    assert textured.visual.kind == "texture" and textured.visual.material.image.size == (128, 128)
 
 
 def test_train_step_advances_the_step(small_scene, tmp_path):

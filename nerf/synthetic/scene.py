@@ -6,6 +6,7 @@ import time
 import numpy as np
 
 from .analytic import AnalyticShape
+from .backdrop import backdrop_colors
 from .appearance import AMBIENT, LIGHT_DIR_WORLD, make_procedural_texture, procedural_albedo
 from .cameras import DISTANCE_RANGE, ELEVATION_RANGE_DEG, GOLDEN_ANGLE, make_cameras, make_intrinsics
 from .geometry import normalize
@@ -28,6 +29,10 @@ CONVENTIONS = {
 }
 
 
+# 'room': a textured floor and dome behind the object (backdrop.py), for unmasked training (--no_masks).
+BACKGROUNDS = ("black", "white", "room")
+
+
 def check_formats(formats, background):
     """The formats as a tuple (a comma list is split); ValueError for an unknown format or background."""
     if isinstance(formats, str):
@@ -35,8 +40,8 @@ def check_formats(formats, background):
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ValueError(f"unknown formats: {sorted(unknown)}")
-    if background not in ("black", "white"):
-        raise ValueError("background must be 'black' or 'white'")
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}")
     return formats
 
 
@@ -118,7 +123,12 @@ def make_scene(out_dir, shape="sphere", views=32, width=400, height=300, radius_
 
     os.makedirs(out_dir, exist_ok=True)
     t_render = time.time()
-    coverage = [write_views(obj, cams, K, width, height, albedo_fn, background, out_dir, sub)
+    room_texture = make_procedural_texture(np.random.default_rng([seed, 2]))
+
+    def backdrop_fn(K, R, t, width, height):
+        return backdrop_colors(K, R, t, width, height, centre, radius, room_texture)
+
+    coverage = [write_views(obj, cams, K, width, height, albedo_fn, background, out_dir, sub, backdrop_fn)
                 for sub, cams in subsets]
     render_seconds = time.time() - t_render
     write_cameras(out_dir, subsets, formats, K, width, height, centre, SCALE_MAT_MARGIN * radius)

@@ -1,0 +1,149 @@
+"""An orbit video of the trained model: cameras on a full circle at the training cameras' mean elevation and
+distance around the scene's centre (the origin of the normalised space), RGB and normals side by side, written as
+an H.264 mp4 through imageio's ffmpeg plugin (imageio-ffmpeg, which ships its own ffmpeg)."""
+import math
+
+import torch
+import tqdm
+
+from .evaluation import normal_image
+from .files import write_atomic
+from .provider import pixel_rays
+
+# Above this elevation (degrees) the optical axis nears the up axis and the camera's roll is ill-defined.
+MAX_ELEVATION_DEG = 85.0
+
+
+def orbit_cameras(c2w, n_frames):
+    """c2w [N, 4, 4] training cameras (normalised space, OpenCV axes) -> c2w [n_frames, 4, 4] of a full turn.
+
+    The turn is about `orbit_axis` (the cameras' common up direction) through the origin, at the mean of
+    their elevations above the plane normal to that axis and at their mean distance from the origin; each
+    camera looks at the origin with no roll. Per-camera elevations (not the elevation of the mean position)
+    keep a ring of cameras, whose mean position is the centre, and a one-sided cap (DTU) alike. The turn
+    starts at the azimuth of the cameras' mean direction (the captured side of a cap; the first camera's for
+    a ring, whose mean direction vanishes) and steps 2 pi / n_frames, so the last frame is one step from the
+    first and the video loops.
+    """
+    if c2w.dim() != 3 or c2w.shape[1:] != (4, 4) or c2w.shape[0] == 0:
+        raise ValueError(f"c2w: expected [N, 4, 4] cameras, got {list(c2w.shape)}")
+    if n_frames < 1:
+        raise ValueError(f"n_frames: {n_frames}, expected at least 1")
+    poses = c2w.detach().double().cpu()
+    positions = poses[:, :3, 3]  # [N, 3]
+    distances = positions.norm(dim=-1)  # [N]
+    if distances.min() <= 1e-9:
+        raise ValueError("c2w: a camera is at the scene's centre")
+    up = orbit_axis(poses)
+    directions = positions / distances[:, None]  # [N, 3]
+    elevation = torch.asin((directions @ up).clamp(-1, 1)).mean()
+    limit = math.radians(MAX_ELEVATION_DEG)
+    elevation = elevation.clamp(-limit, limit)
+    distance = distances.mean()
+
+    # In-plane basis: e1 towards the start azimuth, e2 = up x e1 (a right-handed turn about up).
+    start = _in_plane(directions.mean(0), up)
+    if start is None:
+        start = _in_plane(directions[0], up)
+    if start is None:  # the first camera is right above the centre: any direction in the plane will do
+        start = _in_plane(torch.eye(3, dtype=up.dtype)[int(up.abs().argmin())], up)
+    e1, e2 = start, torch.cross(up, start, dim=0)
+    azimuth = torch.arange(n_frames, dtype=up.dtype) * (2 * math.pi / n_frames)  # [F]
+    ring = torch.cos(azimuth)[:, None] * e1 + torch.sin(azimuth)[:, None] * e2  # [F, 3]
+    eye = distance * (torch.cos(elevation) * ring + torch.sin(elevation) * up)  # [F, 3]
+
+    forward = -eye / eye.norm(dim=-1, keepdim=True)  # [F, 3] towards the origin
+    right = torch.cross(forward, up.expand_as(forward), dim=-1)
+    right = right / right.norm(dim=-1, keepdim=True)
+    down = torch.cross(forward, right, dim=-1)
+    out = torch.eye(4, dtype=up.dtype).repeat(n_frames, 1, 1)
+    out[:, :3, 0], out[:, :3, 1], out[:, :3, 2], out[:, :3, 3] = right, down, forward, eye
+    return out.to(device=c2w.device, dtype=c2w.dtype)
+
+
+def orbit_axis(c2w):
+    """c2w [N, 4, 4] (OpenCV axes) -> [3] unit: the up direction the cameras share, on the side of the mean of
+    their up vectors (-y).
+
+    The mean up vector itself is tilted on a one-sided capture: a camera looking down at the object has its
+    up vector tilted away from it, which cancels out only over a full ring (a DTU-like cap at 30 degrees of
+    elevation tilts it by ~25 degrees). An unrolled camera's right vector (x) is level instead, so the up
+    direction is the one most nearly perpendicular to every right vector: the least eigenvector of their
+    second moment. Where the right vectors are (nearly) all parallel (one camera, a vertical arc) that leaves
+    a plane, and the mean up vector is projected into it."""
+    up = -c2w[:, :3, 1].mean(0)  # OpenCV y points down
+    rights = c2w[:, :3, 0]  # [N, 3]
+    eigenvalues, eigenvectors = torch.linalg.eigh(rights.T @ rights / len(rights))  # ascending
+    if eigenvalues[1] > 0.01 and eigenvalues[0] < 0.1 * eigenvalues[1]:  # right vectors span a plane
+        axis = eigenvectors[:, 0]
+        axis = axis if axis @ up >= 0 else -axis
+    else:
+        dominant = eigenvectors[:, 2]
+        axis = up - (up @ dominant) * dominant
+    if axis.norm() < 1e-6 or axis @ up <= 1e-6:
+        raise ValueError("c2w: the cameras' up vectors cancel out; no up direction for the orbit")
+    return axis / axis.norm()
+
+
+def _in_plane(vector, normal):
+    """vector [3] projected onto the plane normal to `normal` [3] (unit), normalised; None if it nearly vanishes."""
+    v = vector - (vector @ normal) * normal
+    return v / v.norm() if v.norm() > 1e-3 else None
+
+
+def orbit_intrinsics(intrinsics, width, height, downscale):
+    """intrinsics [N, 3, 3] of width x height images -> (K [3, 3], width', height'): the mean camera matrix
+    with the image `downscale` times smaller (pixel centres at integers: u' = (u + 0.5) / s - 0.5), cropped
+    to even sizes (H.264 yuv420p needs them) about the same centre."""
+    if downscale <= 0:
+        raise ValueError(f"downscale: {downscale}, expected > 0")
+    k = intrinsics.detach().double().cpu().mean(0)
+    new_w, new_h = (max(2, 2 * int(n / downscale // 2)) for n in (width, height))
+    scaled = k.clone()
+    scaled[:2, :] /= downscale
+    scaled[:2, 2] += 0.5 / downscale - 0.5
+    scaled[0, 2] -= (width / downscale - new_w) / 2  # the crop takes equal shares off both sides
+    scaled[1, 2] -= (height / downscale - new_h) / 2
+    return scaled.to(device=intrinsics.device, dtype=intrinsics.dtype), new_w, new_h
+
+
+@torch.no_grad()
+def render_orbit(renderer, views, bg_color, n_frames, downscale, chunk, path, fps=30, use_amp=False, quiet=False):
+    """Render an orbit of `n_frames` around the object seen by `views` (the training views) and write it to
+    `path` (mp4, H.264 yuv420p): each frame is RGB on `bg_color` [3] | normals in the camera frame, at the
+    training resolution divided by `downscale` (made even). Frames stream to ffmpeg one by one; the file
+    appears complete or not at all. Returns `path`."""
+    import imageio.v2 as imageio  # optional: only the video needs it
+
+    renderer.eval()
+    device = bg_color.device
+    poses = orbit_cameras(views.c2w, n_frames).to(device)
+    k, width, height = orbit_intrinsics(views.intrinsics, views.width, views.height, downscale)
+    k = k.to(device)
+    row, col = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
+    u, v = col.reshape(-1).float(), row.reshape(-1).float()  # [H*W]
+    n = u.numel()
+
+    def render_frame(pose):
+        """pose [4, 4] -> [H, 2W, 3] uint8: rgb | normals."""
+        rays_o, rays_d = pixel_rays(k.expand(n, 3, 3), pose.expand(n, 4, 4), u, v)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+            out = renderer.render_chunked(rays_o, rays_d, bg_color, chunk)
+        rgb = out["rgb"].float().reshape(height, width, 3).clamp(0, 1)
+        normal = normal_image(out["normal"].float().reshape(height, width, 3),
+                              out["opacity"].float().reshape(height, width), pose)
+        frame = torch.cat([rgb, normal], dim=1)
+        return (frame * 255 + 0.5).to(torch.uint8).cpu().numpy()
+
+    def write(tmp_path):
+        # write_atomic's temporary name keeps the .mp4 extension; "-f mp4" says the container all the same.
+        writer = imageio.get_writer(tmp_path, format="FFMPEG", mode="I", fps=fps, codec="libx264",
+                                    pixelformat="yuv420p", macro_block_size=2, output_params=["-f", "mp4"])
+        try:
+            for pose in tqdm.tqdm(poses, desc="orbit video", disable=quiet):
+                writer.append_data(render_frame(pose))
+        finally:
+            writer.close()
+
+    write_atomic(path, write)
+    return path

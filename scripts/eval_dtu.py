@@ -1,0 +1,119 @@
+#!/usr/bin/env python
+"""DTU MVS scores of a mesh: accuracy, completeness and overall in mm against the official reference of one scan
+(protocol and file layout in nerf/dtu_eval.py). The mesh must be in the DTU frame (mm), as main_sdf.py writes
+it for DTU data in the NeuS format.
+
+    python scripts/eval_dtu.py MESH --scan N --dtu PATH [--data SCENE] [--out FILE.json] [--vis DIR]
+
+--data SCENE culls the mesh first by the dilated masks of that NeuS-format scene (cameras_sphere.npz, mask/).
+Bad input: one line `error: PATH: problem` on stderr, exit 2, nothing written.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from nerf.dtu_eval import (DOWNSAMPLE_MM, MAX_DIST_MM, check_input_file, evaluate_dtu,  # noqa: E402
+                           load_mask_views, load_reference)
+from nerf.files import write_json  # noqa: E402
+from nerf.input_checks import DatasetError  # noqa: E402
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A bad flag is one `error:` line too, not the usage text."""
+
+    def error(self, message):
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def positive_int(text):
+    value = int(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
+positive_int.__name__ = "positive integer"  # argparse names the type in its message
+
+
+def positive_float(text):
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise ValueError(text)
+    return value
+
+
+positive_float.__name__ = "positive number"
+
+
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+non_negative_int.__name__ = "non-negative integer"
+
+
+def check_output(path, flag):
+    """An output path must not be a folder (file) or a file (folder): caught before the evaluation runs."""
+    if path is None:
+        return
+    if flag == "--out" and os.path.isdir(path):
+        raise DatasetError(f"{path}: is a folder ({flag} names a JSON file)")
+    if flag == "--vis" and os.path.exists(path) and not os.path.isdir(path):
+        raise DatasetError(f"{path}: is a file ({flag} names a folder)")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise DatasetError(f"{path}: cannot be written ({parent} is a file)")
+
+
+def main(argv=None):
+    parser = OneLineParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("mesh", help="mesh to score (ply/obj/...), DTU frame, mm")
+    parser.add_argument("--scan", type=positive_int, required=True, help="DTU scan number (24, 37, ...)")
+    parser.add_argument("--dtu", required=True,
+                        help="DTU reference folder: Points/stl/stlNNN_total.ply, ObsMask/ObsMaskN_10.mat, "
+                             "ObsMask/PlaneN.mat")
+    parser.add_argument("--data", default=None, help="NeuS-format scene whose dilated masks cull the mesh first")
+    parser.add_argument("--dilation", type=non_negative_int, default=None,
+                        help="mask dilation radius in mask pixels (default: 12 at 1600 px wide, scaled)")
+    parser.add_argument("--downsample", type=positive_float, default=DOWNSAMPLE_MM,
+                        help="sampling step and thinning radius, mm")
+    parser.add_argument("--max_dist", type=positive_float, default=MAX_DIST_MM,
+                        help="distances at or beyond this (mm) are outliers, left out of the means")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the thinning's random order")
+    parser.add_argument("--out", default=None, help="write the scores and counts here (JSON)")
+    parser.add_argument("--vis", default=None,
+                        help="write accuracy_points.ply and completeness_points.ply (coloured by distance) here")
+    args = parser.parse_args(argv)
+    try:
+        check_output(args.out, "--out")
+        check_output(args.vis, "--vis")
+        # the quick checks first: the reference takes a while to read
+        check_input_file(args.mesh, "a mesh")
+        mask_views = None if args.data is None else load_mask_views(args.data)
+        reference = load_reference(args.dtu, args.scan)
+        scores = evaluate_dtu(args.mesh, reference, mask_views=mask_views, downsample=args.downsample,
+                              max_dist=args.max_dist, dilation=args.dilation, seed=args.seed, vis_dir=args.vis)
+    except DatasetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    counts = scores["counts"]
+    culled = f", {counts['culled_faces']} faces culled by masks" if "culled_faces" in counts else ""
+    print(f"{args.mesh}: scan {args.scan}: accuracy {scores['accuracy']:.4f} mm, completeness "
+          f"{scores['completeness']:.4f} mm, overall {scores['overall']:.4f} mm "
+          f"({counts['accuracy_points']} mesh points, {counts['completeness_points']} reference points{culled})")
+    if args.out:
+        write_json(args.out, dict(scores, mesh=os.path.abspath(args.mesh), dtu=os.path.abspath(args.dtu),
+                                  data=None if args.data is None else os.path.abspath(args.data)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
