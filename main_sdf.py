@@ -14,10 +14,21 @@ import time
 LAUNCH_TIME = time.time()  # before torch is imported: start-up counts in the stage times
 
 
+class UsageError(Exception):
+    pass
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line `error: --flag: problem` (no usage block), exit code 2."""
+
+    def error(self, message):
+        raise UsageError(message.replace("argument ", "", 1))
+
+
 def parse_args(argv=None):
     from nerf.config import add_arguments
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", nargs="?", help="scene folder: NeuS (cameras_sphere.npz), NeRF-synthetic "
                                            "(transforms_train.json) or instant-ngp (transforms.json)")
     p.add_argument("--workspace", required=True, help="output folder (checkpoints, logs, meshes, results)")
@@ -26,6 +37,10 @@ def parse_args(argv=None):
     p.add_argument("--ckpt", default="latest", help="latest (resume if a checkpoint exists) | scratch | PATH")
     p.add_argument("--device", help="cuda, cuda:1, cpu... (default: cuda when present)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--viewer", type=int, default=0, metavar="PORT",
+                   help="serve a live viewer (viser) on this port while training: the render from a camera you "
+                        "drag, the loss and PSNR curves, the mesh when written (0: off)")
+    p.add_argument("--viewer_host", default="127.0.0.1", help="address the viewer listens on (0.0.0.0: all)")
     add_arguments(p)
     return p.parse_args(argv)
 
@@ -42,6 +57,9 @@ def main(argv=None):
             from nerf.run import run
     except KeyboardInterrupt:
         held.requested = True
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if held.requested:
         print("interrupted during start-up; nothing written", file=sys.stderr)
         return 130

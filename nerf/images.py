@@ -2,7 +2,6 @@
 warnings silenced so that a bad file gives one line (ours, a DatasetError naming it)."""
 import glob
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -10,6 +9,7 @@ import cv2
 import numpy as np
 
 from .input_checks import DatasetError
+from .native_stderr import native_stderr_silenced
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".JPG", ".PNG", ".exr")
@@ -23,21 +23,10 @@ def quiet_decoders():
     descriptor 2 points at /dev/null meanwhile (entered from one thread only: `read_all`)."""
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    saved = None
     try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):  # no usable fd 2: nothing to silence
-        pass
-    try:
-        yield
+        with native_stderr_silenced():
+            yield
     finally:
-        if saved is not None:
-            os.dup2(saved, 2)
-            os.close(saved)
         cv2.utils.logging.setLogLevel(level)
 
 

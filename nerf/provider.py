@@ -132,6 +132,13 @@ def image_rays(views: Views, index: int, downscale: int = 1):
 # Loading
 
 
+CAMERA_FILES = ("cameras_sphere.npz", "transforms_train.json", "transforms.json")  # NeuS, NeRF-synthetic, ngp
+
+
+def has_cameras_file(root):
+    return any(os.path.exists(os.path.join(root, name)) for name in CAMERA_FILES)
+
+
 def load_scene(root: str, holdout: int = 8, downscale: int = 1, use_masks: bool = True, roi=None,
                device="cpu") -> Scene:
     """Load and check a scene folder, auto-detecting its format; views whose index is a multiple of `holdout`
@@ -141,14 +148,14 @@ def load_scene(root: str, holdout: int = 8, downscale: int = 1, use_masks: bool 
     derived (`normalise_cameras`)."""
     if not os.path.isdir(root):
         raise DatasetError(f"{root}: not a folder")
+    if not has_cameras_file(root):
+        raise DatasetError(f"{root}: no cameras file (expected {', '.join(CAMERA_FILES)})")
     if os.path.exists(os.path.join(root, "cameras_sphere.npz")):
         fmt, loaded = "neus", _load_neus(root)
     elif os.path.exists(os.path.join(root, "transforms_train.json")):
         fmt, loaded = "nerf-synthetic", _load_nerf_synthetic(root)
-    elif os.path.exists(os.path.join(root, "transforms.json")):
-        fmt, loaded = "instant-ngp", _load_instant_ngp(root)
     else:
-        raise DatasetError(f"{root}: no cameras file (expected cameras_sphere.npz, transforms.json or transforms_train.json)")
+        fmt, loaded = "instant-ngp", _load_instant_ngp(root)
     images, masks, intrinsics, c2w, names, sources, to_world, split = loaded
     normalised = fmt == "neus"
     if not use_masks:

@@ -4,6 +4,7 @@ held-out renders and metrics. Every problem with the input is found before anyth
 import importlib.util
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -11,6 +12,7 @@ import time
 import numpy as np
 import torch
 
+from .camera_geometry import renormalise
 from .checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, load_latest_valid
 from .config import (MESH_FORMATS, SCENE_RADIUS, ConfigError, explicit_settings, override, region_of_interest, resolve,
                      restore)
@@ -22,7 +24,7 @@ from .mesh_export import export_meshes
 from .network_sdf import build_model
 from .orbit import render_orbit
 from .texture import color_fn_in_frame
-from .provider import DatasetError, load_scene
+from .provider import DatasetError, has_cameras_file, load_scene
 from .renderer_sdf import build_renderer
 from .trainer import Trainer, TrainingDiverged, TrainingInterrupted
 
@@ -119,13 +121,36 @@ def build_trainer(config, scene, device, workspace, quiet=False):
     return Trainer(config, renderer, scene, workspace, device, Logger(workspace), quiet)
 
 
+def scene_folder(data, workspace, quiet):
+    """DATA as a folder the loaders read: DATA itself when it holds a cameras file (or is missing: the loader
+    says so), else a folder of photos, a video or a COLMAP model, posed by structure from motion into
+    WORKSPACE/posing/posed (nerf/posing: posed once, reused while its files are unchanged). A failed posing
+    leaves no workspace behind that it created."""
+    if not os.path.exists(data) or (os.path.isdir(data) and has_cameras_file(data)):
+        return data
+    from .posing import PosingError, pose_folder_cached
+    from .posing.inputs import classify_input
+
+    try:
+        classify_input(data)
+    except PosingError:  # nothing to pose either: the loader's "no cameras file" says best what is missing
+        return data
+    created = not os.path.exists(workspace)
+    try:
+        return pose_folder_cached(data, os.path.join(workspace, "posing"), progress=not quiet)
+    except BaseException:
+        if created:
+            shutil.rmtree(workspace, ignore_errors=True)
+        raise
+
+
 def prepare(args, device, clock):
     """Config, scene and trainer (with the checkpoint's state loaded); raises on bad input, writing nothing."""
     config, path, state = run_config(args, device)
     # Softplus(beta=100) underflows to denormals far from the surface, which are ~5x slower on CPUs.
     torch.set_flush_denormal(True)
     d = config.data
-    scene = load_scene(d.path, holdout=d.holdout, downscale=d.downscale, use_masks=not d.no_masks,
+    scene = load_scene(scene_folder(d.path, args.workspace, args.quiet), holdout=d.holdout, downscale=d.downscale, use_masks=not d.no_masks,
                        roi=region_of_interest(d), device=device)
     clock.lap("data")
     if config.field.background is None:  # the one setting that depends on the scene
@@ -145,7 +170,8 @@ class EmptySurface(RuntimeError):
 def write_mesh(config, scene, trainer, device, workspace):
     """Marching cubes of the trained SDF -> WORKSPACE/meshes/mesh.{ply,obj,glb} in the world frame, without the
     parts no training camera sees, cleaned, decimated and textured as the export settings say; returns (paths,
-    whether they replaced an earlier mesh). EmptySurface if there is no surface (no file is written)."""
+    whether they replaced an earlier mesh, the mesh as written). EmptySurface if there is no surface (no file is
+    written)."""
     mesh = extract_mesh(trainer.model, config.export.mc_resolution, scene.to_world, device, SCENE_RADIUS)
     if len(mesh.faces) == 0:
         raise EmptySurface(f"{workspace}: the reconstructed surface is empty (no mesh written); train longer or "
@@ -153,19 +179,17 @@ def write_mesh(config, scene, trainer, device, workspace):
     stem = os.path.join(workspace, "meshes", "mesh")
     replaced = any(os.path.exists(f"{stem}.{f}") for f in MESH_FORMATS)
     views = scene.train
-    c2w = views.c2w.cpu().double().numpy().copy()
-    c2w[:, :3, :3] = scene.to_world[:3, :3] @ c2w[:, :3, :3] / scene.world_scale  # a similarity: rotation only
-    c2w[:, :3, 3] = c2w[:, :3, 3] @ scene.to_world[:3, :3].T + scene.to_world[:3, 3]
+    c2w = renormalise(views.c2w.cpu().double().numpy(), scene.to_world, np.eye(4))  # the cameras in the world
     color_fn = color_fn_in_frame(surface_color_fn(trainer.model, device), scene.to_world)
     paths, mesh = export_meshes(mesh, color_fn, config.export, stem,
                                 cameras=(views.intrinsics.cpu().numpy(), c2w, (views.height, views.width)))
     trainer.logger.log(f"mesh: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces -> {', '.join(paths)}")
-    return paths, replaced
+    return paths, replaced, mesh
 
 
-def train_and_export(args, config, scene, trainer, device, clock):
-    """Train (unless --test), write the mesh, and for --test the held-out renders and metrics; the stage
-    seconds go to timings.json."""
+def train_and_export(args, config, scene, trainer, device, clock, viewer=None):
+    """Train (unless --test), write the mesh (shown in the live viewer, if any), and for --test the held-out
+    renders, metrics and orbit video; the stage seconds go to timings.json."""
     if not args.test:
         stats = trainer.train()
         clock.lap("training")
@@ -174,8 +198,10 @@ def train_and_export(args, config, scene, trainer, device, clock):
             step, psnr = trainer.last_validation
             summary += f", validation PSNR {psnr:.2f} at step {step}"
         print(summary)
-    mesh_paths, replaced = write_mesh(config, scene, trainer, device, args.workspace)
+    mesh_paths, replaced, mesh = write_mesh(config, scene, trainer, device, args.workspace)
     clock.lap("mesh")
+    if viewer is not None:
+        viewer.show_mesh(mesh.vertices, mesh.faces, mesh.visual.vertex_colors)
     print(f"mesh: {', '.join(mesh_paths)}" + (" (replaced the mesh that was there)" if replaced else ""))
     if args.test:
         results = os.path.join(args.workspace, "results")
@@ -211,13 +237,22 @@ def run(args, launch_time):
         device = pick_device(args.device)
         torch.empty(0, device=device)  # creates the CUDA context: start-up, not data loading
         clock.lap("start-up")
+        if not 0 <= args.viewer <= 65535:
+            raise ConfigError(f"--viewer: a port from 1 to 65535 (0: no viewer), got {args.viewer}")
         config, scene, trainer = prepare(args, device, clock)
+        viewer = None
+        if args.viewer and not args.test:
+            from .viewer import Viewer  # viser: only the viewer needs it
+
+            viewer = Viewer(trainer, args.viewer, host=args.viewer_host)
+            trainer.step_hooks.append(viewer)
+            print(f"viewer: {viewer.url}")
     except (ConfigError, DatasetError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     code = 0
     try:
-        train_and_export(args, config, scene, trainer, device, clock)
+        train_and_export(args, config, scene, trainer, device, clock, viewer)
     except (TrainingDiverged, EmptySurface) as e:
         print(f"error: {e}", file=sys.stderr)
         code = 3
@@ -229,6 +264,8 @@ def run(args, launch_time):
         code = 1
     finally:
         trainer.logger.close()
+        if viewer is not None:
+            viewer.close()
     lost = trainer.logger.events_lost
     if lost is not None and code != 1:  # after a write failure the error line has said it
         print(f"warning: {os.path.join(args.workspace, 'run')}: tensorboard events not all written "

@@ -93,6 +93,14 @@ def test_restore_refuses_flags_that_change_the_model(flags, testing):
     (["--device", "tpu9"], "error: --device: unknown device 'tpu9'"),
     (["--ckpt", "/no/such/ckpt.pth"], "error: /no/such/ckpt.pth: checkpoint not found"),
     (["--test"], "error: {ws}/checkpoints: no checkpoint to test; train first"),
+    (["--viewer", "70000"], "error: --viewer: a port from 1 to 65535"),
+    (["--mesh_format", "ply,stl"], "error: --mesh_format: comma-separated formats among ply, obj, glb"),
+    (["--mesh_faces", "3"], "error: --mesh_faces: 0 (no decimation) or at least 4"),
+    (["--texture", "32"], "error: --texture: 0 (vertex colours) or a size from 64 to 8192"),
+    (["--mesh_clean", "1.5"], "error: --mesh_clean: a fraction in [0, 1]"),
+    (["--background", "sky"], "error: --background: invalid choice: 'sky'"),
+    (["--num_rays", "many"], "error: --num_rays: invalid int value: 'many'"),
+    (["--no_such_flag"], "error: unrecognized arguments: --no_such_flag"),
 ])
 def test_bad_flags_give_one_error_line_and_write_nothing(small_scene, tmp_path, capsys, flags, message):
     import main_sdf

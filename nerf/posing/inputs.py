@@ -1,0 +1,112 @@
+"""What the input of posing is — a folder of images, a video file, or an existing COLMAP model — and the checks
+that must pass before anything is computed or written: enough images, all readable, all one size, a model with
+all its files."""
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..images import read_all, read_image
+from .errors import PosingError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")  # what both OpenCV and COLMAP decode
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp")
+MODEL_PARTS = ("cameras", "images", "points3D")
+MIN_IMAGES = 3  # two views pose each other but leave nothing to hold out or to check a third view against
+
+
+@dataclass
+class PosingInput:
+    kind: str  # "images" | "video" | "colmap"
+    path: str  # as given
+    image_dir: Optional[str] = None  # folder holding the images (a video's frames are extracted later)
+    image_names: list = field(default_factory=list)  # file names inside image_dir, sorted
+    model_dir: Optional[str] = None  # the COLMAP model folder (kind "colmap")
+    model_ext: Optional[str] = None  # ".bin" or ".txt"
+
+
+def list_image_names(folder):
+    """Names of the image files directly inside `folder`, sorted (the order of the views)."""
+    return sorted(n for n in os.listdir(folder)
+                  if n.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(folder, n)))
+
+
+def has_model_file(folder):
+    return any(os.path.exists(os.path.join(folder, part + ext)) for part in MODEL_PARTS for ext in (".bin", ".txt"))
+
+
+def model_extension(model_dir):
+    """'.bin' or '.txt': the format in which all three model files exist; else the first one missing (of the
+    format more of them are in) is named."""
+    present = {ext: [p for p in MODEL_PARTS if os.path.isfile(os.path.join(model_dir, p + ext))]
+               for ext in (".bin", ".txt")}
+    for ext in (".bin", ".txt"):
+        if len(present[ext]) == len(MODEL_PARTS):
+            return ext
+    ext = max((".bin", ".txt"), key=lambda e: len(present[e]))
+    missing = next(p for p in MODEL_PARTS if p not in present[ext])
+    raise PosingError(f"{os.path.join(model_dir, missing + ext)}: missing (a COLMAP model needs "
+                      f"{', '.join(p + ext for p in MODEL_PARTS)})")
+
+
+def find_model(path):
+    """(model folder, images folder) of a COLMAP input, or None when `path` is not one. Accepted: the model
+    folder itself (images in ../images or ../../images, as in PROJECT/sparse/0), or a project folder holding
+    sparse/0 (or sparse/) and images/."""
+    if has_model_file(path):
+        parent = os.path.dirname(os.path.abspath(path))
+        candidates = [os.path.join(path, "images"), os.path.join(parent, "images"),
+                      os.path.join(os.path.dirname(parent), "images")]
+        images = next((c for c in candidates if os.path.isdir(c)), candidates[-1])
+        return path, images
+    for sub in (os.path.join("sparse", "0"), "sparse"):
+        model = os.path.join(path, sub)
+        if os.path.isdir(model) and has_model_file(model):
+            return model, os.path.join(path, "images")
+    if os.path.isdir(os.path.join(path, "sparse")):
+        raise PosingError(f"{os.path.join(path, 'sparse')}: no COLMAP model in it (expected sparse/0/ with "
+                          f"cameras, images and points3D, .bin or .txt)")
+    return None
+
+
+def classify_input(path):
+    """The PosingInput of `path`; PosingError for a path that is none of the three kinds."""
+    if not os.path.exists(path):
+        raise PosingError(f"{path}: no such file or folder")
+    if os.path.isfile(path):
+        if not path.lower().endswith(VIDEO_SUFFIXES):
+            what = "an image" if path.lower().endswith(IMAGE_SUFFIXES) else "a file"
+            raise PosingError(f"{path}: {what}, expected a folder of images, a video ({', '.join(VIDEO_SUFFIXES)}) "
+                              f"or a COLMAP model folder")
+        if os.path.getsize(path) == 0:
+            raise PosingError(f"{path}: empty video file (0 bytes)")
+        return PosingInput("video", path)
+    model = find_model(path)
+    if model is not None:
+        model_dir, image_dir = model
+        ext = model_extension(model_dir)
+        if not os.path.isdir(image_dir):
+            raise PosingError(f"{image_dir}: images folder of the COLMAP model {model_dir} missing")
+        return PosingInput("colmap", path, image_dir=image_dir, model_dir=model_dir, model_ext=ext)
+    image_dir = path
+    names = list_image_names(path)
+    if not names and os.path.isdir(os.path.join(path, "images")):  # a COLMAP project not yet reconstructed
+        image_dir = os.path.join(path, "images")
+        names = list_image_names(image_dir)
+    if not names:
+        raise PosingError(f"{path}: no images found ({', '.join(IMAGE_SUFFIXES)})")
+    return PosingInput("images", path, image_dir=image_dir, image_names=names)
+
+
+def check_images(image_dir, names, where):
+    """The common (width, height) of the images `names` in image_dir: at least MIN_IMAGES, every one decodable
+    (a damaged file is named) and all of one size (NeuS stacks them; structure from motion shares one camera)."""
+    if len(names) < MIN_IMAGES:
+        count = "only one image" if len(names) == 1 else f"only {len(names)} images"
+        raise PosingError(f"{where}: {count}; structure from motion needs at least {MIN_IMAGES} views of the object")
+    paths = [os.path.join(image_dir, n) for n in names]
+    sizes = read_all(lambda p: read_image(p)[0].shape[:2], paths)
+    for path, size in zip(paths, sizes):
+        if size != sizes[0]:
+            raise PosingError(f"{path}: image is {size[1]}x{size[0]}, {paths[0]} is {sizes[0][1]}x{sizes[0][0]} "
+                              f"(all images must have one size)")
+    return sizes[0][1], sizes[0][0]

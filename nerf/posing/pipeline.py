@@ -1,0 +1,224 @@
+"""pose_images: photos, a video or a COLMAP model in, a posed NeuS scene folder out.
+
+Stages: input checks (inputs.py) -> frames of a video (frames.py) -> structure from motion (sfm.py) ->
+camera refinement (refine.py) -> undistortion (undistort.py) -> region of interest (roi.py) -> NeuS files
+(export.py). Everything is written into a hidden temporary folder beside OUT, renamed to OUT at the end: a bad
+input or a failed reconstruction leaves nothing behind."""
+import math
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from ..files import save_png, write_json
+from ..images import quiet_decoders, read_image
+from .colmap_model import read_model
+from .errors import PosingError
+from .export import write_cameras, write_points_ply
+from .frames import extract_frames
+from .inputs import MIN_IMAGES, check_images, classify_input
+from .refine import refine_cameras
+from .roi import region_of_interest, scale_matrix
+from .sfm import SfmOptions, camera_to_world, pycolmap_module, reconstruct, registered_names
+from .timing import StageTimes, cpu_seconds
+from .undistort import undistortion
+
+CAMERA_MODELS = ("auto", "SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV",
+                 "OPENCV_FISHEYE", "SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE")
+MIN_REGISTERED_FRACTION = 0.5
+
+
+def check_output(out_dir, overwrite):
+    """out_dir can be written: not a file, empty or absent (or overwrite), its nearest existing parent a
+    writable folder."""
+    if os.path.isfile(out_dir) or (os.path.islink(out_dir) and not os.path.exists(out_dir)):
+        raise PosingError(f"{out_dir}: is a file (or a dangling link), expected an output folder")
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
+        raise PosingError(f"{out_dir}: exists and is not empty (pass --overwrite to replace it)")
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    probe = parent
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise PosingError(f"{out_dir}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PosingError(f"{out_dir}: {probe} is not writable")
+
+
+def check_sphere(center, radius):
+    """(centre [3], radius) of the override, or None; both or neither must be given."""
+    if center is None and radius is None:
+        return None
+    if center is None or radius is None:
+        raise PosingError(f"{'--radius' if center is None else '--center'}: give --center x,y,z and --radius r together")
+    centre = np.asarray(center, dtype=np.float64)
+    if centre.shape != (3,) or not np.all(np.isfinite(centre)):
+        raise PosingError(f"--center: {center!r} is not three finite numbers x,y,z")
+    if not (math.isfinite(radius) and radius > 0):
+        raise PosingError(f"--radius: {radius!r} is not a positive number")
+    return centre, float(radius)
+
+
+def replace_folder(tmp, out_dir):
+    """Put the finished folder tmp at out_dir, replacing an old one (kept until the new one is in place)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it private; the result is an ordinary folder
+    old = None
+    if os.path.exists(out_dir):
+        old = tempfile.mkdtemp(prefix=f".old-{os.path.basename(out_dir)}-", dir=os.path.dirname(tmp))
+        os.rmdir(old)
+        os.rename(out_dir, old)
+    os.rename(tmp, out_dir)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def link_images(image_dir, names, link_dir):
+    """COLMAP names of the images: links 000000.png... in link_dir to the sources (no spaces or folders in
+    the names COLMAP's pair lists and databases see)."""
+    os.makedirs(link_dir, exist_ok=True)
+    linked = []
+    for i, name in enumerate(names):
+        linked.append(f"{i:06d}{os.path.splitext(name)[1].lower()}")
+        os.symlink(os.path.abspath(os.path.join(image_dir, name)), os.path.join(link_dir, linked[-1]))
+    return linked
+
+
+def sparse_points(model):
+    """points [N, 3], colours [N, 3] uint8, track lengths [N] of the Reconstruction's 3D points."""
+    points = list(model.points3D.values())
+    xyz = np.array([p.xyz for p in points], dtype=np.float64).reshape(-1, 3)
+    colours = np.array([p.color for p in points], dtype=np.uint8).reshape(-1, 3)
+    tracks = np.array([p.track.length() for p in points], dtype=np.int64)
+    return xyz, colours, tracks
+
+
+def reconstruct_input(source, input_path, size, work, camera_model, matching, frame_step, max_frames, blur_ratio,
+                      num_threads, seed, times, disable):
+    """Structure from motion on an image folder or a video: (Reconstruction, folder of its images,
+    {COLMAP name: source name}, number of images, info dict)."""
+    frames_dir = os.path.join(work, "images")
+    if source.kind == "video":
+        with times.stage("frames"):
+            frames = extract_frames(input_path, frames_dir, step=frame_step, max_frames=max_frames,
+                                    blur_ratio=blur_ratio, disable=disable)
+        names = [name for name, _ in frames]
+        size = check_images(frames_dir, names, input_path)
+        sources = {name: f"frame {index}" for name, index in frames}
+    else:
+        names = link_images(source.image_dir, source.image_names, frames_dir)
+        sources = dict(zip(names, source.image_names))
+    options = SfmOptions(matching=matching, num_threads=num_threads, seed=seed)
+    model, sfm = reconstruct(frames_dir, names, size, os.path.join(work, "sfm"), sequential=source.kind == "video",
+                             times=times, options=options, disable=disable, where=input_path)
+    need = max(MIN_IMAGES, math.ceil(MIN_REGISTERED_FRACTION * len(names)))
+    if model.num_reg_images() < need:
+        raise PosingError(f"{input_path}: only {model.num_reg_images()} of {len(names)} images registered (need at "
+                          f"least {need}); the others share too few features with them (more overlap or texture?)")
+    with times.stage("refinement"):
+        model, refinement = refine_cameras(model, camera_model, disable=disable)
+    return model, frames_dir, sources, len(names), {"sfm": sfm, "refinement": refinement}
+
+
+def write_scene(folder, model, image_dir, sources, sphere, input_path, disable):
+    """The NeuS files of the Reconstruction (images in image_dir) into folder; returns posing.json's entries
+    about them. sphere: the (centre, radius) override or None."""
+    views = sorted(registered_names(model).items())  # (COLMAP name, image) in name (capture) order
+    c2w = np.stack([camera_to_world(image) for _, image in views])
+    points, colours, tracks = sparse_points(model)
+    undistortions = {cid: undistortion(camera) for cid, camera in model.cameras.items()}
+    intrinsics = np.stack([undistortions[image.camera_id].intrinsics for _, image in views])
+    camera = model.camera(views[0][1].camera_id)
+    if sphere is None:
+        centre, radius = region_of_interest(points, tracks, intrinsics, c2w, (camera.width, camera.height), input_path)
+        roi_from = "sparse points"
+    else:
+        (centre, radius), roi_from = sphere, "--center/--radius"
+        inside = np.linalg.norm(c2w[:, :3, 3] - centre, axis=1) <= radius
+        if inside.any():
+            raise PosingError(f"--radius: the sphere holds the camera of {sources[views[int(np.argmax(inside))][0]]} "
+                              f"(a camera must be outside the region of interest)")
+    os.makedirs(os.path.join(folder, "image"))
+    for i, (name, image) in enumerate(tqdm(views, desc="export", unit="image", disable=disable)):
+        with quiet_decoders():
+            rgb, _ = read_image(os.path.join(image_dir, name))
+        save_png(os.path.join(folder, "image", f"{i:06d}.png"), undistortions[image.camera_id].apply(rgb))
+    write_cameras(os.path.join(folder, "cameras_sphere.npz"), intrinsics, c2w, scale_matrix(centre, radius))
+    write_points_ply(os.path.join(folder, "points3D.ply"), points, colours)
+    sparse_dir = os.path.join(folder, "sparse", "0")
+    os.makedirs(sparse_dir)
+    model.write_binary(sparse_dir)  # the distorted model, in COLMAP's image names (posing.json maps them)
+    return {
+        "registered": len(views),
+        "views": [{"image": f"{i:06d}.png", "source": sources[name], "colmap_name": name}
+                  for i, (name, _) in enumerate(views)],
+        "camera": {"model": camera.model_name, "width": camera.width, "height": camera.height,
+                   "params": [float(x) for x in camera.params], "params_info": camera.params_info,
+                   "cameras": len(model.cameras)},
+        "undistorted_intrinsics": intrinsics[0].tolist(),
+        "resampled": any(u.map_x is not None for u in undistortions.values()),
+        "reprojection_error_px": float(model.compute_mean_reprojection_error()),
+        "points": len(points),
+        "roi": {"centre": [float(x) for x in centre], "radius": float(radius), "from": roi_from},
+    }
+
+
+def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame_step=None, max_frames=150,
+                blur_ratio=0.5, center=None, radius=None, overwrite=False, num_threads=-1, seed=0, progress=None,
+                extra_info=None):
+    """Pose a folder of images, a video or a COLMAP model (input_path) and write the NeuS scene folder out_dir
+    (image/, cameras_sphere.npz, points3D.ply, sparse/0/, posing.json). Returns posing.json's dict.
+
+    camera_model: the shared camera structure from motion refines ("auto": the simplest of PINHOLE, RADIAL,
+    OPENCV that fits, refine.py). matching: "auto" | "exhaustive" | "sequential". frame_step / max_frames / blur_ratio: video
+    frames (see frames.extract_frames). center [3], radius: the region of interest in world units instead of
+    the one found from the sparse points. progress: progress bars on stderr (None: on a terminal only).
+    extra_info: more entries for posing.json. Raises PosingError (one line) for a bad input or a scene that
+    cannot be posed; nothing is written then."""
+    times = StageTimes()
+    disable = None if progress is None else not progress  # tqdm's: None hides bars off a terminal
+    t_start, cpu_start = time.perf_counter(), cpu_seconds()
+    if camera_model not in CAMERA_MODELS:
+        raise PosingError(f"--camera_model: {camera_model!r} is not one of {', '.join(CAMERA_MODELS)}")
+    if matching not in ("auto", "exhaustive", "sequential"):
+        raise PosingError(f"--matching: {matching!r} is not one of auto, exhaustive, sequential")
+    sphere = check_sphere(center, radius)
+    check_output(out_dir, overwrite)
+    source = classify_input(input_path)
+    pycolmap = pycolmap_module()
+    size, given = None, None
+    if source.kind == "images":
+        size = check_images(source.image_dir, source.image_names, input_path)
+    elif source.kind == "colmap":
+        given = read_model(source.model_dir, source.model_ext, source.image_dir)
+
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(os.path.abspath(out_dir))}-", dir=parent)
+    try:
+        info = {"input": os.path.abspath(input_path), "kind": source.kind}
+        if source.kind == "colmap":
+            model, image_dir = given, source.image_dir
+            sources = {name: name for name in registered_names(model)}
+            total = len(sources)
+        else:
+            model, image_dir, sources, total, sfm_info = reconstruct_input(
+                source, input_path, size, os.path.join(tmp, "work"), camera_model, matching, frame_step, max_frames,
+                blur_ratio, num_threads, seed, times, disable)
+            info.update(sfm_info)
+        with times.stage("export"):
+            info.update(write_scene(tmp, model, image_dir, sources, sphere, input_path, disable))
+        times.wall["total"], times.cpu["total"] = time.perf_counter() - t_start, cpu_seconds() - cpu_start
+        info.update(total=total, times=times.as_dict(), pycolmap=pycolmap.__version__)
+        info.update(extra_info or {})
+        write_json(os.path.join(tmp, "posing.json"), info)
+        shutil.rmtree(os.path.join(tmp, "work"), ignore_errors=True)
+        replace_folder(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return info

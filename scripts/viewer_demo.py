@@ -1,0 +1,175 @@
+"""Train with the live viewer (nerf/viewer.py) for a while, or measure what it costs.
+
+    python scripts/viewer_demo.py [--data DATA] --workspace OUT [--port 8080] [--seconds 60] [training flags...]
+    python scripts/viewer_demo.py [--data DATA] --workspace OUT --measure 40 [training flags...]
+
+The first trains for --seconds with the viewer at http://HOST:PORT, then writes the mesh, shows it in the
+viewer and keeps serving for --linger seconds. --measure trains rounds of STEPS steps each without the viewer,
+with it but no page connected, and with a scripted page (`ViewerClient`) whose camera orbits the object, twice
+over in turn, and prints the steps/s of each and the viewer's share of the time. Without --data a small synthetic
+torus (16 views of 96x72) is made in OUT/scene. Training flags are those of main_sdf.py (e.g. --device,
+--num_rays); --iters is set high so that the run never ends on its own.
+"""
+import argparse
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+import main_sdf  # noqa: E402
+from nerf.checkpoint import CheckpointError  # noqa: E402
+from nerf.config import ConfigError  # noqa: E402
+from nerf.provider import DatasetError  # noqa: E402
+from nerf.run import StageClock, check_workspace, pick_device, prepare, write_mesh  # noqa: E402
+from nerf.viewer import Viewer, ViewerClient, fov_from_intrinsics  # noqa: E402
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", help="scene folder (default: a synthetic torus made in OUT/scene)")
+    parser.add_argument("--workspace", required=True)
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--max_share", type=float, default=0.05, help="the viewer's most share of the time")
+    parser.add_argument("--max_side", type=int, default=256, help="longest side of a render, pixels")
+    parser.add_argument("--refresh_every", type=float, default=1.0,
+                        help="seconds between renders of a still camera; sizes the renders (Viewer)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="training time with the viewer")
+    parser.add_argument("--linger", type=float, default=0.0, help="seconds to keep serving after the mesh")
+    parser.add_argument("--measure", type=int, default=0, metavar="STEPS", help="measure rounds of STEPS steps")
+    args, training_flags = parser.parse_known_args(argv)
+    if not 0 < args.max_share <= 1:
+        parser.exit(2, f"error: --max_share: {args.max_share} is not in (0, 1]\n")
+    if not 0 <= args.port <= 65535:
+        parser.exit(2, f"error: --port: {args.port} is not a port (0..65535)\n")
+    if args.max_side < 1 or not args.refresh_every > 0:
+        parser.exit(2, "error: --max_side and --refresh_every must be positive\n")
+    return args, training_flags
+
+
+def orbit(port, host, c2w0, fov, stop):
+    """A scripted page, run in its own process as a browser would be: its camera circles the object 5 times a
+    second, starting from camera c2w0 [4, 4] (turning about that camera's up through the origin), until `stop`
+    is set; what the server sends is read and dropped."""
+    client = ViewerClient(port, host)
+    up = -c2w0[:3, 1]
+    cross = np.array([[0, -up[2], up[1]], [up[2], 0, -up[0]], [-up[1], up[0], 0]])
+    angle = 0.0
+    next_move = time.monotonic()
+    while not stop.is_set():
+        if time.monotonic() >= next_move:
+            rotation = np.eye(3) + math.sin(angle) * cross + (1 - math.cos(angle)) * cross @ cross  # Rodrigues
+            c2w = np.eye(4)
+            c2w[:3, :3], c2w[:3, 3] = rotation @ c2w0[:3, :3], rotation @ c2w0[:3, 3]
+            client.send_camera(c2w, fov, 640, 480)
+            angle, next_move = angle + 0.05, next_move + 0.2
+        client.messages(timeout=0.05)
+    client.close()
+
+
+def train_steps(trainer, steps):
+    """Steps/s of `steps` training steps (through Trainer.train, hooks and all)."""
+    start = time.perf_counter()
+    trainer.train(until_step=trainer.step + steps)
+    return steps / (time.perf_counter() - start)
+
+
+def measure(trainer, viewer, steps):
+    """Steps/s without the viewer, with it and no page, and with an orbiting page, twice over in turn; and the
+    time spent in the viewer's hook (which a noisy machine's steps/s cannot resolve)."""
+    import multiprocessing
+
+    views = trainer.scene.train
+    c2w0 = views.c2w[0].double().cpu().numpy()
+    fov = fov_from_intrinsics(views.intrinsics[0].cpu().numpy(), views.height)
+    spawn = multiprocessing.get_context("spawn")
+    hook_seconds = [0.0]
+
+    def timed_viewer(trainer):
+        start = time.perf_counter()
+        viewer(trainer)
+        hook_seconds[0] += time.perf_counter() - start
+
+    def phase(name):
+        hook_before, start = hook_seconds[0], time.perf_counter()
+        rates[name].append(train_steps(trainer, steps))
+        shares[name].append((hook_seconds[0] - hook_before) / (time.perf_counter() - start))
+
+    train_steps(trainer, 5)  # warm-up
+    names = ("no viewer", "viewer, no page", "viewer, page orbiting")
+    rates, shares = {n: [] for n in names}, {n: [] for n in names}
+    renders = 0
+    for _ in range(2):
+        phase("no viewer")
+        trainer.step_hooks.append(timed_viewer)
+        phase("viewer, no page")
+        stop = spawn.Event()
+        page = spawn.Process(target=orbit, args=(viewer.port, viewer.host, c2w0, fov, stop))
+        page.start()
+        while not viewer.requests:
+            time.sleep(0.05)
+        renders_before = viewer.renders
+        phase("viewer, page orbiting")
+        renders += viewer.renders - renders_before
+        stop.set()
+        page.join()
+        while viewer.requests:
+            time.sleep(0.05)
+        trainer.step_hooks.remove(timed_viewer)
+    for name in names:
+        print(f"{name:>22}: " + ", ".join(f"{v:.2f}" for v in rates[name]) + " steps/s; in the hook "
+              + ", ".join(f"{100 * v:.2f}" for v in shares[name]) + " % of the time")
+    size = viewer.last_render_size
+    print(f"with the page: {renders} renders" + (f", the last {size[0]}x{size[1]} px" if size else ""))
+
+
+def main(argv=None):
+    args, training_flags = parse_args(sys.argv[1:] if argv is None else argv)
+    flags = ["--iters", "1000000", "--eval_every", "0", "--ckpt_every", "0", "--quiet", *training_flags]
+    try:
+        check_workspace(args.workspace)
+        data = args.data
+        if data is None:
+            from nerf.synthetic import make_scene
+
+            data = os.path.join(args.workspace, "scene")
+            if not os.path.isfile(os.path.join(data, "cameras_sphere.npz")):
+                make_scene(data, shape="torus", views=16, width=96, height=72, gt_resolution=96, seed=1)
+        run_args = main_sdf.parse_args([data, "--workspace", args.workspace, *flags])
+        device = pick_device(run_args.device)
+        config, scene, trainer = prepare(run_args, device, StageClock(time.time()))
+        viewer = Viewer(trainer, args.port, max_share=args.max_share, host=args.host, max_side=args.max_side,
+                        refresh_every=args.refresh_every)
+    except (ConfigError, DatasetError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        if args.measure:
+            measure(trainer, viewer, args.measure)
+            return 0
+        print(f"viewer: {viewer.url}", flush=True)
+        trainer.step_hooks.append(viewer)
+        end = time.time() + args.seconds
+        while time.time() < end:
+            trainer.train(until_step=trainer.step + 20)
+        trainer.step_hooks.remove(viewer)
+        paths, _ = write_mesh(config, scene, trainer, device, args.workspace)
+        import trimesh
+
+        mesh = trimesh.load(paths[0], force="mesh", process=False)
+        visual = mesh.visual.to_color() if mesh.visual.kind == "texture" else mesh.visual
+        viewer.show_mesh(mesh.vertices, mesh.faces, visual.vertex_colors)
+        print(f"mesh: {paths[0]}; serving for {args.linger:g} s more", flush=True)
+        time.sleep(args.linger)
+    finally:
+        viewer.close()
+        trainer.logger.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

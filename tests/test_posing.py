@@ -1,0 +1,486 @@
+"""Photos / video / COLMAP model -> posed NeuS scene (nerf/posing, scripts/colmap2neus.py), on the CPU.
+
+A small scene is rendered from a textured blob (a generated OBJ with a high-frequency luminance texture: the
+synthetic scenes' procedural colours are too smooth for SIFT) and posed by structure from motion; the recovered
+cameras are compared with the true ones after a similarity alignment. Bad inputs must stop with exit code 2, one
+line `error: PATH: problem` and nothing written."""
+import json
+import os
+import re
+import shutil
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+pycolmap = pytest.importorskip("pycolmap", reason="structure from motion needs pycolmap (pip install pycolmap==4.2.1)")
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+
+import colmap2neus  # noqa: E402
+
+from nerf.posing import PosingError, compare_poses, pose_folder_cached, pose_images  # noqa: E402
+from nerf.posing import cache as posing_cache  # noqa: E402
+from nerf.posing.alignment import pose_errors, umeyama  # noqa: E402
+from nerf.posing.frames import blurred, extract_frames  # noqa: E402
+from nerf.posing.roi import region_of_interest  # noqa: E402
+from nerf.posing.undistort import undistortion  # noqa: E402
+from nerf.provider import load_scene  # noqa: E402
+
+VIEWS, WIDTH, HEIGHT = 16, 320, 240
+# bounds for the rendered scene: over scene seeds 0-5 the medians were 0.37-0.55 deg, 0.68-1.13 % of the
+# scale_mat radius, focal lengths within 1.2 % (all 16 views registered every time)
+MAX_ROTATION_DEG = 1.0
+MAX_CENTRE_ERROR = 0.03  # of the scene's scale_mat radius
+MAX_FOCAL_ERROR = 0.03
+
+
+def write_textured_blob(folder, seed=0, rings=32, segments=64):
+    """A lumpy torus as an OBJ with UVs, and its texture: grey noise at several scales (strong corners for SIFT
+    everywhere) tinted by a smooth colour. A torus, because a sphere's UV poles squeeze the texture into a
+    starburst that looks alike from every azimuth and registers views wrongly. Paths (obj, png)."""
+    rng = np.random.default_rng(seed)
+    tube = np.linspace(0, 2 * np.pi, rings + 1)  # the seam row and column are doubled: they have two uv values
+    around = np.linspace(0, 2 * np.pi, segments + 1)
+    t, p = np.meshgrid(tube, around, indexing="ij")
+    minor = 0.45 * (1 + 0.15 * np.cos(3 * p + 1) + 0.1 * np.sin(2 * t))
+    major = 1 + 0.1 * np.sin(2 * p)
+    xyz = np.stack([(major + minor * np.cos(t)) * np.cos(p), minor * np.sin(t),
+                    (major + minor * np.cos(t)) * np.sin(p)], -1).reshape(-1, 3)
+    uv = np.stack([p / (2 * np.pi), t / (2 * np.pi)], -1).reshape(-1, 2)
+    idx = np.arange((rings + 1) * (segments + 1)).reshape(rings + 1, segments + 1)
+    a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
+    faces = np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3), np.stack([b, d, c], -1).reshape(-1, 3)])
+    obj, png = os.path.join(folder, "blob.obj"), os.path.join(folder, "blob.png")
+    with open(obj, "w") as f:
+        f.writelines(f"v {x:.6f} {y:.6f} {z:.6f}\n" for x, y, z in xyz)
+        f.writelines(f"vt {u:.6f} {v:.6f}\n" for u, v in uv)
+        f.writelines(f"f {i + 1}/{i + 1} {j + 1}/{j + 1} {k + 1}/{k + 1}\n" for i, j, k in faces)
+    grey = np.zeros((512, 1024))
+    for s in (4, 8, 16, 32):
+        grey += cv2.resize(rng.uniform(-1, 1, (512 // s, 1024 // s)), (1024, 512), interpolation=cv2.INTER_CUBIC)
+    grey = 1 / (1 + np.exp(-4 * grey / grey.std()))
+    tint = cv2.resize(rng.uniform(0.6, 1, (4, 8, 3)), (1024, 512), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(png, (255 * np.clip(grey[..., None] * tint, 0, 1)).astype(np.uint8))
+    return obj, png
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    from nerf.synthetic import make_scene
+
+    root = tmp_path_factory.mktemp("blob")
+    obj, png = write_textured_blob(str(root))
+    make_scene(str(root / "scene"), shape=obj, texture=png, views=VIEWS, width=WIDTH, height=HEIGHT,
+               formats=("neus",), gt_resolution=16)
+    return root / "scene"
+
+
+@pytest.fixture(scope="module")
+def posed(scene, tmp_path_factory):
+    out = tmp_path_factory.mktemp("posed") / "out"
+    info = pose_images(str(scene / "image"), str(out), progress=False)
+    return out, info
+
+
+def run_script(argv, capfd):
+    """(exit code, stdout, stderr lines) of scripts/colmap2neus.py run in this process."""
+    code = colmap2neus.main([str(a) for a in argv])
+    captured = capfd.readouterr()  # file descriptors: COLMAP logs from C++, past sys.stderr
+    return code, captured.out, captured.err.splitlines()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The route, on the rendered scene
+
+
+def test_route_recovers_the_poses(scene, posed):
+    out, info = posed
+    assert info["registered"] == VIEWS == info["total"]
+    result = compare_poses(str(out), str(scene))
+    assert result["registered"] == VIEWS
+    assert result["rotation_deg"]["median"] < MAX_ROTATION_DEG, result
+    assert result["centre_error_pct"]["median"] < 100 * MAX_CENTRE_ERROR, result
+    assert max(abs(e) for e in result["focal_error_pct"]) < 100 * MAX_FOCAL_ERROR, result
+    # the rendered cameras are pinhole: the simplest model is chosen, and nothing is resampled
+    assert info["camera"]["model"] == "PINHOLE" and not info["resampled"], info["refinement"]
+
+
+def reference_c2w(scene):
+    """Camera-to-world [V, 4, 4] (world mm, OpenCV axes) of the rendered scene."""
+    from nerf.camera_geometry import decompose_projection
+
+    with np.load(scene / "cameras_sphere.npz") as cams:
+        return np.stack([decompose_projection(cams[f"world_mat_{i}"][:3])[1] for i in range(VIEWS)])
+
+
+def test_written_folder_loads_and_holds_the_object(scene, posed):
+    import trimesh
+
+    out, info = posed
+    assert len(load_scene(str(out)).test) == 2  # the default split loads too
+    loaded = load_scene(str(out), holdout=0)
+    assert len(loaded.train) == VIEWS and (loaded.train.width, loaded.train.height) == (WIDTH, HEIGHT)
+    assert os.path.getsize(out / "points3D.ply") > 1000
+    assert not [n for n in os.listdir(out.parent) if n.startswith(".tmp-")]
+    # the region of interest holds the object: the true surface mapped into the posed normalised space (through
+    # the similarity of the camera centres) lies inside the unit sphere, and the sphere is not much larger
+    views = [int(v["source"][:6]) for v in info["views"]]
+    s, rot, t = umeyama(reference_c2w(scene)[views][:, :3, 3], loaded.train.c2w.numpy()[:, :3, 3])
+    vertices = trimesh.load(scene / "gt_mesh.ply").vertices
+    distance = np.linalg.norm(s * vertices @ rot.T + t, axis=1)
+    assert (distance <= 1.0).mean() > 0.99, (distance <= 1.0).mean()
+    assert distance.max() > 0.6, distance.max()
+
+
+def colmap_project(scene, posed_dir, info, folder):
+    """A COLMAP project (sparse/0 and images/) made of the posed folder's model (the distorted one, in COLMAP's
+    image names) and the rendered images."""
+    shutil.copytree(posed_dir / "sparse", folder / "sparse")
+    (folder / "images").mkdir()
+    for view in info["views"]:
+        shutil.copy(scene / "image" / view["source"], folder / "images" / view["colmap_name"])
+    return folder
+
+
+def test_colmap_model_input_gives_the_same_cameras(scene, posed, tmp_path, capfd):
+    """The model as a COLMAP project (binary files), and as a model folder itself (text files)."""
+    out, info = posed
+    project = colmap_project(scene, out, info, tmp_path / "project")
+    code, stdout, err = run_script([project, tmp_path / "from_bin"], capfd)
+    assert code == 0 and err == [], err
+    text_model = tmp_path / "text" / "sparse" / "0"
+    text_model.mkdir(parents=True)
+    pycolmap.Reconstruction(str(project / "sparse" / "0")).write_text(str(text_model))
+    shutil.copytree(project / "images", tmp_path / "text" / "images")
+    code, stdout, err = run_script([text_model, tmp_path / "from_txt"], capfd)
+    assert code == 0 and err == [], err
+    expected = compare_poses(str(out), str(scene))
+    for folder in ("from_bin", "from_txt"):
+        result = compare_poses(str(tmp_path / folder), str(scene))
+        assert result["registered"] == VIEWS
+        assert abs(result["rotation_deg"]["median"] - expected["rotation_deg"]["median"]) < 1e-3
+        assert len(load_scene(str(tmp_path / folder), holdout=0).train) == VIEWS
+
+
+def test_override_sphere(scene, posed, tmp_path):
+    out, info = posed
+    centre, radius = info["roi"]["centre"], 0.5 * info["roi"]["radius"]
+    project = colmap_project(scene, out, info, tmp_path / "project")
+    again = pose_images(str(project), str(tmp_path / "again"), center=centre, radius=radius)
+    assert again["roi"] == {"centre": centre, "radius": radius, "from": "--center/--radius"}
+    with np.load(tmp_path / "again" / "cameras_sphere.npz") as cams:
+        np.testing.assert_allclose(cams["scale_mat_0"][:3, 3], centre)
+        np.testing.assert_allclose(np.diag(cams["scale_mat_0"])[:3], radius)
+    with pytest.raises(PosingError, match="^--radius: the sphere holds the camera of "):
+        pose_images(str(project), str(tmp_path / "huge"), center=centre, radius=100 * radius)
+    assert not os.path.exists(tmp_path / "huge")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Pieces
+
+
+def test_umeyama_recovers_a_similarity():
+    rng = np.random.default_rng(0)
+    source = rng.normal(size=(20, 3))
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    rotation = q * np.sign(np.linalg.det(q))
+    target = 2.5 * source @ rotation.T + [1, -2, 3]
+    scale, r, t = umeyama(source, target)
+    assert abs(scale - 2.5) < 1e-9 and np.abs(r - rotation).max() < 1e-9 and np.abs(t - [1, -2, 3]).max() < 1e-9
+
+
+def test_pose_errors_measure_a_known_tilt():
+    rng = np.random.default_rng(1)
+    c2w = np.tile(np.eye(4), (10, 1, 1))
+    c2w[:, :3, 3] = rng.normal(size=(10, 3)) * 5
+    tilted = c2w.copy()
+    angle = np.radians(0.5)
+    tilted[3, :3, :3] = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
+    errors = pose_errors(tilted, c2w, scene_radius=1.0)
+    assert abs(errors["rotation_deg"][3] - 0.5) < 1e-6 and errors["rotation_deg"][0] < 1e-6
+    assert errors["centre_error"].max() < 1e-9
+
+
+def test_region_of_interest_ignores_background_and_outliers():
+    rng = np.random.default_rng(2)
+    angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+    c2w = np.tile(np.eye(4), (24, 1, 1))
+    for i, a in enumerate(angles):  # a ring of cameras 5 units away, looking at (1, 2, 0)
+        centre = np.array([5 * np.cos(a) + 1, 5 * np.sin(a) + 2, 1.5])
+        forward = (np.array([1, 2, 0]) - centre) / np.linalg.norm(np.array([1, 2, 0]) - centre)
+        right = np.cross(forward, [0, 0, 1])
+        right /= np.linalg.norm(right)
+        c2w[i, :3, :3] = np.stack([right, np.cross(forward, right), forward], 1)
+        c2w[i, :3, 3] = centre
+    direction = rng.normal(size=(2000, 3))
+    obj = [1, 2, 0] + direction / np.linalg.norm(direction, axis=1, keepdims=True)  # the unit sphere's surface
+    background = rng.uniform(-30, 30, size=(300, 3))  # far clutter
+    stray = [1, 2, 0] + rng.normal(size=(30, 3)) * 3  # wrong triangulations, seen by two cameras only
+    points = np.concatenate([obj, background, stray])
+    tracks = np.concatenate([rng.integers(3, 12, 2000), rng.integers(2, 5, 300), np.full(30, 2)])
+    intrinsics = np.tile([[500.0, 0, 319.5], [0, 500.0, 239.5], [0, 0, 1]], (24, 1, 1))
+    centre, radius = region_of_interest(points, tracks, intrinsics, c2w, (640, 480), "test")
+    assert np.linalg.norm(centre - [1, 2, 0]) < 0.1
+    assert 1.2 <= radius < 1.45  # the farthest object point (1) times the margin (1.25)
+
+
+def test_undistortion_of_a_distorted_camera():
+    """An OPENCV camera with barrel distortion: the pinhole output keeps the size and the focal length, and
+    a point projected by the distorted camera lands where the pinhole camera sees it."""
+    camera = pycolmap.Camera.create_from_model_name(1, "OPENCV", 300.0, 320, 240)
+    camera.params = [300.0, 310.0, 161.0, 119.0, -0.2, 0.05, 0.001, -0.002]
+    u = undistortion(camera)
+    assert u.map_x.shape == (240, 320)
+    assert u.intrinsics[0, 0] == 300.0 and u.intrinsics[0, 2] == 160.5  # COLMAP's +0.5 pixel centres removed
+    image = np.zeros((240, 320, 3), np.uint8)
+    point = np.array([[0.3, -0.2, 1.0]])
+    src = camera.img_from_cam(point)[0] - 0.5  # the distorted pixel, our convention
+    image[int(round(src[1])), int(round(src[0]))] = 255
+    out = u.apply(image)
+    target = u.intrinsics @ point[0]
+    found = np.unravel_index(np.argmax(out[..., 0]), out.shape[:2])
+    assert abs(found[1] - target[0] / target[2]) <= 1.0 and abs(found[0] - target[1] / target[2]) <= 1.0
+    pinhole = pycolmap.Camera.create_from_model_name(1, "PINHOLE", 300.0, 320, 240)
+    assert undistortion(pinhole).map_x is None  # nothing to resample
+
+
+def test_pincushion_undistortion_leaves_no_blank_pixel():
+    camera = pycolmap.Camera.create_from_model_name(1, "SIMPLE_RADIAL", 200.0, 320, 240)
+    camera.params = [200.0, 160.0, 120.0, 0.3]
+    u = undistortion(camera)
+    assert u.intrinsics[0, 0] > 200.0  # zoomed in just enough
+    inside = (u.map_x >= -0.5) & (u.map_x <= 319.5) & (u.map_y >= -0.5) & (u.map_y <= 239.5)
+    assert inside.all()
+
+
+def write_video(path, frames, fps=10):
+    import imageio.v2 as imageio
+
+    with imageio.get_writer(str(path), format="FFMPEG", fps=fps, macro_block_size=1, quality=9) as writer:
+        for frame in frames:
+            writer.append_data(frame)
+
+
+def test_video_frames_drop_the_blurred_ones(scene, tmp_path):
+    """A pan over the texture image (consecutive frames alike, as in a video) with frames 2 and 5 blurred."""
+    pytest.importorskip("imageio_ffmpeg", reason="video decoding needs imageio-ffmpeg")
+    texture = cv2.cvtColor(cv2.imread(str(scene.parent / "blob.png")), cv2.COLOR_BGR2RGB)
+    frames = [texture[100:340, 40 * i:40 * i + 320] for i in range(8)]
+    frames = [cv2.GaussianBlur(f, (0, 0), 2) if i in (2, 5) else f for i, f in enumerate(frames)]
+    write_video(tmp_path / "pan.mp4", frames)
+    kept = extract_frames(str(tmp_path / "pan.mp4"), str(tmp_path / "frames"), step=1, disable=True)
+    assert [index for _, index in kept] == [0, 1, 3, 4, 6, 7]
+    assert sorted(os.listdir(tmp_path / "frames")) == [name for name, _ in kept]
+    first = cv2.cvtColor(cv2.imread(str(tmp_path / "frames" / kept[0][0])), cv2.COLOR_BGR2RGB)
+    assert first.shape == (240, 320, 3) and np.abs(first.astype(int) - frames[0]).mean() < 8  # lossy video
+    # the sharper of every two frames: never a blurred one
+    kept = extract_frames(str(tmp_path / "pan.mp4"), str(tmp_path / "pairs"), step=2, disable=True)
+    assert [index for _, index in kept] in ([0, 3, 4, 6], [0, 3, 4, 7], [1, 3, 4, 6], [1, 3, 4, 7])
+
+
+def test_video_route(scene, tmp_path, capfd):
+    """The rendered views in azimuth order as a video (a walk around the object), through the script: frames,
+    sequential matching, the poses; nothing on stderr (COLMAP's own logging is silenced)."""
+    pytest.importorskip("imageio_ffmpeg", reason="video decoding needs imageio-ffmpeg")
+    c2w = reference_c2w(scene)
+    with np.load(scene / "cameras_sphere.npz") as cams:
+        centre, radius = cams["scale_mat_0"][:3, 3], cams["scale_mat_0"][0, 0]
+    order = np.argsort(np.arctan2(c2w[:, 1, 3] - centre[1], c2w[:, 0, 3] - centre[0]))
+    frames = [cv2.cvtColor(cv2.imread(str(scene / "image" / f"{i:06d}.png")), cv2.COLOR_BGR2RGB) for i in order]
+    write_video(tmp_path / "orbit.mp4", frames, fps=4)
+    # the views differ by ~22 degrees, so their sharpness does too (this is no video of a still scene)
+    code, stdout, err = run_script([tmp_path / "orbit.mp4", tmp_path / "out", "--frame_step", "1",
+                                    "--blur_ratio", "0"], capfd)
+    assert code == 0 and err == [], err
+    assert stdout.startswith(f"posed {VIEWS} of {VIEWS} images: ") or stdout.startswith(f"posed {VIEWS - 1} of ")
+    with open(tmp_path / "out" / "posing.json") as f:
+        info = json.load(f)
+    assert info["kind"] == "video" and info["sfm"]["matching"] == "sequential"
+    assert info["registered"] >= VIEWS - 1, info["registered"]
+    views = [order[int(v["source"].split()[1])] for v in info["views"]]  # "frame N" -> rendered view
+    from nerf.posing.compare import read_neus_cameras
+
+    _, _, posed_c2w, _ = read_neus_cameras(str(tmp_path / "out"))
+    errors = pose_errors(posed_c2w, c2w[views], radius)
+    assert np.median(errors["rotation_deg"]) < 2 * MAX_ROTATION_DEG
+    assert np.median(errors["centre_error_rel"]) < 2 * MAX_CENTRE_ERROR
+    assert len(load_scene(str(tmp_path / "out")).train) > 0
+
+
+def test_blur_is_relative_to_the_neighbours():
+    assert blurred([100, 100, 30, 100, 100], 0.5).tolist() == [False, False, True, False, False]
+    assert not blurred([10, 10, 9, 10, 10], 0.5).any()  # a soft video is no reason to drop frames
+
+
+def test_cached_posing_is_reused_until_the_images_change(scene, tmp_path, monkeypatch):
+    images = tmp_path / "images"
+    shutil.copytree(scene / "image", images)
+    calls = []
+
+    def fake_pose(input_path, out_dir, overwrite, progress, extra_info, **options):
+        calls.append(input_path)
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "posing.json"), "w") as f:
+            json.dump(extra_info, f)
+
+    monkeypatch.setattr(posing_cache, "pose_images", fake_pose)
+    posed_dir = pose_folder_cached(str(images), str(tmp_path / "workspace"))
+    assert posed_dir == str(tmp_path / "workspace" / "posed") and len(calls) == 1
+    assert pose_folder_cached(str(images), str(tmp_path / "workspace")) == posed_dir and len(calls) == 1
+    first = images / "000003.png"
+    os.utime(first, ns=(first.stat().st_atime_ns, first.stat().st_mtime_ns + 10**9))  # an edited image
+    pose_folder_cached(str(images), str(tmp_path / "workspace"))
+    assert len(calls) == 2
+    pose_folder_cached(str(images), str(tmp_path / "workspace"), camera_model="OPENCV")  # other options
+    assert len(calls) == 3
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Bad inputs: exit 2, one line, nothing written
+
+
+def assert_refused(argv, capfd, expected_path, expected_text):
+    code, stdout, err = run_script(argv, capfd)
+    assert code == 2
+    assert len(err) == 1, err
+    assert err[0].startswith(f"error: {expected_path}: "), err[0]
+    assert expected_text in err[0], err[0]
+    out = argv[1]
+    assert not os.path.exists(out)
+    parent = os.path.dirname(os.path.abspath(out))
+    assert not [n for n in os.listdir(parent) if n.startswith((".tmp-", ".old-"))]
+
+
+def copy_views(scene, folder, indices):
+    os.makedirs(folder, exist_ok=True)
+    for i in indices:
+        shutil.copy(scene / "image" / f"{i:06d}.png", os.path.join(folder, f"{i:06d}.png"))
+
+
+def test_refuses_a_folder_without_images(tmp_path, capfd):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    assert_refused([tmp_path / "empty", tmp_path / "out"], capfd, tmp_path / "empty", "no images found")
+
+
+def test_refuses_one_image(scene, tmp_path, capfd):
+    copy_views(scene, tmp_path / "one", [0])
+    assert_refused([tmp_path / "one", tmp_path / "out"], capfd, tmp_path / "one", "only one image")
+
+
+def test_refuses_images_of_different_sizes(scene, tmp_path, capfd):
+    copy_views(scene, tmp_path / "mixed", [0, 1, 2, 3])
+    small = cv2.resize(cv2.imread(str(scene / "image" / "000002.png")), (160, 120))
+    cv2.imwrite(str(tmp_path / "mixed" / "000002.png"), small)
+    assert_refused([tmp_path / "mixed", tmp_path / "out"], capfd, tmp_path / "mixed" / "000002.png",
+                   "image is 160x120")
+
+
+def test_refuses_a_damaged_image(scene, tmp_path, capfd):
+    copy_views(scene, tmp_path / "damaged", [0, 1, 2, 3])
+    (tmp_path / "damaged" / "000001.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    assert_refused([tmp_path / "damaged", tmp_path / "out"], capfd, tmp_path / "damaged" / "000001.png",
+                   "unreadable image")
+
+
+def test_refuses_a_video_that_cannot_be_decoded(tmp_path, capfd):
+    (tmp_path / "broken.mp4").write_bytes(b"this is not a video" * 100)
+    assert_refused([tmp_path / "broken.mp4", tmp_path / "out"], capfd, tmp_path / "broken.mp4",
+                   "video cannot be decoded")
+
+
+def test_refuses_a_colmap_model_with_a_missing_file(posed, tmp_path, capfd):
+    out, info = posed
+    project = tmp_path / "project"
+    shutil.copytree(out / "sparse", project / "sparse")
+    (project / "images").mkdir()
+    os.remove(project / "sparse" / "0" / "points3D.bin")
+    assert_refused([project, tmp_path / "out"], capfd, project / "sparse" / "0" / "points3D.bin",
+                   "missing")
+
+
+def test_refuses_a_colmap_model_without_its_images(posed, tmp_path, capfd):
+    out, info = posed
+    project = tmp_path / "project"
+    shutil.copytree(out / "sparse", project / "sparse")
+    (project / "images").mkdir()
+    first = info["views"][0]["colmap_name"]
+    assert_refused([project, tmp_path / "out"], capfd, project / "images" / first,
+                   "image of the COLMAP model")
+
+
+def noise_images(folder, count, seed):
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    for i in range(count):
+        noise = cv2.resize(rng.integers(0, 256, (HEIGHT // 4, WIDTH // 4, 3), dtype=np.uint8), (WIDTH, HEIGHT),
+                           interpolation=cv2.INTER_CUBIC)
+        cv2.imwrite(os.path.join(folder, f"noise_{i:02d}.png"), noise)
+
+
+def test_refuses_images_without_a_common_scene(tmp_path, capfd):
+    """Unrelated pictures: no pair to start structure from motion from."""
+    noise_images(tmp_path / "noise", 4, seed=3)
+    assert_refused([tmp_path / "noise", tmp_path / "out"], capfd, tmp_path / "noise", "no model found")
+
+
+def test_refuses_when_too_few_images_register(scene, tmp_path, capfd):
+    """Seven neighbouring views of the object and nine unrelated pictures: at most 7 of 16 register, 8 are
+    needed."""
+    centres = reference_c2w(scene)[:, :3, 3]
+    nearest = np.argsort(np.linalg.norm(centres - centres[0], axis=1))[:7]
+    copy_views(scene, tmp_path / "few", nearest)
+    noise_images(tmp_path / "few", 9, seed=4)
+    code, stdout, err = run_script([tmp_path / "few", tmp_path / "out"], capfd)
+    assert code == 2 and len(err) == 1, err
+    assert re.fullmatch(f"error: {re.escape(str(tmp_path / 'few'))}: only [3-7] of 16 images registered "
+                        r"\(need at least 8\); .*", err[0]), err[0]
+    assert not os.path.exists(tmp_path / "out")
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
+
+
+def test_refuses_an_existing_output_and_a_half_sphere_flag(scene, tmp_path, capfd):
+    copy_views(scene, tmp_path / "views", [0, 1, 2])
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("mine")
+    code, _, err = run_script([tmp_path / "views", tmp_path / "taken"], capfd)
+    assert code == 2 and err == [f"error: {tmp_path / 'taken'}: exists and is not empty (pass --overwrite to replace it)"]
+    assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
+    code, _, err = run_script([tmp_path / "views", tmp_path / "out", "--radius", "2"], capfd)
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: --radius: give --center")
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_main_poses_a_folder_of_plain_photos_once_and_trains(scene, tmp_path, capfd, monkeypatch):
+    """main_sdf.py on photos without cameras: posed into WORKSPACE/posing/posed, trained (background field: no
+    masks), and on resume the cached posing is reused, not redone; one photo is refused with one line and no
+    workspace left behind."""
+    import main_sdf
+    from train_helpers import TINY_MODEL
+
+    photos = tmp_path / "photos"
+    copy_views(scene, photos, range(VIEWS))
+    workspace = tmp_path / "ws"
+    flags = ["--workspace", str(workspace), "--device", "cpu", "--quiet", "--iters", "4", "--mc_resolution", "24",
+             "--bg_num_levels", "4", "--bg_log2_hashmap_size", "12", "--bg_desired_resolution", "64", *TINY_MODEL]
+    assert main_sdf.main([str(photos), *flags]) == 0
+    posed = workspace / "posing" / "posed"
+    assert (posed / "cameras_sphere.npz").is_file() and (workspace / "meshes" / "mesh.ply").is_file()
+    assert len(os.listdir(posed / "image")) == VIEWS  # every photo registered
+
+    def no_second_posing(*args, **kwargs):
+        raise AssertionError("posed again although the photos did not change")
+
+    monkeypatch.setattr(posing_cache, "pose_images", no_second_posing)
+    assert main_sdf.main([str(photos), *flags, "--iters", "6"]) == 0
+    monkeypatch.undo()
+    capfd.readouterr()
+    one = tmp_path / "one"
+    copy_views(scene, one, [0])
+    assert main_sdf.main([str(one), "--workspace", str(tmp_path / "ws1"), "--device", "cpu"]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {one}") and "only one image" in err[0], err
+    assert not (tmp_path / "ws1").exists()
