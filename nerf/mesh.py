@@ -1,11 +1,11 @@
-"""Mesh extraction: marching cubes over the unit sphere's box, vertex colours, export in world units."""
+"""Mesh extraction: marching cubes over the unit sphere's box, vertex colours, in world units (files:
+mesh_export.py)."""
 import mcubes
 import numpy as np
 import torch
 import torch.nn.functional as F
 import trimesh
 
-from .files import write_atomic
 
 
 @torch.no_grad()
@@ -116,8 +116,3 @@ def extract_mesh(model, resolution, to_world, device, radius):
     if np.linalg.det(to_world[:3, :3]) < 0:  # a reflection flips the orientation of the faces
         faces = faces[:, ::-1]
     return trimesh.Trimesh(world, faces, vertex_colors=colors, process=False)
-
-
-def export_mesh(mesh, path):
-    """Write a mesh atomically: a killed run never leaves half a file."""
-    write_atomic(path, mesh.export)

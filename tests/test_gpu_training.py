@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nerf.config import SCENE_RADIUS
-from nerf.mesh import export_mesh, extract_mesh
+from nerf.mesh import extract_mesh
 from nerf.mesh_metrics import evaluate_mesh
 from train_helpers import make_trainer
 
@@ -96,8 +96,7 @@ def test_cuda_ray_trains_without_nan_to_the_shape(small_scene, tmp_path):
     losses = loss_curve(trainer, 600)
     assert np.isfinite(losses).all()
     assert trainer.renderer.sampler.grid.occupied_fraction() < 0.5  # the grid has carved out empty space
-    path = str(tmp_path / "mesh.ply")
-    export_mesh(extract_mesh(trainer.model, 128, trainer.scene.to_world, "cuda", SCENE_RADIUS), path)
-    metrics = evaluate_mesh(path, os.path.join(root, "gt_mesh.ply"), n_points=30000, tau=5.0)
+    mesh = extract_mesh(trainer.model, 128, trainer.scene.to_world, "cuda", SCENE_RADIUS)
+    metrics = evaluate_mesh(mesh, os.path.join(root, "gt_mesh.ply"), n_points=30000, tau=5.0)
     print(metrics)
     assert metrics["chamfer"] < 6.0
