@@ -5,10 +5,44 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 
 
 def _raised_in_tensorboard(tb):
     return any("tensorboardX" in frame.filename for frame in traceback.extract_tb(tb))
+
+
+_open_loggers = weakref.WeakSet()  # loggers whose tensorboard writer is open
+_hooks_installed = False
+
+
+def _catch_event_write_failures():
+    """tensorboardX writes its event file from a thread and flushes it again from an atexit handler; on a full
+    disk each would print a traceback after the run's one error line. Their OSErrors are recorded in the open
+    loggers' `events_lost` instead (any other exception is printed as before). Installed once per process."""
+    global _hooks_installed
+    if _hooks_installed:
+        return
+    thread_hook, unraisable_hook = threading.excepthook, sys.unraisablehook
+
+    def record(error):
+        for logger in list(_open_loggers):
+            logger.events_lost = error
+
+    def on_thread_error(args):
+        if issubclass(args.exc_type, OSError) and _raised_in_tensorboard(args.exc_traceback):
+            record(args.exc_value)
+        else:
+            thread_hook(args)
+
+    def on_unraisable(report):
+        if isinstance(report.exc_value, OSError) and _raised_in_tensorboard(report.exc_traceback):
+            record(report.exc_value)
+        else:
+            unraisable_hook(report)
+
+    threading.excepthook, sys.unraisablehook = on_thread_error, on_unraisable
+    _hooks_installed = True
 
 
 class Logger:
@@ -29,30 +63,11 @@ class Logger:
         if self.writer is None:
             from tensorboardX import SummaryWriter
 
-            self._catch_event_write_failures()
+            _catch_event_write_failures()
+            _open_loggers.add(self)
             # Flushed every few seconds, so a killed run's curves are on disk up to then.
             self.writer = SummaryWriter(os.path.join(self.workspace, "run"), flush_secs=10)
         return self.writer
-
-    def _catch_event_write_failures(self):
-        """tensorboardX writes its event file from a thread and flushes it again from an atexit handler; on a
-        full disk each would print a traceback after the run's one error line. Their OSErrors are recorded in
-        `events_lost` instead (any other exception is printed as before)."""
-        thread_hook, unraisable_hook = threading.excepthook, sys.unraisablehook
-
-        def on_thread_error(args):
-            if issubclass(args.exc_type, OSError) and _raised_in_tensorboard(args.exc_traceback):
-                self.events_lost = args.exc_value
-            else:
-                thread_hook(args)
-
-        def on_unraisable(report):
-            if isinstance(report.exc_value, OSError) and _raised_in_tensorboard(report.exc_traceback):
-                self.events_lost = report.exc_value
-            else:
-                unraisable_hook(report)
-
-        threading.excepthook, sys.unraisablehook = on_thread_error, on_unraisable
 
     def scalars(self, values: dict, step: int):
         for name, value in values.items():
