@@ -67,9 +67,9 @@ class FieldConfig:
                                           "sphere (the room of an unmasked capture), or a colour, 'random' per ray "
                                           "(masked scenes), 'white' or 'black' (default: random with masks, else "
                                           "nerf)", choices=("nerf", "random", "white", "black"))
-    bg_num_levels: int = opt(16, "hash-grid levels of the background field (--background nerf)", minimum=1)
-    bg_log2_hashmap_size: int = opt(19, "log2 of each background level's table", minimum=4)
-    bg_desired_resolution: int = opt(1024, "finest background grid resolution (over the contracted space)",
+    bg_num_levels: int = opt(8, "hash-grid levels of the background field (--background nerf)", minimum=1)
+    bg_log2_hashmap_size: int = opt(16, "log2 of each background level's table", minimum=4)
+    bg_desired_resolution: int = opt(256, "finest background grid resolution (over the contracted space)",
                                      minimum=2)
     bg_hidden_dim: int = opt(64, "MLP width of the background field", minimum=1)
 
@@ -172,7 +172,7 @@ def device_preset(config: Config, device: str) -> Config:
         "iters": 1000, "num_rays": 512, "num_steps": 32, "upsample_steps": 32, "num_levels": 8,
         "log2_hashmap_size": 16, "desired_resolution": 256, "levels_start": 2, "mc_resolution": 256,
         "eval_chunk": 4096, "eval_downscale": 4, "video_frames": 24, "video_downscale": 4,
-        "bg_num_levels": 8, "bg_log2_hashmap_size": 16, "bg_desired_resolution": 256, "bg_samples": 16,
+        "bg_samples": 16,
     })
 
 

@@ -331,11 +331,12 @@ class Viewer:
         status_due = now - self.last_plot >= self.plot_every
         if request is None and not status_due:
             return
-        if request is not None and self.device.type == "cuda":
-            # The render waits for the GPU anyway; waiting here first keeps the training steps still queued on
-            # it out of the render's measured time (which sizes the next render and spends the budget).
-            torch.cuda.synchronize(self.device)
         with self.budget.work():
+            if request is not None and self.device.type == "cuda":
+                # The render waits for the GPU anyway; waiting here first keeps the training steps still queued
+                # on it out of the render's measured speed (which sizes the next render). The wait is spent
+                # from the budget: it drains the queue, and the GPU idles until the next step is launched.
+                torch.cuda.synchronize(self.device)
             if request is not None:
                 self._render(trainer, request)
                 self.rendered[request.client.client_id] = (request.version, now)
