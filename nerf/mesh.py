@@ -8,6 +8,7 @@ import trimesh
 import raymarching
 from raymarching.torch_impl import pymcubes_marching_cubes
 
+
 @torch.no_grad()
 def sample_sdf_grid(sdf_fn, resolution, radius, device, chunk=2**18, box=None, as_tensor=False):
     """SDF on a resolution^3 lattice spanning [-radius, radius]^3, as float32 numpy [R, R, R] (x, y, z order), or
