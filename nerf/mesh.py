@@ -1,48 +1,53 @@
 """Mesh extraction: marching cubes over the unit sphere's box, vertex colours, in world units (files:
 mesh_export.py)."""
-import mcubes
 import numpy as np
 import torch
 import torch.nn.functional as F
 import trimesh
 
+import raymarching
+from raymarching.torch_impl import pymcubes_marching_cubes
 
 
 @torch.no_grad()
-def sample_sdf_grid(sdf_fn, resolution, radius, device, chunk=2**18, box=None):
+def sample_sdf_grid(sdf_fn, resolution, radius, device, chunk=2**18, box=None, as_tensor=False):
     """SDF on a resolution^3 lattice spanning [-radius, radius]^3, as float32 numpy [R, R, R] (x, y, z order), or
     on its sub-block `box` = ((i0, i1), (j0, j1), (k0, k1)) of lattice indices (half-open) -> [i1 - i0, ...].
+    With `as_tensor`, a float32 tensor left on `device` instead (no copy to the host, for the GPU marching cubes).
 
     Outside the sphere of `radius` the field has never been trained; taking max(sdf, |x| - radius) clips the
     surface to the sphere, so the mesh is always closed (watertight)."""
     lin = torch.linspace(-radius, radius, resolution, device=device)
     box = box or ((0, resolution),) * 3
     xs_all, ys, zs = (lin[a:b] for a, b in box)
-    grid = np.empty((len(xs_all), len(ys), len(zs)), dtype=np.float32)
+    shape = (len(xs_all), len(ys), len(zs))
+    grid = torch.empty(shape, dtype=torch.float32, device=device) if as_tensor else np.empty(shape, np.float32)
     slab = max(1, chunk // max(len(ys) * len(zs), 1))  # x-slices per chunk
     for i in range(0, len(xs_all), slab):
         xs = xs_all[i : i + slab]
         pts = torch.stack(torch.meshgrid(xs, ys, zs, indexing="ij"), -1).reshape(-1, 3)
         sdf = sdf_fn(pts).float()
-        sdf = torch.maximum(sdf, pts.norm(dim=-1) - radius)
-        grid[i : i + len(xs)] = sdf.reshape(len(xs), len(ys), len(zs)).cpu().numpy()
+        sdf = torch.maximum(sdf, pts.norm(dim=-1) - radius).reshape(len(xs), len(ys), len(zs))
+        grid[i : i + len(xs)] = sdf if as_tensor else sdf.cpu().numpy()
     return grid
 
 
 def marching_cubes(grid, radius, resolution=None, offset=(0, 0, 0)):
-    """Zero level set of an SDF grid over [-radius, radius]^3 -> (vertices [V, 3] float, faces [F, 3] int),
-    faces oriented with outward normals (towards positive SDF). `grid` may be the sub-block of a resolution^3
-    lattice that starts at lattice index `offset` (see `sample_sdf_grid`)."""
+    """Zero level set of an SDF grid over [-radius, radius]^3 -> numpy (vertices [V, 3] float32, faces [F, 3]
+    int64), faces oriented with outward normals (towards positive SDF). `grid` may be the sub-block of a
+    resolution^3 lattice that starts at lattice index `offset` (see `sample_sdf_grid`).
+
+    A numpy grid goes to PyMCubes; a tensor to `raymarching.marching_cubes` (on CUDA our kernel: the same mesh
+    up to the order of vertices and faces, positions to fp32 rounding)."""
     resolution = resolution or grid.shape[0]
     if min(grid.shape) < 2:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
-    # PyMCubes treats values above the iso-level as inside: hand it -sdf, negated in place and back (a copy
-    # would be 4 GB more at 1024^3).
-    np.negative(grid, out=grid)
-    try:
-        vertices, faces = mcubes.marching_cubes(grid, 0.0)
-    finally:
-        np.negative(grid, out=grid)
+    if torch.is_tensor(grid):
+        vertices, faces = raymarching.marching_cubes(grid)  # lattice index units, on the grid's device
+        offset = torch.tensor(offset, dtype=torch.float64, device=vertices.device)
+        vertices = (vertices.double() + offset) / (resolution - 1) * 2 * radius - radius
+        return vertices.float().cpu().numpy(), faces.cpu().numpy()
+    vertices, faces = pymcubes_marching_cubes(grid)
     vertices = (vertices + np.asarray(offset)) / (resolution - 1) * 2 * radius - radius
     return vertices.astype(np.float32), faces.astype(np.int64)
 
@@ -75,13 +80,15 @@ def extract_surface(sdf_fn, resolution, radius, device):
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
     close = 2 * (2 * radius / (resolution - 1)) * 3**0.5
     step = max(8, resolution // 8)
+    on_gpu = torch.device(device).type == "cuda"  # the grid stays there, for our marching-cubes kernel
     while True:
-        grid = sample_sdf_grid(sdf_fn, resolution, radius, device, box=box)
+        grid = sample_sdf_grid(sdf_fn, resolution, radius, device, box=box, as_tensor=on_gpu)
         grown = []
         for axis, (lo, hi) in enumerate(box):
-            first, last = np.take(grid, 0, axis=axis), np.take(grid, -1, axis=axis)
-            lo = max(lo - step, 0) if lo > 0 and first.min() < close else lo
-            hi = min(hi + step, resolution) if hi < resolution and last.min() < close else hi
+            side = (slice(None),) * axis  # indexes numpy and torch alike
+            first, last = grid[side + (0,)], grid[side + (-1,)]
+            lo = max(lo - step, 0) if lo > 0 and bool(first.min() < close) else lo
+            hi = min(hi + step, resolution) if hi < resolution and bool(last.min() < close) else hi
             grown.append((lo, hi))
         if tuple(grown) == box:
             break

@@ -1,4 +1,5 @@
-"""Ray marching for NeuS on an occupancy grid: ray/volume intervals, lattice sampling, alpha compositing.
+"""Ray marching for NeuS on an occupancy grid: ray/volume intervals, lattice sampling, alpha compositing; and
+marching cubes of an SDF grid (the mesh export).
 
 Each op runs as a CUDA kernel on CUDA tensors (built on first use, see `backend.py`) and as its PyTorch twin
 (`torch_impl.py`) otherwise or when INSTANT_NSR_TORCH_ONLY=1.
@@ -7,6 +8,7 @@ from .occupancy import OccupancyGrid
 from .raymarching import (
     composite_rays_train,
     march_rays_train,
+    marching_cubes,
     near_far_from_aabb,
     near_far_from_sphere,
     packbits,
@@ -16,6 +18,7 @@ __all__ = [
     "OccupancyGrid",
     "composite_rays_train",
     "march_rays_train",
+    "marching_cubes",
     "near_far_from_aabb",
     "near_far_from_sphere",
     "packbits",

@@ -8,7 +8,7 @@ import torch
 import cuda_build
 
 # Relative to raymarching/src; also used by setup.py so the prebuilt and JIT builds cannot drift apart.
-SOURCES = ["bindings.cpp", "near_far.cu", "march.cu", "composite.cu"]
+SOURCES = ["bindings.cpp", "near_far.cu", "march.cu", "composite.cu", "marching_cubes.cu"]
 EXTENSION_NAME = "_raymarching_cuda"
 
 _extension = cuda_build.LazyExtension(EXTENSION_NAME, os.path.dirname(os.path.abspath(__file__)), SOURCES)

@@ -1,4 +1,4 @@
-"""Public ray-marching ops: CUDA kernels on CUDA float32 tensors, their PyTorch twins otherwise.
+"""Public ray-marching ops (and marching cubes): CUDA kernels on CUDA float32 tensors, their PyTorch twins otherwise.
 
 Each function checks shapes (a ValueError with the bad shape in its message), then dispatches:
 `backend.cuda_backend_for(...)` picks the compiled kernels when every tensor is on CUDA (float data in
@@ -245,3 +245,27 @@ def composite_rays_train(alphas, values, packed_info, T_thresh: float = 1e-4):
     return _CompositeRaysTrain.apply(
         alphas.contiguous(), values.contiguous(), packed_info.int().contiguous(), float(T_thresh), backend
     )
+
+
+def marching_cubes(sdf, level: float = 0.0):
+    """Triangle mesh of the level set sdf = level of a grid (marching cubes, Lorensen-Cline case tables).
+
+    A lattice point is inside iff sdf < level (a point exactly at the level is outside). Every lattice edge whose
+    ends are on opposite sides gets one vertex, at the linear interpolation of the two values, shared by the
+    cells around the edge: the mesh is PyMCubes's (the twin), the same vertices and faces up to order.
+
+    Args:
+        sdf: (X, Y, Z) float. Values at lattice points (i, j, k); any size (no cells when a side is < 2).
+        level: the iso-value.
+
+    Returns:
+        vertices: (V, 3) float32. Positions in lattice index units: (i, j, k) is lattice point sdf[i, j, k].
+        faces: (F, 3) int64. Vertex ids, wound with normals towards larger values (outward, for an SDF).
+        Both on sdf's device, in a deterministic order: the kernel's vertices by lattice point, then its x, y, z
+        edge, its faces by cell; the twin's in PyMCubes's order.
+    """
+    _check(sdf.dim() == 3, f"sdf must be [X, Y, Z], got {tuple(sdf.shape)}")
+    backend = cuda_backend_for(sdf)
+    if backend is None:
+        return torch_impl.marching_cubes(sdf, level)
+    return backend.marching_cubes(sdf.detach().contiguous(), float(level))

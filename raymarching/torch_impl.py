@@ -1,7 +1,8 @@
 """PyTorch twins of the CUDA kernels in `src/`: same names, same arguments, same semantics.
 
 The twins *define* the semantics: the kernels are tested against them (floats at fp32 tolerance, integers
-exactly). They are vectorised over rays and samples and run on any device; on CPU they are what runs.
+exactly). They are vectorised over rays and samples and run on any device; on CPU they are what runs. The twin of
+`marching_cubes` is PyMCubes (the CPU path), run on the host.
 
 Sampling lattice of `march_rays_train`: along ray r, sample k (k = 0, 1, ...) covers
 [t_k, t_k + step) with t_k = near_r + (k + jitter_r) * step and midpoint m_k = t_k + step / 2. Sample k is
@@ -9,6 +10,7 @@ Sampling lattice of `march_rays_train`: along ray r, sample k (k = 0, 1, ...) co
 The float operations below are written in the order the kernels use (no fused multiply-add), so both compute
 bit-identical midpoints, cells and therefore identical kept samples.
 """
+import numpy as np
 import torch
 
 # Shared with the kernels: samples are compared in float32.
@@ -168,3 +170,32 @@ def composite_rays_train(alphas, values, packed_info, T_thresh: float = 1e-4):
     opacity = weights_dense.sum(1)
     accum = values.new_zeros(n_rays, values.shape[1]).index_add(0, ray, w[:, None] * values[sample])
     return weights, opacity, accum
+
+
+def pymcubes_marching_cubes(values, level: float = 0.0):
+    """PyMCubes (the CPU marching cubes) on `values` [X, Y, Z] float numpy with inside = below `level`.
+
+    Returns PyMCubes's own output: vertices [V, 3] float64 in lattice index units, faces [F, 3] uint64 wound
+    with normals towards larger values (outward, for an SDF). A corner exactly at `level` is outside.
+    """
+    import mcubes
+
+    # PyMCubes treats values above the iso-level as inside: hand it -values, negated in place and back (exact;
+    # a copy would be 4 GB more at 1024^3), with the level negated (0.0 - level: no -0.0).
+    np.negative(values, out=values)
+    try:
+        return mcubes.marching_cubes(values, 0.0 - level)
+    finally:
+        np.negative(values, out=values)
+
+
+def marching_cubes(sdf, level: float = 0.0):
+    """Triangle mesh of the level set sdf = level, through PyMCubes on the CPU (see raymarching.py)."""
+    if min(sdf.shape) < 2:  # no cells
+        return (torch.zeros(0, 3, dtype=torch.float32, device=sdf.device),
+                torch.zeros(0, 3, dtype=torch.int64, device=sdf.device))
+    values = sdf.detach().to("cpu", torch.float32)
+    # A CPU float32 input is shared, not copied; pymcubes_marching_cubes restores it bit-exactly.
+    vertices, faces = pymcubes_marching_cubes(values.numpy(), level)
+    return (torch.from_numpy(vertices.astype(np.float32)).to(sdf.device),
+            torch.from_numpy(faces.astype(np.int64)).to(sdf.device))

@@ -1,15 +1,19 @@
 """Timings of the raymarching kernels (CUDA events, median over runs) on a synthetic scene.
 
     python scripts/bench_raymarching.py --rays 4096 --resolution 128
+    python scripts/bench_raymarching.py --marching-cubes 256,512,1024   # our kernel against the PyMCubes twin
 """
 import argparse
+import functools
 import os
 import sys
+import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import raymarching  # noqa: E402
+from raymarching import torch_impl  # noqa: E402
 
 
 def median_ms(fn, runs: int, warmup: int = 3) -> float:
@@ -26,14 +30,55 @@ def median_ms(fn, runs: int, warmup: int = 3) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def rippled_sphere(resolution, device):
+    """[R, R, R] SDF-like grid over [-1, 1]^3: a sphere of radius 0.6 with ripples (a surface of the size and
+    detail of a trained object's), filled slice by slice (no [R^3, 3] point array)."""
+    lin = torch.linspace(-1, 1, resolution, device=device)
+    y, z = torch.meshgrid(lin, lin, indexing="ij")
+    grid = torch.empty((resolution,) * 3, device=device)
+    for i, x in enumerate(lin):
+        grid[i] = (x * x + y * y + z * z).sqrt() - 0.6 + 0.02 * (12 * x).sin() * (12 * y).sin() * (12 * z).sin()
+    return grid
+
+
+def bench_marching_cubes(resolutions, runs, twin_runs):
+    """Marching cubes of `rippled_sphere` grids: the kernel (CUDA events, median of `runs`) against the twin
+    (PyMCubes on the CPU, including the copy of the grid to the host; median of `twin_runs` wall-clock runs)."""
+    for resolution in resolutions:
+        sdf = rippled_sphere(resolution, "cuda")
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        vertices, faces = raymarching.marching_cubes(sdf)
+        extra_gb = (torch.cuda.max_memory_allocated() - base) / 2**30
+        kernel_ms = median_ms(functools.partial(raymarching.marching_cubes, sdf), runs)
+        twin_s = []
+        for _ in range(twin_runs):
+            start = time.perf_counter()
+            twin_vertices, twin_faces = torch_impl.marching_cubes(sdf)
+            twin_s.append(time.perf_counter() - start)
+        twin_ms = 1e3 * sorted(twin_s)[len(twin_s) // 2]
+        same = len(twin_vertices) == len(vertices) and len(twin_faces) == len(faces)
+        print(f"marching_cubes {resolution:4d}^3  V {len(vertices):9d}  F {len(faces):9d}  kernel {kernel_ms:9.2f} ms"
+              f"  (+{extra_gb:.2f} GB)  twin {twin_ms:10.1f} ms  x{twin_ms / kernel_ms:7.1f}"
+              f"  {'same counts' if same else 'COUNTS DIFFER'}")
+        del sdf, vertices, faces, twin_vertices, twin_faces  # before the next, larger grid
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rays", type=int, default=4096)
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--max-samples", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--marching-cubes", default="",
+                        help="comma-separated grid sizes (e.g. 256,512,1024): time marching cubes there instead")
+    parser.add_argument("--twin-runs", type=int, default=1, help="runs of the PyMCubes twin per size")
     args = parser.parse_args()
     assert torch.cuda.is_available(), "needs a CUDA device"
+    if args.marching_cubes:
+        bench_marching_cubes([int(r) for r in args.marching_cubes.split(",")], args.runs, args.twin_runs)
+        return
     device = "cuda"
     R = args.resolution
     aabb = torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0], device=device)

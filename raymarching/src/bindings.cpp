@@ -1,8 +1,8 @@
 // Python bindings of the raymarching kernels (called by raymarching/raymarching.py, where the ops are
 // documented): argument checks (device, dtype, contiguity, shape, int range, with the bad value in the message),
 // a device guard, output allocation, then the launchers of raymarching.h on the current stream.
-// Shapes: N rays, M packed samples, C channels, R cells per axis. Every float tensor is float32, every tensor
-// contiguous and on the device of the first one.
+// Shapes: N rays, M packed samples, C channels, R cells per axis; marching cubes: an [X, Y, Z] grid, V vertices,
+// F faces. Every float tensor is float32, every tensor contiguous and on the device of the first one.
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -248,6 +248,58 @@ std::tuple<Tensor, Tensor> composite_rays_train_backward(
   return {grad_alphas, grad_values};  // [M], [M, C]
 }
 
+std::tuple<Tensor, Tensor> marching_cubes(const Tensor& sdf,  // [X, Y, Z]
+                                          double level) {
+  check_tensor(sdf, "sdf", sdf, at::kFloat);
+  check_shape(sdf.dim() == 3, sdf, "sdf", "[X, Y, Z]");
+  check_size(sdf.numel(), "sdf");
+  const c10::cuda::CUDAGuard device_guard(sdf.device());
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  const auto long_options = sdf.options().dtype(at::kLong);
+  if (sdf.size(0) < 2 || sdf.size(1) < 2 || sdf.size(2) < 2) {  // no cells
+    return {at::empty({0, 3}, sdf.options()), at::empty({0, 3}, long_options)};
+  }
+  const int n_points = static_cast<int>(sdf.numel());
+  const raymarching::LatticeArgs grid{sdf.data_ptr<float>(), static_cast<int>(sdf.size(0)),
+                                      static_cast<int>(sdf.size(1)), static_cast<int>(sdf.size(2)), n_points,
+                                      static_cast<float>(level)};
+  // One byte per point for the cases and the crossing edges and one int for the vertex numbering: 6 bytes per
+  // point beside the grid's 4 (6.4 GB at 1024^3).
+  auto cell_case = at::empty({n_points}, sdf.options().dtype(at::kByte));
+  auto edge_bits = at::empty({n_points}, sdf.options().dtype(at::kByte));
+  auto vertex_end = at::empty({n_points}, sdf.options().dtype(at::kInt));
+  C10_CUDA_CHECK(raymarching::launch_marching_cubes_classify(grid, cell_case.data_ptr<uint8_t>(),
+                                                             edge_bits.data_ptr<uint8_t>(),
+                                                             vertex_end.data_ptr<int>(), stream));
+  // Up to 3 vertices per point: the total may pass int range although the points do not, so it is summed in
+  // int64 (one synchronisation) before the int scan, whose partial sums are then known to fit.
+  const int64_t n_vertices = vertex_end.sum(at::kLong).item<int64_t>();
+  check_size(n_vertices, "number of vertices");
+  vertex_end.cumsum_(0);
+  auto vertices = at::empty({n_vertices, 3}, sdf.options());
+  if (n_vertices > 0) {
+    C10_CUDA_CHECK(raymarching::launch_marching_cubes_vertices(grid, edge_bits.data_ptr<uint8_t>(),
+                                                               vertex_end.data_ptr<int>(),
+                                                               vertices.data_ptr<float>(), stream));
+  }
+  // The cells with triangles, ascending (a synchronisation), then their triangle counts and placement.
+  const auto active_cells = at::nonzero(cell_case).view({-1});
+  const int64_t n_active = active_cells.size(0);
+  check_size(n_active, "number of cells with triangles");
+  auto triangle_end = at::empty({n_active}, long_options);
+  C10_CUDA_CHECK(raymarching::launch_marching_cubes_count_triangles(
+      cell_case.data_ptr<uint8_t>(), active_cells.data_ptr<int64_t>(), static_cast<int>(n_active),
+      triangle_end.data_ptr<int64_t>(), stream));
+  triangle_end.cumsum_(0);
+  const int64_t n_faces = n_active > 0 ? triangle_end[n_active - 1].item<int64_t>() : 0;
+  auto faces = at::empty({n_faces, 3}, long_options);
+  C10_CUDA_CHECK(raymarching::launch_marching_cubes_faces(
+      grid, cell_case.data_ptr<uint8_t>(), active_cells.data_ptr<int64_t>(), static_cast<int>(n_active),
+      triangle_end.data_ptr<int64_t>(), edge_bits.data_ptr<uint8_t>(), vertex_end.data_ptr<int>(),
+      faces.data_ptr<int64_t>(), stream));
+  return {vertices, faces};  // [V, 3] lattice index units, [F, 3] int64
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -269,4 +321,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "backward of alpha compositing -> (grad_alphas, grad_values)", py::arg("grad_weights"),
         py::arg("grad_opacity"), py::arg("grad_accum"), py::arg("alphas"), py::arg("values"),
         py::arg("transmittance"), py::arg("packed_info"), py::arg("T_thresh"));
+  m.def("marching_cubes", &marching_cubes, "triangle mesh of the level set sdf = level -> (vertices, faces)",
+        py::arg("sdf"), py::arg("level"));
 }

@@ -1,9 +1,10 @@
-// Launchers of the raymarching kernels (near_far.cu, march.cu, composite.cu), called by bindings.cpp after it has
+// Launchers of the raymarching kernels (near_far.cu, march.cu, composite.cu, marching_cubes.cu), called by bindings.cpp after it has
 // checked every tensor (device, dtype, contiguity, shape, int range). Plain pointers only: the .cu files do not
 // include the torch headers, which would make each of them take minutes to compile. The ops are documented in
 // raymarching/raymarching.py.
 //
 // Shapes: N rays, M packed samples, C channels, R cells per axis of the occupancy grid. Floats are float32.
+// Marching cubes: an X x Y x Z lattice of N = X * Y * Z points, C cells with triangles, V vertices, F faces.
 // Each launcher returns the launch error (cudaSuccess when there is nothing to do).
 #pragma once
 
@@ -82,5 +83,47 @@ cudaError_t launch_composite_rays_train_backward(const float* grad_weights,   //
                                                  float* grad_alphas,  // [M], zeroed
                                                  float* grad_values,  // [M, C], zeroed
                                                  cudaStream_t stream);
+
+// The grid that marching cubes walks; lattice point (i, j, k) is sdf[(i * Y + j) * Z + k].
+struct LatticeArgs {
+  const float* sdf;  // [N]
+  int nx, ny, nz;    // X, Y, Z
+  int n_points;      // N
+  float level;       // inside iff sdf < level
+};
+
+// Pass 1, per lattice point p: cell_case = the case of the cell whose lowest corner is p (bit c: corner c inside,
+// see marching_cubes_tables.h), 0 where p is on an upper face or the cell has no triangles; edge_bits bit a = the
+// edge from p along axis a crosses the level; vertex_count = the number of those edges (p's vertices).
+cudaError_t launch_marching_cubes_classify(const LatticeArgs& grid,
+                                           uint8_t* cell_case,  // [N]
+                                           uint8_t* edge_bits,  // [N]
+                                           int* vertex_count,   // [N]
+                                           cudaStream_t stream);
+
+// Pass 2: the vertices of each point, in lattice index units, at ids vertex_end[p - 1] (0 for p = 0) onwards.
+cudaError_t launch_marching_cubes_vertices(const LatticeArgs& grid,
+                                           const uint8_t* edge_bits,  // [N] from pass 1
+                                           const int* vertex_end,     // [N] inclusive scan of vertex_count
+                                           float* vertices,           // [V, 3]
+                                           cudaStream_t stream);
+
+// Pass 3: the number of triangles of each cell with triangles.
+cudaError_t launch_marching_cubes_count_triangles(const uint8_t* cell_case,     // [N] from pass 1
+                                                  const int64_t* active_cells,  // [C] cells with cell_case != 0
+                                                  int n_active,                 // C
+                                                  int64_t* triangle_count,      // [C]
+                                                  cudaStream_t stream);
+
+// Pass 4: each cell's faces (vertex ids, outward winding) at rows triangle_end[c - 1] (0 for c = 0) onwards.
+cudaError_t launch_marching_cubes_faces(const LatticeArgs& grid,
+                                        const uint8_t* cell_case,     // [N]
+                                        const int64_t* active_cells,  // [C]
+                                        int n_active,                 // C
+                                        const int64_t* triangle_end,  // [C] inclusive scan of triangle_count
+                                        const uint8_t* edge_bits,     // [N]
+                                        const int* vertex_end,        // [N]
+                                        int64_t* faces,               // [F, 3]
+                                        cudaStream_t stream);
 
 }  // namespace raymarching
