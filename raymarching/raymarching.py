@@ -1,4 +1,4 @@
-"""Public ray-marching ops (and marching cubes): CUDA kernels on CUDA float32 tensors, their PyTorch twins otherwise.
+"""Public ray-marching ops (and marching cubes): CUDA kernels on CUDA float32 tensors, their twins otherwise.
 
 Each function checks shapes (a ValueError with the bad shape in its message), then dispatches:
 `backend.cuda_backend_for(...)` picks the compiled kernels when every tensor is on CUDA (float data in
