@@ -14,6 +14,11 @@ chamfer      = (accuracy + completeness) / 2
 precision    = fraction of pred samples within tau of gt
 recall       = fraction of gt samples within tau of pred
 fscore       = 2 P R / (P + R)
+normal_error_deg = mean of normal_error_pred_to_gt_deg and normal_error_gt_to_pred_deg: the mean angle
+               between each sample's face normal and the normal of the nearest triangle of the other surface (the
+               one that gave its distance), as lines (min(angle, 180 - angle), so winding does not matter)
+thin_recall  = with a thin-part mesh (the truth's thin surfaces, e.g. gt_thin.ply of nerf.synthetic's blade and
+               wire scenes): the fraction of its samples within tau of pred; None without one
 All distances are in the meshes' world units (mm for nerf.synthetic scenes).
 """
 import os
@@ -25,6 +30,11 @@ import numpy as np
 NEIGHBOURS = 16
 
 from .input_checks import DatasetError
+
+# the thin part's surface beside a scene's gt_mesh.ply (written by nerf.synthetic for shapes with a thin part)
+THIN_MESH_FILE = "gt_thin.ply"
+# the fewest samples of a thin part, however small a share of the truth's area it is
+MIN_THIN_POINTS = 2000
 
 
 class MeshReadError(DatasetError):
@@ -117,13 +127,21 @@ def closest_point_on_triangles(p, a, b, c):
     return result
 
 
-def surface_distance(query, samples, sample_faces, mesh, point_to_point=False, chunk=50_000):
-    """Distance [Q] from each query point [Q, 3] to the surface of `mesh` (a Trimesh), given samples [S, 3] of
-    that surface and the index [S] of the face each sample lies on."""
+def nearest_surface(samples, sample_faces, mesh, point_to_point=False, chunk=50_000):
+    """A function mapping query points [Q, 3] to (distance [Q] to the surface of `mesh` (a Trimesh), index [Q] of
+    the face the distance was measured to), given samples [S, 3] of that surface and the index [S] of the face
+    each sample lies on; point_to_point: the nearest sample's distance and face. Its search tree is built once,
+    for all the queries against one surface."""
     from scipy.spatial import cKDTree
 
     if point_to_point:
-        return cKDTree(samples).query(query, k=1, workers=-1)[0]
+        sample_tree = cKDTree(samples)
+
+        def nearest_sample(query):
+            dist, nearest = sample_tree.query(query, k=1, workers=-1)
+            return dist, sample_faces[nearest]
+
+        return nearest_sample
     triangles = np.asarray(mesh.triangles)
     # Triangles are nominated by nearby samples AND by their centroids: when the mesh has more (or larger)
     # triangles than samples, a query's own triangle may hold no sample, and its neighbours' closest points (on
@@ -132,26 +150,72 @@ def surface_distance(query, samples, sample_faces, mesh, point_to_point=False, c
     seed_faces = np.concatenate([sample_faces, np.arange(len(triangles))])
     tree = cKDTree(seeds)
     k = min(NEIGHBOURS, len(seeds))
-    out = np.empty(len(query))
-    for start in range(0, len(query), chunk):
-        q = query[start : start + chunk]
-        _, nn_idx = tree.query(q, k=k, workers=-1)
-        faces = np.sort(seed_faces[nn_idx.reshape(len(q), k)], axis=1)
-        # neighbouring samples often share a triangle: test each one once
-        first = np.ones(faces.shape, dtype=bool)
-        first[:, 1:] = faces[:, 1:] != faces[:, :-1]
-        rows, cols = np.nonzero(first)
-        tri = triangles[faces[rows, cols]]
-        closest = closest_point_on_triangles(q[rows], tri[:, 0], tri[:, 1], tri[:, 2])
-        d = np.full(faces.shape, np.inf)
-        d[rows, cols] = np.linalg.norm(closest - q[rows], axis=1)
-        out[start : start + chunk] = d.min(1)
-    return out
+
+    def nearest_triangle(query):
+        out = np.empty(len(query))
+        out_faces = np.empty(len(query), dtype=np.int64)
+        for start in range(0, len(query), chunk):
+            q = query[start : start + chunk]
+            _, nn_idx = tree.query(q, k=k, workers=-1)
+            faces = np.sort(seed_faces[nn_idx.reshape(len(q), k)], axis=1)
+            # neighbouring samples often share a triangle: test each one once
+            first = np.ones(faces.shape, dtype=bool)
+            first[:, 1:] = faces[:, 1:] != faces[:, :-1]
+            rows, cols = np.nonzero(first)
+            tri = triangles[faces[rows, cols]]
+            closest = closest_point_on_triangles(q[rows], tri[:, 0], tri[:, 1], tri[:, 2])
+            d = np.full(faces.shape, np.inf)
+            d[rows, cols] = np.linalg.norm(closest - q[rows], axis=1)
+            best = d.argmin(1)
+            out[start : start + chunk] = d[np.arange(len(q)), best]
+            out_faces[start : start + chunk] = faces[np.arange(len(q)), best]
+        return out, out_faces
+
+    return nearest_triangle
 
 
-def evaluate_mesh(pred, gt, n_points=200_000, tau=2.0, seed=0, point_to_point=False):
-    """Accuracy / completeness / chamfer / precision / recall / F-score of mesh `pred` against mesh `gt` (each a
-    path or a Trimesh), with n_points samples per surface and the F-score threshold tau in world units.
+def unit_face_normals(mesh):
+    """Unit normals [F, 3] of the faces of `mesh` (a Trimesh) from their corners' winding; NaN for zero-area
+    faces (so they drop out of nanmean)."""
+    tri = np.asarray(mesh.triangles)
+    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    length = np.linalg.norm(cross, axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(length > 0, cross / length, np.nan)
+
+
+def line_angle_deg(a, b):
+    """Angle [N] in degrees (0..90) between the lines along unit vectors a [N, 3] and b [N, 3]: the angle between
+    normals whatever way either surface is wound."""
+    cos = np.abs(np.einsum("ij,ij->i", a, b))
+    return np.degrees(np.arccos(np.clip(cos, 0.0, 1.0)))
+
+
+def thin_part_beside(gt_path):
+    """The thin-part mesh (THIN_MESH_FILE) in the folder of the ground-truth mesh file gt_path, or None."""
+    if not isinstance(gt_path, (str, os.PathLike)):
+        return None
+    path = os.path.join(os.path.dirname(os.path.abspath(gt_path)), THIN_MESH_FILE)
+    return path if os.path.isfile(path) else None
+
+
+def thin_part_recall(thin, gt_mesh, to_pred, n_points, tau, seed):
+    """Fraction of samples of the thin-part mesh `thin` (a path or a Trimesh) within tau of the predicted surface
+    (to_pred: its nearest_surface function), and the number of samples: as dense as the truth's samples (n_points
+    over gt_mesh's area), at least MIN_THIN_POINTS."""
+    import trimesh
+
+    thin_mesh = load_mesh(thin, "thin-part mesh")
+    n_thin = max(MIN_THIN_POINTS, int(round(n_points * thin_mesh.area / gt_mesh.area)))
+    thin_pts, _ = trimesh.sample.sample_surface(thin_mesh, n_thin, seed=np.random.default_rng([seed, 2]))
+    d_thin_to_pred, _ = to_pred(thin_pts)
+    return float((d_thin_to_pred < tau).mean()), n_thin
+
+
+def evaluate_mesh(pred, gt, n_points=200_000, tau=2.0, seed=0, point_to_point=False, thin=None):
+    """Accuracy / completeness / chamfer / precision / recall / F-score / normal error of mesh `pred` against
+    mesh `gt` (each a path or a Trimesh), with n_points samples per surface and the F-score threshold tau in world
+    units; with `thin` (a path or a Trimesh: the truth's thin part), also the thin part's recall.
     Raises MeshReadError for a mesh that cannot be scored."""
     import trimesh
 
@@ -161,8 +225,14 @@ def evaluate_mesh(pred, gt, n_points=200_000, tau=2.0, seed=0, point_to_point=Fa
     # surfaces, not because samples coincide
     pred_pts, pred_faces = trimesh.sample.sample_surface(pred_mesh, n_points, seed=np.random.default_rng([seed, 0]))
     gt_pts, gt_faces = trimesh.sample.sample_surface(gt_mesh, n_points, seed=np.random.default_rng([seed, 1]))
-    d_pred_to_gt = surface_distance(pred_pts, gt_pts, gt_faces, gt_mesh, point_to_point)
-    d_gt_to_pred = surface_distance(gt_pts, pred_pts, pred_faces, pred_mesh, point_to_point)
+    to_pred = nearest_surface(pred_pts, pred_faces, pred_mesh, point_to_point)
+    d_pred_to_gt, gt_face_of_pred = nearest_surface(gt_pts, gt_faces, gt_mesh, point_to_point)(pred_pts)
+    d_gt_to_pred, pred_face_of_gt = to_pred(gt_pts)
+    pred_normals, gt_normals = unit_face_normals(pred_mesh), unit_face_normals(gt_mesh)
+    normal_pred_to_gt = float(np.nanmean(line_angle_deg(pred_normals[pred_faces], gt_normals[gt_face_of_pred])))
+    normal_gt_to_pred = float(np.nanmean(line_angle_deg(gt_normals[gt_faces], pred_normals[pred_face_of_gt])))
+    thin_recall, n_thin = (None, None) if thin is None else thin_part_recall(thin, gt_mesh, to_pred, n_points,
+                                                                              tau, seed)
     accuracy = float(d_pred_to_gt.mean())
     completeness = float(d_gt_to_pred.mean())
     precision = float((d_pred_to_gt < tau).mean())
@@ -180,4 +250,9 @@ def evaluate_mesh(pred, gt, n_points=200_000, tau=2.0, seed=0, point_to_point=Fa
         "distance": "point_to_point" if point_to_point else "point_to_surface",
         "pred_faces": int(len(pred_mesh.faces)),
         "gt_faces": int(len(gt_mesh.faces)),
+        "normal_error_deg": 0.5 * (normal_pred_to_gt + normal_gt_to_pred),
+        "normal_error_pred_to_gt_deg": normal_pred_to_gt,
+        "normal_error_gt_to_pred_deg": normal_gt_to_pred,
+        "thin_recall": thin_recall,
+        "thin_n_points": n_thin,
     }

@@ -88,9 +88,11 @@ def bench_run(opt, name, root, gt, path, evaluate_mesh):
     else:
         print(f"--test failed ({test_code}):", open(test_log).read()[-2000:], flush=True)
     if gt:
-        m = evaluate_mesh(os.path.join(workspace, "meshes", "mesh.ply"), gt, tau=opt.tau)
+        from nerf.mesh_metrics import thin_part_beside  # the thin blade's / wire's gt_thin.ply, if any
+
+        m = evaluate_mesh(os.path.join(workspace, "meshes", "mesh.ply"), gt, tau=opt.tau, thin=thin_part_beside(gt))
         row.update(chamfer_mm=m["chamfer"], accuracy_mm=m["accuracy"], completeness_mm=m["completeness"],
-                   fscore=m["fscore"])
+                   fscore=m["fscore"], normal_error_deg=m["normal_error_deg"], thin_recall=m["thin_recall"])
     return row
 
 

@@ -1,8 +1,12 @@
 #!/usr/bin/env python
 """Score a reconstructed mesh against a ground-truth mesh: accuracy, completeness, Chamfer, precision, recall and
-F-score at tau, in world units (the method is described in nerf/mesh_metrics.py).
+F-score at tau, in world units, the mean normal-angle error in degrees and, where the truth has a thin part, its
+recall at tau (the method is described in nerf/mesh_metrics.py).
 
-    python scripts/eval_mesh.py PRED GT [--tau 2] [--json OUT.json]
+    python scripts/eval_mesh.py PRED GT [--tau 2] [--thin auto|none|THIN.ply] [--json OUT.json]
+
+--thin auto (the default) scores the thin part when a gt_thin.ply lies beside GT (nerf.synthetic's blade and wire
+scenes write one).
 """
 import argparse
 import json
@@ -11,14 +15,23 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nerf.mesh_metrics import MeshReadError, evaluate_mesh  # noqa: E402
+from nerf.mesh_metrics import MeshReadError, evaluate_mesh, thin_part_beside  # noqa: E402
 
 
 def format_row(name, m):
-    """One line of the metrics dict `m` of mesh `name`."""
+    """One line of the metrics dict `m` of mesh `name` (thin-part recall only when scored)."""
     return (f"{name} | acc {m['accuracy']:.4f} | comp {m['completeness']:.4f} | chamfer {m['chamfer']:.4f} "
             f"| P@{m['tau']:g} {m['precision']:.4f} | R@{m['tau']:g} {m['recall']:.4f} "
-            f"| F@{m['tau']:g} {m['fscore']:.4f}")
+            f"| F@{m['tau']:g} {m['fscore']:.4f} | normal {m['normal_error_deg']:.2f} deg"
+            + ("" if m.get("thin_recall") is None else f" | thin R@{m['tau']:g} {m['thin_recall']:.4f}"))
+
+
+def thin_mesh_path(choice, gt):
+    """The thin-part mesh to score (None for none) from --thin: 'auto' (gt_thin.ply beside GT, if any), 'none',
+    or a path."""
+    if choice == "auto":
+        return thin_part_beside(gt)
+    return None if choice == "none" else choice
 
 
 def main(argv=None):
@@ -30,11 +43,13 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--point_to_point", action="store_true",
                         help="nearest-sample distances (DTU style) instead of point-to-triangle")
+    parser.add_argument("--thin", default="auto",
+                        help="thin-part mesh for thin_recall: auto (gt_thin.ply beside GT, if any), none, or a path")
     parser.add_argument("--json", default=None, help="write metrics here")
     args = parser.parse_args(argv)
     try:
         metrics = evaluate_mesh(args.pred, args.gt, n_points=args.n_points, tau=args.tau, seed=args.seed,
-                                point_to_point=args.point_to_point)
+                                point_to_point=args.point_to_point, thin=thin_mesh_path(args.thin, args.gt))
     except MeshReadError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,10 +1,12 @@
 #!/usr/bin/env python
 """Ground-truth synthetic scene generator for NeuS-style surface reconstruction.
 
-    python scripts/make_synthetic.py OUT --shape sphere|torus|blob|spot|bunny|PATH.obj [--views 32] ...
+    python scripts/make_synthetic.py OUT --shape sphere|torus|blob|blade|wire|relief|checker|spot|bunny|PATH.obj
+        [--views 32] ...
 
-Writes OUT/image/, mask/, cameras_sphere.npz and/or transforms.json, gt_mesh.ply and scene.json; the scene, its
-cameras and its conventions are described in nerf/synthetic/__init__.py.
+Writes OUT/image/, mask/, cameras_sphere.npz and/or transforms.json, gt_mesh.ply (and gt_thin.ply for the thin
+shapes blade and wire) and scene.json; the scene, its cameras, its shapes and its conventions are described in
+nerf/synthetic/__init__.py.
 """
 import argparse
 import os
@@ -19,7 +21,8 @@ from nerf.synthetic.scene import BACKGROUNDS  # noqa: E402
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", help="output folder")
-    parser.add_argument("--shape", default="sphere", help="sphere | torus | blob | spot | bunny | PATH.obj")
+    parser.add_argument("--shape", default="sphere",
+                        help="sphere | torus | blob | blade | wire | relief | checker | spot | bunny | PATH.obj")
     parser.add_argument("--views", type=int, default=32)
     parser.add_argument("--width", type=int, default=400)
     parser.add_argument("--height", type=int, default=300)
@@ -30,7 +33,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--background", choices=BACKGROUNDS, default="black",
                         help="behind the object: a colour, or room (a textured floor and dome, for --no_masks)")
-    parser.add_argument("--gt_resolution", type=int, default=256, help="marching-cubes grid for analytic shapes")
+    parser.add_argument("--gt_resolution", type=int, default=256,
+                        help="marching-cubes grid for analytic shapes (raised where a shape's finest feature needs it)")
     parser.add_argument("--texture", default=None, help="texture image for an OBJ with UVs")
     args = parser.parse_args(argv)
     try:

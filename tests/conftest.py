@@ -24,3 +24,15 @@ def small_scene(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("torus"))
     info = make_scene(root, shape="torus", views=16, width=96, height=72, gt_resolution=96, seed=1)
     return root, info
+
+
+@pytest.fixture(scope="session")
+def blade_scene(tmp_path_factory):
+    """A tiny scene of the thin 'blade' (4 views, 64x48, seed 0); its gt_mesh.ply and gt_thin.ply are made at the
+    shape's own resolution floor (~10 s)."""
+    from nerf.synthetic import make_scene
+
+    root = str(tmp_path_factory.mktemp("blade"))
+    info = make_scene(root, shape="blade", views=4, width=64, height=48, gt_resolution=64, seed=0,
+                      formats=("neus",))
+    return root, info

@@ -31,6 +31,16 @@ procedural 3D colour field in world coordinates) times Lambertian shading from a
 
 Objects: analytic SDFs sphere traced (analytic.py) or triangle meshes rasterised (mesh_shape.py, rasterizer.py);
 files written by writers.py; all put together by scene.make_scene.
+
+Analytic shapes (each its UnitShape, unit_shape.py): sphere, torus, blob (basic_shapes.py), and, to measure mesh
+quality, blade (blade.py: an upright plate 1 % of the radius thick standing in a puck), wire (wire.py: a loop of
+tube radius 1 % of the radius sunk in a ball), relief (relief.py: a sphere with latitude ridges 1 % of the radius
+high) and checker (checker.py: the sphere, coloured by a high-contrast longitude/latitude checkerboard instead of
+the procedural texture). gt_mesh.ply is marching cubes of the SDF (sdf_mesh.py) on the ``gt_resolution`` grid,
+raised to the grid a shape's finest feature needs (3 cells across the plate, 2 per tube radius, 12 per ridge
+wavelength). blade and wire also write ``gt_thin.ply``: the faces of gt_mesh.ply on the thin part (the plate above
+the puck; the loop outside the ball), described under ``thin_part`` in scene.json (null for the other shapes), for
+nerf.mesh_metrics' thin_recall.
 """
 from .mesh_shape import shared_mesh_dirs
 from .rasterizer import rasterize

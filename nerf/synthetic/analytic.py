@@ -1,68 +1,30 @@
-"""Analytic shapes of the synthetic scenes (sphere, torus, blob): signed distance functions placed in the world,
-rendered by sphere tracing, meshed by marching cubes for the ground truth."""
+"""Analytic shapes of the synthetic scenes: signed distance functions (basic_shapes.py, blade.py, wire.py,
+relief.py, checker.py) placed in the world, rendered by sphere tracing, meshed by marching cubes for the ground
+truth (sdf_mesh.py)."""
 import numpy as np
 
 from .appearance import lambert
+from .basic_shapes import blob_shape, sphere_shape, torus_shape
+from .blade import blade_shape
 from .cameras import pixel_rays
+from .checker import checker_shape
 from .geometry import normalize, rotation_matrix
+from .relief import relief_shape
+from .sdf_mesh import sparse_marching_cubes
+from .wire import wire_shape
 
-TORUS_MAJOR, TORUS_MINOR = 0.7, 0.3
-# smooth union of spheres: non-convex (saddles, a concave waist)
-BLOB_CENTRES = np.array([[0.0, 0.0, 0.0], [0.55, 0.1, 0.15], [-0.45, 0.3, -0.1], [0.05, -0.55, 0.2],
-                         [-0.1, 0.05, 0.55]])
-BLOB_RADII = np.array([0.5, 0.33, 0.36, 0.3, 0.25])
-BLOB_BLEND = 0.18
-
-
-def smooth_min(a, b, k):
-    """Polynomial smooth minimum of SDF values a, b [...]; blends surfaces within distance k."""
-    h = np.clip(0.5 + 0.5 * (b - a) / k, 0.0, 1.0)
-    return b * (1 - h) + a * h - k * h * (1 - h)
-
-
-def unit_sphere_sdf(q):
-    """SDF [...] of the unit sphere at points q [..., 3]."""
-    return np.linalg.norm(q, axis=-1) - 1.0
-
-
-def unit_torus_sdf(q):
-    """SDF [...] of a torus about the z axis (radii TORUS_MAJOR, TORUS_MINOR) at points q [..., 3]."""
-    ring = np.linalg.norm(q[..., :2], axis=-1) - TORUS_MAJOR
-    return np.sqrt(ring**2 + q[..., 2] ** 2) - TORUS_MINOR
-
-
-def unit_blob_sdf(q):
-    """Conservative SDF [...] of the smooth union of the BLOB_* spheres at points q [..., 3]."""
-    # per-sphere scalar arithmetic: avoids (N, 5, 3) temporaries
-    x, y, z = q[..., 0], q[..., 1], q[..., 2]
-    out = None
-    for (cx, cy, cz), r in zip(BLOB_CENTRES, BLOB_RADII):
-        d = np.sqrt((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) - r
-        out = d if out is None else smooth_min(out, d, BLOB_BLEND)
-    return out
-
-
-def measure_zero_set(unit_sdf, res=96):
-    """Bounding-box centre [3] and bounding radius of an SDF's zero set inside [-1.6, 1.6]^3."""
-    import mcubes
-
-    grid = np.linspace(-1.6, 1.6, res)
-    q = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), -1)
-    verts, _ = mcubes.marching_cubes(unit_sdf(q), 0.0)
-    verts = verts * (grid[1] - grid[0]) + grid[0]
-    centre = 0.5 * (verts.min(0) + verts.max(0))
-    return centre, np.linalg.norm(verts - centre, axis=1).max() * 1.005
+# the gt mesh's box: the bounding sphere's box with a margin, in radii
+GT_PAD = 1.03
+# name -> UnitShape factory, in the order the CLI lists them
+UNIT_SHAPES = {"sphere": sphere_shape, "torus": torus_shape, "blob": blob_shape, "blade": blade_shape,
+               "wire": wire_shape, "relief": relief_shape, "checker": checker_shape}
 
 
 def unit_shape(name):
-    """(unit SDF, bounding centre [3], bounding radius) of the analytic shape `name`."""
-    if name == "sphere":
-        return unit_sphere_sdf, np.zeros(3), 1.0
-    if name == "torus":
-        return unit_torus_sdf, np.zeros(3), TORUS_MAJOR + TORUS_MINOR
-    if name == "blob":
-        return (unit_blob_sdf, *measure_zero_set(unit_blob_sdf))
-    raise ValueError(name)
+    """The UnitShape of the analytic shape `name`."""
+    if name not in UNIT_SHAPES:
+        raise ValueError(name)
+    return UNIT_SHAPES[name]()
 
 
 class AnalyticShape:
@@ -76,21 +38,49 @@ class AnalyticShape:
     def __init__(self, name, radius_mm, offset, rng):
         self.name = name
         self.rot = rotation_matrix(normalize(rng.normal(size=3)), np.radians(25.0))
-        self.unit_sdf, unit_centre, unit_radius = unit_shape(name)
-        self.scale = radius_mm / unit_radius
+        self.spec = unit_shape(name)
+        self.unit_sdf = self.spec.sdf
+        self.scale = radius_mm / self.spec.radius
         # place the bounding-sphere centre at `offset`
-        self.offset = offset - self.rot @ unit_centre * self.scale
+        self.offset = offset - self.rot @ self.spec.centre * self.scale
         self.centre = offset.copy()
         self.radius = radius_mm
 
-    def sdf(self, p):
-        """World SDF [...] at world points p [..., 3]."""
+    def to_unit(self, p):
+        """Unit-frame points [..., 3] of world points p [..., 3]."""
         # column-wise affine map: (N,3)@(3,3) through BLAS is slow for the tall, thin arrays used here
         a = self.rot / self.scale
         b = -(self.offset @ self.rot) / self.scale
         x, y, z = p[..., 0], p[..., 1], p[..., 2]
-        q = np.stack([x * a[0, k] + y * a[1, k] + z * a[2, k] + b[k] for k in range(3)], axis=-1)
-        return self.scale * self.unit_sdf(q)
+        return np.stack([x * a[0, k] + y * a[1, k] + z * a[2, k] + b[k] for k in range(3)], axis=-1)
+
+    def sdf(self, p):
+        """World SDF [...] at world points p [..., 3]."""
+        return self.scale * self.unit_sdf(self.to_unit(p))
+
+    def albedo_fn(self):
+        """The shape's own albedo as a function of world points [N, 3] -> [N, 3], or None (procedural texture)."""
+        if self.spec.albedo is None:
+            return None
+        return lambda points: self.spec.albedo(self.to_unit(points))
+
+    def gt_resolution_floor(self):
+        """The coarsest marching-cubes grid that keeps the shape's finest feature (1 without one)."""
+        if self.spec.gt_cell is None:
+            return 1
+        return int(np.ceil(2 * GT_PAD * self.radius / (self.spec.gt_cell * self.scale))) + 1
+
+    def thin_mesh(self, mesh):
+        """The faces of `mesh` (the gt mesh, a Trimesh) on the shape's thin part, as a Trimesh, and the thin part's
+        description in mm for scene.json; (None, None) for a shape without one."""
+        thin = self.spec.thin_part
+        if thin is None:
+            return None, None
+        on_thin = thin.contains(self.to_unit(np.asarray(mesh.triangles_center)))
+        part = mesh.submesh([np.nonzero(on_thin)[0]], append=True)
+        info = {"kind": thin.kind, "thickness_mm": float(thin.size * self.scale),
+                **{f"{key}_mm": float(value * self.scale) for key, value in thin.info.items()}}
+        return part, info
 
     def normal(self, p):
         """Unit outward normals [N, 3] at world points p [N, 3] (central differences)."""
@@ -140,45 +130,19 @@ class AnalyticShape:
         return hit.reshape(height, width), rgb, hit
 
     def gt_mesh(self, resolution, block=4):
-        """Marching cubes (a trimesh.Trimesh, outward winding) of the world SDF over the bounding box.
-
-        The SDF is evaluated finely only in blocks of block^3 cells that the surface can reach: a block whose
-        corners all lie farther from the surface than the block diagonal (the SDF is ~1-Lipschitz) holds no
-        surface and has one sign throughout, so its coarse corner values are enough for marching cubes. ~10x
-        fewer evaluations at 256^3.
-        """
-        import mcubes
+        """Marching cubes (a trimesh.Trimesh, outward winding) of the world SDF over the bounding box on a grid of
+        `resolution` (raised to gt_resolution_floor()) points per axis (sdf_mesh.sparse_marching_cubes)."""
         import trimesh
 
+        resolution = max(resolution, self.gt_resolution_floor())
         n_blocks = max(1, int(np.ceil((resolution - 1) / block)))
-        res = n_blocks * block + 1
-        pad = 1.03 * self.radius
-        lo = self.centre - pad
-        step = 2 * pad / (res - 1)
-
-        def grid_points(i, j, k):
-            return lo + step * np.stack([i, j, k], axis=-1).astype(np.float64)
-
-        coarse_idx = np.arange(n_blocks + 1) * block
-        ci, cj, ck = np.meshgrid(coarse_idx, coarse_idx, coarse_idx, indexing="ij")
-        coarse = self.sdf(grid_points(ci, cj, ck).reshape(-1, 3)).reshape(ci.shape)
-        # nearest-neighbour upsampling gives far blocks their (uniform) sign
-        up = np.repeat(np.repeat(np.repeat(coarse, block, 0), block, 1), block, 2)
-        values = up[:res, :res, :res].copy()
-        corner_min = np.min(np.stack([np.abs(coarse[a : a + n_blocks, b : b + n_blocks, c : c + n_blocks])
-                                      for a in (0, 1) for b in (0, 1) for c in (0, 1)]), axis=0)
-        near = np.argwhere(corner_min < 1.5 * block * step * np.sqrt(3))
-        offs = np.arange(block + 1)
-        oi, oj, ok = np.meshgrid(offs, offs, offs, indexing="ij")
-        for chunk in np.array_split(near, max(1, len(near) // 2000)):
-            bi = chunk[:, 0, None, None, None] * block + oi
-            bj = chunk[:, 1, None, None, None] * block + oj
-            bk = chunk[:, 2, None, None, None] * block + ok
-            vals = self.sdf(grid_points(bi, bj, bk).reshape(-1, 3))
-            values[bi, bj, bk] = vals.reshape(bi.shape)
-        verts, faces = mcubes.marching_cubes(values, 0.0)
-        # PyMCubes already shares vertices between faces: no merging needed
-        mesh = trimesh.Trimesh(verts * step + lo, faces, process=False)
-        if mesh.volume < 0:  # PyMCubes winds faces inward for SDF<0 inside
+        pad = GT_PAD * self.radius
+        step = 2 * pad / (n_blocks * block)
+        verts, faces = sparse_marching_cubes(self.sdf, self.centre - pad, step, n_blocks, block)
+        mesh = trimesh.Trimesh(verts, faces, process=False)
+        # PyMCubes winds faces inward for SDF<0 inside; the signed volume (divergence theorem) says which way they
+        # turn, cheaper than trimesh's mass properties on the millions of faces of a thin shape
+        tri = verts[faces]
+        if np.einsum("ij,ij->", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])) < 0:
             mesh.invert()
         return mesh

@@ -5,7 +5,8 @@ import time
 
 import numpy as np
 
-from .analytic import AnalyticShape
+from ..mesh_metrics import THIN_MESH_FILE
+from .analytic import UNIT_SHAPES, AnalyticShape
 from .backdrop import backdrop_colors
 from .appearance import AMBIENT, LIGHT_DIR_WORLD, make_procedural_texture, procedural_albedo
 from .cameras import DISTANCE_RANGE, ELEVATION_RANGE_DEG, GOLDEN_ANGLE, make_cameras, make_intrinsics
@@ -16,7 +17,7 @@ from .writers import write_neus_cameras, write_transforms, write_views
 # The unit sphere of the normalised space must enclose the object with room to spare (NeuS samples the background
 # outside it), but not so much that the object occupies a small part of it.
 SCALE_MAT_MARGIN = 1.15
-ANALYTIC_SHAPES = ("sphere", "torus", "blob")
+ANALYTIC_SHAPES = tuple(UNIT_SHAPES)
 SHAPES = ANALYTIC_SHAPES + ("spot", "bunny")
 FORMATS = ("neus", "transforms")
 CONVENTIONS = {
@@ -70,6 +71,34 @@ def write_cameras(out_dir, subsets, formats, K, width, height, centre, scale_rad
                              scale_radius)
 
 
+def textured_by(obj):
+    """How the object is coloured, for scene.json."""
+    if isinstance(obj, AnalyticShape):
+        return obj.spec.albedo_name or "procedural_3d"
+    return "procedural_3d" if obj.texture is None else "uv_texture"
+
+
+def write_gt_meshes(out_dir, obj, gt_resolution):
+    """gt_mesh.ply and, for a shape with a thin part, gt_thin.ply (the gt mesh's faces on the thin part); returns
+    scene.json's "gt_mesh" and "thin_part" entries."""
+    gt = obj.gt_mesh(gt_resolution)
+    gt.export(os.path.join(out_dir, "gt_mesh.ply"))
+    analytic = isinstance(obj, AnalyticShape)
+    gt_info = {"vertices": int(len(gt.vertices)), "faces": int(len(gt.faces)),
+               "marching_cubes_resolution": max(gt_resolution, obj.gt_resolution_floor()) if analytic else None}
+    if analytic and obj.spec.gt_cell is not None:
+        gt_info["marching_cubes_resolution_floor"] = obj.gt_resolution_floor()
+    thin, thin_info = obj.thin_mesh(gt) if analytic else (None, None)
+    thin_path = os.path.join(out_dir, THIN_MESH_FILE)
+    if thin is not None:
+        thin.export(thin_path)
+        thin_info.update(file=THIN_MESH_FILE, faces=int(len(thin.faces)), area_mm2=float(thin.area),
+                         area_fraction=float(thin.area / gt.area))
+    elif os.path.isfile(thin_path):
+        os.remove(thin_path)  # left by an earlier scene in this folder: eval_mesh.py would score it
+    return gt_info, thin_info
+
+
 def describe_setup(shape, obj, subsets, K, width, height, seed, background, formats):
     """The first part of scene.json: what was placed where, seen by which cameras, lit how."""
     analytic = isinstance(obj, AnalyticShape)
@@ -87,7 +116,7 @@ def describe_setup(shape, obj, subsets, K, width, height, seed, background, form
         "seed": seed,
         "background": background,
         "formats": list(formats),
-        "textured_by": "procedural_3d" if analytic or obj.texture is None else "uv_texture",
+        "textured_by": textured_by(obj),
         "light_dir_world": list(map(float, normalize(LIGHT_DIR_WORLD))),
         "ambient": AMBIENT,
         "elevation_deg": list(ELEVATION_RANGE_DEG),
@@ -100,8 +129,9 @@ def make_scene(out_dir, shape="sphere", views=32, width=400, height=300, radius_
                texture=None, verbose=False):
     """Render a synthetic scene into out_dir; returns the scene.json dict.
 
-    shape: 'sphere' | 'torus' | 'blob' (analytic SDFs, sphere traced) or 'spot' | 'bunny' | path to an OBJ
-    (rasterised). formats: any of 'neus', 'transforms'. gt_resolution: marching-cubes grid for analytic shapes.
+    shape: 'sphere' | 'torus' | 'blob' | 'blade' | 'wire' | 'relief' | 'checker' (analytic SDFs, sphere traced) or
+    'spot' | 'bunny' | path to an OBJ (rasterised). formats: any of 'neus', 'transforms'. gt_resolution:
+    marching-cubes grid for analytic shapes, raised where a shape's finest feature needs it (blade, wire, relief).
     holdout_jitter: also render views//4 (at least 2) extra cameras placed between the training ones (azimuth
     offset by half a golden angle, own random jitter) into out_dir/holdout/ in the same formats, for novel-view
     evaluation on poses never trained on. texture: texture image for an OBJ with UVs.
@@ -118,7 +148,12 @@ def make_scene(out_dir, shape="sphere", views=32, width=400, height=300, radius_
         hold_cams = make_cameras(max(2, views // 4), centre, radius, hold_rng, azimuth_offset=0.5 * GOLDEN_ANGLE)
         subsets.append(("holdout", hold_cams))
 
+    # a shape's own albedo (the checker's) replaces the procedural texture
+    shape_albedo = obj.albedo_fn() if isinstance(obj, AnalyticShape) else None
+
     def albedo_fn(points):
+        if shape_albedo is not None:
+            return shape_albedo(points)
         return procedural_albedo(points, centre, radius, texture_params)
 
     os.makedirs(out_dir, exist_ok=True)
@@ -134,14 +169,14 @@ def make_scene(out_dir, shape="sphere", views=32, width=400, height=300, radius_
     write_cameras(out_dir, subsets, formats, K, width, height, centre, SCALE_MAT_MARGIN * radius)
 
     t_mesh = time.time()
-    gt = obj.gt_mesh(gt_resolution)
-    gt.export(os.path.join(out_dir, "gt_mesh.ply"))
+    gt_info, thin_info = write_gt_meshes(out_dir, obj, gt_resolution)
     mesh_seconds = time.time() - t_mesh
 
     info = describe_setup(shape, obj, subsets, K, width, height, seed, background, formats)
     info["mask_coverage_mean"] = float(np.mean(coverage[0]))  # of the training views
-    info["gt_mesh"] = {"vertices": int(len(gt.vertices)), "faces": int(len(gt.faces)),
-                       "marching_cubes_resolution": gt_resolution if info["shape_kind"] == "analytic" else None}
+    info["gt_mesh"] = gt_info
+    # the thin part's surface (gt_thin.ply) for nerf.mesh_metrics' thin_recall; null for shapes without one
+    info["thin_part"] = thin_info
     info["conventions"] = dict(CONVENTIONS)
     info["timings_s"] = {"render": round(render_seconds, 3), "gt_mesh": round(mesh_seconds, 3),
                          "total": round(time.time() - t_start, 3)}

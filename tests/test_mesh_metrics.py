@@ -1,0 +1,148 @@
+"""Tests of nerf.mesh_metrics' normal-angle error and thin-part recall, and of their output in scripts/eval_mesh.py
+(the distance metrics are tested in test_scripts.py)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import trimesh
+
+from nerf.mesh_metrics import THIN_MESH_FILE, evaluate_mesh
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N_EVAL = 20_000
+
+
+@pytest.fixture(scope="module")
+def sphere():
+    return trimesh.creation.icosphere(subdivisions=5, radius=100.0)
+
+
+def bumped(sphere, amplitude, wavelength=40.0):
+    """The sphere with its vertices moved along the radius by amplitude * sin(2 pi z / wavelength) (mm)."""
+    v = sphere.vertices
+    radial = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return trimesh.Trimesh(v + radial * amplitude * np.sin(2 * np.pi * v[:, 2] / wavelength)[:, None],
+                           sphere.faces, process=False)
+
+
+def flipped(mesh):
+    out = mesh.copy()
+    out.invert()
+    return out
+
+
+def plate_on_base():
+    """(the whole, the base, the plate): a 200 x 200 x 40 mm box with a 1 mm thin, 30 mm wide, 60 mm high plate
+    standing on its top."""
+    base = trimesh.creation.box(extents=[200.0, 200.0, 40.0])
+    plate = trimesh.creation.box(extents=[30.0, 1.0, 60.0])
+    plate.apply_translation([0.0, 0.0, 20.0 + 30.0])
+    return trimesh.util.concatenate([base, plate]), base, plate
+
+
+def test_a_mesh_against_itself_has_no_normal_error_and_full_thin_recall(sphere):
+    m = evaluate_mesh(sphere, sphere.copy(), n_points=N_EVAL, tau=1.0, thin=sphere.copy())
+    assert m["normal_error_deg"] < 0.2
+    assert m["thin_recall"] == 1.0 and m["thin_n_points"] >= 2000
+
+
+def test_normal_error_grows_with_the_bumps(sphere):
+    errors = [evaluate_mesh(bumped(sphere, a), sphere, n_points=N_EVAL)["normal_error_deg"] for a in (0.5, 1.5)]
+    # slope of the bumps: atan(2 pi a / wavelength) = 4.5 and 13 degrees at the steepest
+    assert 1.0 < errors[0] < errors[1] < 13.0
+    assert errors[1] > 2.0 * errors[0]
+
+
+def test_normal_error_ignores_winding(sphere):
+    """Flipping either mesh's faces turns its normals round: the error is between lines, so it stays the same."""
+    rough = bumped(sphere, 1.0)
+    reference = evaluate_mesh(rough, sphere, n_points=N_EVAL)
+    for pred, gt in ((flipped(rough), sphere), (rough, flipped(sphere)), (flipped(rough), flipped(sphere))):
+        m = evaluate_mesh(pred, gt, n_points=N_EVAL)
+        assert m["normal_error_deg"] == pytest.approx(reference["normal_error_deg"], rel=0.05)
+    assert evaluate_mesh(flipped(sphere), sphere, n_points=N_EVAL)["normal_error_deg"] < 0.2
+
+
+def test_normal_error_both_ways():
+    """A plate tilted by 10 degrees: every normal is 10 degrees off, both ways."""
+    plate = trimesh.Trimesh([[0, 0, 0], [100, 0, 0], [100, 100, 0], [0, 100, 0]], [[0, 1, 2], [0, 2, 3]])
+    tilted = plate.copy()
+    tilted.apply_transform(trimesh.transformations.rotation_matrix(np.radians(10.0), [1, 0, 0], [50, 50, 0]))
+    m = evaluate_mesh(tilted, plate, n_points=5000)
+    for key in ("normal_error_deg", "normal_error_pred_to_gt_deg", "normal_error_gt_to_pred_deg"):
+        assert m[key] == pytest.approx(10.0, abs=1e-6)
+
+
+def test_a_prediction_missing_the_plate_has_thin_recall_near_zero():
+    whole, base, plate = plate_on_base()
+    missing = evaluate_mesh(base, whole, n_points=N_EVAL, tau=2.0, thin=plate)
+    # only the plate's foot (2 of its 60 mm) is within tau of the base
+    assert missing["thin_recall"] < 0.06
+    # while the overall scores hardly notice: the plate is 3 % of the surface
+    assert missing["recall"] > 0.95 and missing["fscore"] > 0.97 and missing["chamfer"] < 1.0
+    assert evaluate_mesh(whole, whole, n_points=N_EVAL, tau=2.0, thin=plate)["thin_recall"] == 1.0
+    assert missing["thin_recall"] is not None and evaluate_mesh(base, whole, n_points=5000)["thin_recall"] is None
+
+
+def row_keys(rows):
+    """One hashable key [N] per row of rows [N, 3] (float64), equal for bit-identical rows."""
+    rows = np.ascontiguousarray(rows, dtype=np.float64)
+    return rows.view(np.dtype((np.void, rows.itemsize * rows.shape[1]))).ravel()
+
+
+def test_the_blade_scene_without_its_plate_loses_the_thin_recall(blade_scene):
+    root, info = blade_scene
+    gt = trimesh.load(os.path.join(root, "gt_mesh.ply"), process=False)
+    thin = os.path.join(root, THIN_MESH_FILE)
+    # the gt mesh less the faces gt_thin.ply took from it (the same corners, bit for bit): the base with a slot
+    # where the plate stood
+    plate = trimesh.load(thin, process=False)
+    on_plate = np.isin(row_keys(gt.triangles_center), row_keys(plate.triangles_center))
+    assert on_plate.sum() == len(plate.faces)
+    base = gt.submesh([np.nonzero(~on_plate)[0]], append=True)
+    # few samples: the truth has ~1.5M faces (the plate's resolution floor), and the k-d tree search from the lost
+    # plate to the base, far from it, is slow (~4 ms a point)
+    missing = evaluate_mesh(base, gt, n_points=2000, tau=2.0, thin=thin)
+    assert missing["thin_recall"] < 0.05
+    assert missing["precision"] == 1.0
+
+
+def load_script(name):
+    """scripts/NAME.py as a module (its main() runs in this process: no interpreter start-up per case)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_script", os.path.join(REPO_ROOT, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_eval_cli_reports_normals_and_finds_the_thin_part(tmp_path, capsys):
+    whole, base, plate = plate_on_base()
+    gt_path, pred_path, out_json = tmp_path / "gt_mesh.ply", tmp_path / "pred.ply", tmp_path / "m.json"
+    whole.export(gt_path)
+    base.export(pred_path)
+    eval_mesh = load_script("eval_mesh")
+
+    def run(*flags):
+        assert eval_mesh.main([str(pred_path), str(gt_path), "--n_points", "5000", "--json", str(out_json),
+                               *flags]) == 0
+        return capsys.readouterr().out.strip(), json.loads(out_json.read_text())
+
+    line, m = run()
+    assert "normal" in line and "thin" not in line and m["thin_recall"] is None
+    assert m["normal_error_deg"] >= 0.0 and "chamfer" in m
+    plate.export(tmp_path / THIN_MESH_FILE)
+    line, m = run()  # --thin auto: the gt_thin.ply beside GT
+    assert len(line.splitlines()) == 1 and "thin R@2" in line and m["thin_recall"] < 0.1
+    line, m = run("--thin", "none")
+    assert m["thin_recall"] is None
+    line, m = run("--thin", str(gt_path))
+    assert m["thin_recall"] > 0.9
+    # as a command: an unreadable thin-part mesh is one error line and exit code 2
+    res = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "eval_mesh.py"), str(pred_path),
+                          str(gt_path), "--thin", str(tmp_path / "no.ply")], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.startswith(f"error: {tmp_path / 'no.ply'}: ")
