@@ -38,15 +38,20 @@ def marching_cubes(grid, radius, resolution=None, offset=(0, 0, 0)):
     resolution^3 lattice that starts at lattice index `offset` (see `sample_sdf_grid`).
 
     A numpy grid goes to PyMCubes; a tensor to `raymarching.marching_cubes` (on CUDA our kernel: the same mesh
-    up to the order of vertices and faces, positions to fp32 rounding)."""
+    up to the order of vertices and faces, positions to fp32 rounding), or to PyMCubes on the host when the GPU
+    has no room for the kernel's work arrays (6 bytes a lattice point)."""
     resolution = resolution or grid.shape[0]
     if min(grid.shape) < 2:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
     if torch.is_tensor(grid):
-        vertices, faces = raymarching.marching_cubes(grid)  # lattice index units, on the grid's device
-        offset = torch.tensor(offset, dtype=torch.float64, device=vertices.device)
-        vertices = (vertices.double() + offset) / (resolution - 1) * 2 * radius - radius
-        return vertices.float().cpu().numpy(), faces.cpu().numpy()
+        try:
+            vertices, faces = raymarching.marching_cubes(grid)  # lattice index units, on the grid's device
+        except torch.OutOfMemoryError:
+            grid = grid.cpu().numpy()
+        else:
+            offset = torch.tensor(offset, dtype=torch.float64, device=vertices.device)
+            vertices = (vertices.double() + offset) / (resolution - 1) * 2 * radius - radius
+            return vertices.float().cpu().numpy(), faces.cpu().numpy()
     vertices, faces = pymcubes_marching_cubes(grid)
     vertices = (vertices + np.asarray(offset)) / (resolution - 1) * 2 * radius - radius
     return vertices.astype(np.float32), faces.astype(np.int64)
@@ -82,7 +87,11 @@ def extract_surface(sdf_fn, resolution, radius, device):
     step = max(8, resolution // 8)
     on_gpu = torch.device(device).type == "cuda"  # the grid stays there, for our marching-cubes kernel
     while True:
-        grid = sample_sdf_grid(sdf_fn, resolution, radius, device, box=box, as_tensor=on_gpu)
+        try:
+            grid = sample_sdf_grid(sdf_fn, resolution, radius, device, box=box, as_tensor=on_gpu)
+        except torch.OutOfMemoryError:  # no room for the grid on the GPU: keep it on the host (PyMCubes)
+            on_gpu = False
+            continue
         grown = []
         for axis, (lo, hi) in enumerate(box):
             side = (slice(None),) * axis  # indexes numpy and torch alike

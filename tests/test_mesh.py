@@ -85,3 +85,19 @@ def test_a_box_that_cuts_the_surface_grows_until_it_holds_it(monkeypatch):
     want_v, want_f = marching_cubes(sample(sdf, 96, 1.0, "cpu"), 1.0, resolution=96)
     assert len(boxes) > 2  # it had to grow
     assert np.array_equal(triangles(got_v, got_f), triangles(want_v, want_f))
+
+
+def test_marching_cubes_falls_back_to_pymcubes_when_the_gpu_is_full(monkeypatch):
+    """A grid tensor whose kernel run finds no memory gives PyMCubes's mesh of it (host copy) instead of an error."""
+    import nerf.mesh as mesh
+
+    grid = mesh.sample_sdf_grid(lambda x: x.norm(dim=-1) - 0.5, 40, 1.0, "cpu", as_tensor=True)
+    expected = mesh.marching_cubes(grid.numpy().copy(), 1.0, offset=(2, 0, 1))
+
+    def out_of_memory(sdf, level=0.0):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(mesh.raymarching, "marching_cubes", out_of_memory)
+    vertices, faces = mesh.marching_cubes(grid, 1.0, offset=(2, 0, 1))
+    assert len(faces) > 100
+    assert np.array_equal(vertices, expected[0]) and np.array_equal(faces, expected[1])
