@@ -8,6 +8,8 @@ import trimesh
 import raymarching
 from raymarching.torch_impl import pymcubes_marching_cubes
 
+KERNEL_MAX_POINTS = 2**31  # the marching-cubes kernel indexes lattice points with int
+
 
 @torch.no_grad()
 def sample_sdf_grid(sdf_fn, resolution, radius, device, chunk=2**18, box=None, as_tensor=False):
@@ -39,10 +41,13 @@ def marching_cubes(grid, radius, resolution=None, offset=(0, 0, 0)):
 
     A numpy grid goes to PyMCubes; a tensor to `raymarching.marching_cubes` (on CUDA our kernel: the same mesh
     up to the order of vertices and faces, positions to fp32 rounding), or to PyMCubes on the host when the GPU
-    has no room for the kernel's work arrays (6 bytes a lattice point)."""
+    has no room for the kernel's work arrays (6 bytes a lattice point) or the grid is too large for its int
+    indices."""
     resolution = resolution or grid.shape[0]
     if min(grid.shape) < 2:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
+    if torch.is_tensor(grid) and grid.numel() >= KERNEL_MAX_POINTS:
+        grid = grid.cpu().numpy()
     if torch.is_tensor(grid):
         try:
             vertices, faces = raymarching.marching_cubes(grid)  # lattice index units, on the grid's device

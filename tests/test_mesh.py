@@ -101,3 +101,18 @@ def test_marching_cubes_falls_back_to_pymcubes_when_the_gpu_is_full(monkeypatch)
     vertices, faces = mesh.marching_cubes(grid, 1.0, offset=(2, 0, 1))
     assert len(faces) > 100
     assert np.array_equal(vertices, expected[0]) and np.array_equal(faces, expected[1])
+
+
+def test_marching_cubes_leaves_grids_too_large_for_the_kernel_to_pymcubes(monkeypatch):
+    import nerf.mesh as mesh
+
+    grid = mesh.sample_sdf_grid(lambda x: x.norm(dim=-1) - 0.5, 40, 1.0, "cpu", as_tensor=True)
+    expected = mesh.marching_cubes(grid.numpy().copy(), 1.0)
+
+    def never(sdf, level=0.0):
+        raise AssertionError("the kernel was called for a grid beyond its int indexing")
+
+    monkeypatch.setattr(mesh, "KERNEL_MAX_POINTS", grid.numel())
+    monkeypatch.setattr(mesh.raymarching, "marching_cubes", never)
+    vertices, faces = mesh.marching_cubes(grid, 1.0)
+    assert np.array_equal(vertices, expected[0]) and np.array_equal(faces, expected[1])
