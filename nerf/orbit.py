@@ -8,7 +8,7 @@ import tqdm
 
 from .evaluation import normal_image
 from .files import write_atomic
-from .provider import pixel_rays
+from .provider import camera_rays
 
 # Above this elevation (degrees) the optical axis nears the up axis and the camera's roll is ill-defined.
 MAX_ELEVATION_DEG = 85.0
@@ -120,13 +120,10 @@ def render_orbit(renderer, views, bg_color, n_frames, downscale, chunk, path, fp
     poses = orbit_cameras(views.c2w, n_frames).to(device)
     k, width, height = orbit_intrinsics(views.intrinsics, views.width, views.height, downscale)
     k = k.to(device)
-    row, col = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
-    u, v = col.reshape(-1).float(), row.reshape(-1).float()  # [H*W]
-    n = u.numel()
 
     def render_frame(pose):
         """pose [4, 4] -> [H, 2W, 3] uint8: rgb | normals."""
-        rays_o, rays_d = pixel_rays(k.expand(n, 3, 3), pose.expand(n, 4, 4), u, v)
+        rays_o, rays_d = camera_rays(pose, k, width, height)
         with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
             out = renderer.render_chunked(rays_o, rays_d, bg_color, chunk)
         rgb = out["rgb"].float().reshape(height, width, 3).clamp(0, 1)

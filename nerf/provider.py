@@ -93,6 +93,16 @@ def pixel_rays(intrinsics, c2w, u, v):
     return rays_o, rays_d
 
 
+def camera_rays(c2w, intrinsics, width, height):
+    """All pixel rays of one camera: c2w [4, 4], intrinsics [3, 3] (tensors, one device) -> rays_o, rays_d
+    [height * width, 3], row by row."""
+    device = c2w.device
+    rows, cols = torch.meshgrid(torch.arange(height, device=device, dtype=torch.float32),
+                                torch.arange(width, device=device, dtype=torch.float32), indexing="ij")
+    n = height * width
+    return pixel_rays(intrinsics.expand(n, 3, 3), c2w.expand(n, 4, 4), cols.reshape(-1), rows.reshape(-1))
+
+
 def sample_rays(views: Views, num_rays: int, generator: torch.Generator):
     """A training batch: `num_rays` pixels drawn uniformly from all views.
 

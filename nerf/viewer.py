@@ -24,7 +24,7 @@ import torch
 
 from .config import ConfigError
 from .evaluation import view_background
-from .provider import pixel_rays
+from .provider import camera_rays
 
 # z-depth sent where a ray hits nothing, in normalised units (viser's depth encoding holds up to 167).
 FAR_DEPTH = 100.0
@@ -101,16 +101,6 @@ def render_size(aspect, pixels, max_side, min_side=32):
     scale = max(scale, min_side / min(height * aspect, height))
     scale = min(scale, max_side / max(height * aspect, height))  # max_side wins over min_side
     return max(1, round(height * aspect * scale)), max(1, round(height * scale))
-
-
-def camera_rays(c2w, intrinsics, width, height):
-    """All pixel rays of a camera: c2w [4, 4], intrinsics [3, 3] (tensors, one device) -> rays_o, rays_d
-    [height * width, 3], row by row."""
-    device = c2w.device
-    rows, cols = torch.meshgrid(torch.arange(height, device=device, dtype=torch.float32),
-                                torch.arange(width, device=device, dtype=torch.float32), indexing="ij")
-    n = height * width
-    return pixel_rays(intrinsics.expand(n, 3, 3), c2w.expand(n, 4, 4), cols.reshape(-1), rows.reshape(-1))
 
 
 @torch.no_grad()

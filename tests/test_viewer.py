@@ -14,8 +14,9 @@ import trimesh
 viser = pytest.importorskip("viser", reason="the live viewer needs viser (pip install viser==1.1.1)")
 
 from nerf.evaluation import view_background  # noqa: E402
+from nerf.provider import camera_rays  # noqa: E402
 from nerf.viewer import (FAR_DEPTH, PLOT_POINTS, CameraRequest, Viewer, ViewerClient, WorkBudget,  # noqa: E402
-                         c2w_from_viser, camera_rays, fov_from_intrinsics, intrinsics_from_fov, render_camera,
+                         c2w_from_viser, fov_from_intrinsics, intrinsics_from_fov, render_camera,
                          render_size, rotation_to_wxyz, viser_from_c2w, wxyz_to_rotation)
 from train_helpers import TINY_MODEL, make_trainer  # noqa: E402
 
