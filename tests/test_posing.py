@@ -392,11 +392,16 @@ def test_refuses_a_video_that_cannot_be_decoded(tmp_path, capfd):
                    "video cannot be decoded")
 
 
-def test_refuses_a_colmap_model_with_a_missing_file(posed, tmp_path, capfd):
-    out, info = posed
+def colmap_project_without_images(posed_out, tmp_path):
+    """A COLMAP project folder holding the posed scene's sparse/ model and an empty images/."""
     project = tmp_path / "project"
-    shutil.copytree(out / "sparse", project / "sparse")
+    shutil.copytree(posed_out / "sparse", project / "sparse")
     (project / "images").mkdir()
+    return project
+
+
+def test_refuses_a_colmap_model_with_a_missing_file(posed, tmp_path, capfd):
+    project = colmap_project_without_images(posed[0], tmp_path)
     os.remove(project / "sparse" / "0" / "points3D.bin")
     assert_refused([project, tmp_path / "out"], capfd, project / "sparse" / "0" / "points3D.bin",
                    "missing")
@@ -404,9 +409,7 @@ def test_refuses_a_colmap_model_with_a_missing_file(posed, tmp_path, capfd):
 
 def test_refuses_a_colmap_model_without_its_images(posed, tmp_path, capfd):
     out, info = posed
-    project = tmp_path / "project"
-    shutil.copytree(out / "sparse", project / "sparse")
-    (project / "images").mkdir()
+    project = colmap_project_without_images(out, tmp_path)
     first = info["views"][0]["colmap_name"]
     assert_refused([project, tmp_path / "out"], capfd, project / "images" / first,
                    "image of the COLMAP model")
