@@ -1,5 +1,5 @@
-"""Mesh extraction: marching cubes over the unit sphere's box, vertex colours, in world units (files:
-mesh_export.py)."""
+"""Mesh extraction: marching cubes of the SDF on a lattice over the unit sphere's box, evaluated exactly only in
+the blocks near the surface, vertex colours, in world units (files: mesh_export.py)."""
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -9,41 +9,54 @@ import raymarching
 from raymarching.torch_impl import pymcubes_marching_cubes
 
 KERNEL_MAX_POINTS = 2**31  # the marching-cubes kernel indexes lattice points with int
+BLOCK = 8  # lattice cells a block's side; a power of 2, so upsampling meets the coarse points exactly
+MARGIN = 2.0  # block diagonals: 4x the half diagonal a distance needs (surface_blocks), slack for steeper SDFs
+
+
+def lattice_position(index, resolution, radius):
+    """Positions (numpy or tensor, as `index`) of lattice index coordinates index [...] (float64; may lie past
+    the lattice's end) of the resolution^3 lattice spanning [-radius, radius]^3, axis by axis."""
+    return index * (2 * radius / (resolution - 1)) - radius
+
+
+def lattice_axis(n, resolution, radius, device, stride=1):
+    """Positions [n] float32 of the lattice indices 0, stride, 2 * stride, ... on one axis (the same float32
+    values on every device: computed in float64, rounded once)."""
+    index = torch.arange(n, dtype=torch.float64, device=device) * stride
+    return lattice_position(index, resolution, radius).float()
+
+
+def clipped_sdf(sdf_fn, x, radius):
+    """SDF at x [N, 3] -> [N] float32. Outside the sphere of `radius` the field has never been trained; taking
+    max(sdf, |x| - radius) clips the surface to the sphere, so the mesh is always closed (watertight)."""
+    return torch.maximum(sdf_fn(x).float(), x.norm(dim=-1) - radius)
 
 
 @torch.no_grad()
-def sample_sdf_grid(sdf_fn, resolution, radius, device, chunk=2**18, box=None, as_tensor=False):
-    """SDF on a resolution^3 lattice spanning [-radius, radius]^3, as float32 numpy [R, R, R] (x, y, z order), or
-    on its sub-block `box` = ((i0, i1), (j0, j1), (k0, k1)) of lattice indices (half-open) -> [i1 - i0, ...].
-    With `as_tensor`, a float32 tensor left on `device` instead (no copy to the host, for the GPU marching cubes).
-
-    Outside the sphere of `radius` the field has never been trained; taking max(sdf, |x| - radius) clips the
-    surface to the sphere, so the mesh is always closed (watertight)."""
-    lin = torch.linspace(-radius, radius, resolution, device=device)
-    box = box or ((0, resolution),) * 3
-    xs_all, ys, zs = (lin[a:b] for a, b in box)
-    shape = (len(xs_all), len(ys), len(zs))
-    grid = torch.empty(shape, dtype=torch.float32, device=device) if as_tensor else np.empty(shape, np.float32)
-    slab = max(1, chunk // max(len(ys) * len(zs), 1))  # x-slices per chunk
-    for i in range(0, len(xs_all), slab):
-        xs = xs_all[i : i + slab]
-        pts = torch.stack(torch.meshgrid(xs, ys, zs, indexing="ij"), -1).reshape(-1, 3)
-        sdf = sdf_fn(pts).float()
-        sdf = torch.maximum(sdf, pts.norm(dim=-1) - radius).reshape(len(xs), len(ys), len(zs))
-        grid[i : i + len(xs)] = sdf if as_tensor else sdf.cpu().numpy()
+def sample_sdf_grid(sdf_fn, resolution, radius, device, chunk=2**18, as_tensor=False, stride=1, size=None):
+    """`clipped_sdf` on the whole resolution^3 lattice spanning [-radius, radius]^3, as float32 numpy [R, R, R]
+    (x, y, z order); with `as_tensor`, a float32 tensor left on `device` instead (no copy to the host, for the
+    GPU marching cubes). With `stride` and `size`, on the lattice indices 0, stride, ..., (size - 1) * stride
+    per axis instead -> [size, size, size] (the last ones may lie past the lattice's end)."""
+    n = size or resolution
+    axis = lattice_axis(n, resolution, radius, device, stride)
+    grid = torch.empty((n,) * 3, dtype=torch.float32, device=device) if as_tensor else np.empty((n,) * 3, np.float32)
+    slab = max(1, chunk // n**2)  # x-slices per chunk
+    for i in range(0, n, slab):
+        x = torch.stack(torch.meshgrid(axis[i : i + slab], axis, axis, indexing="ij"), -1).reshape(-1, 3)
+        sdf = clipped_sdf(sdf_fn, x, radius).reshape(-1, n, n)
+        grid[i : i + len(sdf)] = sdf if as_tensor else sdf.cpu().numpy()
     return grid
 
 
-def marching_cubes(grid, radius, resolution=None, offset=(0, 0, 0)):
-    """Zero level set of an SDF grid over [-radius, radius]^3 -> numpy (vertices [V, 3] float32, faces [F, 3]
-    int64), faces oriented with outward normals (towards positive SDF). `grid` may be the sub-block of a
-    resolution^3 lattice that starts at lattice index `offset` (see `sample_sdf_grid`).
+def marching_cubes(grid, radius):
+    """Zero level set of an SDF grid [R, R, R] over [-radius, radius]^3 -> numpy (vertices [V, 3] float32,
+    faces [F, 3] int64), faces oriented with outward normals (towards positive SDF).
 
     A numpy grid goes to PyMCubes; a tensor to `raymarching.marching_cubes` (on CUDA our kernel: the same mesh
     up to the order of vertices and faces, positions to fp32 rounding), or to PyMCubes on the host when the GPU
     has no room for the kernel's work arrays (6 bytes a lattice point) or the grid is too large for its int
     indices."""
-    resolution = resolution or grid.shape[0]
     if min(grid.shape) < 2:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
     if torch.is_tensor(grid) and grid.numel() >= KERNEL_MAX_POINTS:
@@ -54,60 +67,85 @@ def marching_cubes(grid, radius, resolution=None, offset=(0, 0, 0)):
         except torch.OutOfMemoryError:
             grid = grid.cpu().numpy()
         else:
-            offset = torch.tensor(offset, dtype=torch.float64, device=vertices.device)
-            vertices = (vertices.double() + offset) / (resolution - 1) * 2 * radius - radius
-            return vertices.float().cpu().numpy(), faces.cpu().numpy()
+            vertices = lattice_position(vertices.double(), len(grid), radius).float()
+            return vertices.cpu().numpy(), faces.cpu().numpy()
     vertices, faces = pymcubes_marching_cubes(grid)
-    vertices = (vertices + np.asarray(offset)) / (resolution - 1) * 2 * radius - radius
-    return vertices.astype(np.float32), faces.astype(np.int64)
+    return lattice_position(vertices, len(grid), radius).astype(np.float32), faces.astype(np.int64)
+
+
+def block_corners(sdf_fn, resolution, radius, device, chunk=2**18):
+    """`sample_sdf_grid` at every BLOCK-th lattice index: the corners of as many blocks of BLOCK^3 lattice points
+    as cover the lattice -> [n, n, n] float32 tensor on `device`, n = ceil(R / BLOCK) + 1."""
+    size = -(-resolution // BLOCK) + 1
+    return sample_sdf_grid(sdf_fn, resolution, radius, device, chunk, as_tensor=True, stride=BLOCK, size=size)
+
+
+def surface_blocks(coarse, resolution, radius, margin=MARGIN):
+    """Blocks of the resolution^3 lattice over [-radius, radius]^3 that may hold the surface, from the SDF at
+    their corners, coarse [n, n, n] (see `block_corners`) -> block indices [M, 3] int64: block b covers the
+    lattice indices [b * BLOCK, (b + 1) * BLOCK) on each axis. A block is near when its corners' signs differ or
+    one has |SDF| below `margin` block diagonals: a trained SDF is close to a distance (Lipschitz ~1), and every
+    point of a block lies within half a diagonal of a corner."""
+    diagonal = BLOCK * 2 * radius / (resolution - 1) * 3**0.5
+    corners = coarse.unfold(0, 2, 1).unfold(1, 2, 1).unfold(2, 2, 1).reshape(*(s - 1 for s in coarse.shape), 8)
+    lo, hi = corners.aminmax(dim=-1)
+    near = (corners.abs().amin(-1) < margin * diagonal) | ((lo < 0) & (hi >= 0))
+    return near.nonzero()
+
+
+def upsample(coarse, resolution, device):
+    """The lattice's grid [R, R, R] float32 on `device`, trilinear in the blocks' corners coarse [n, n, n] (see
+    `block_corners`): where a block's corners agree in sign, so do all its points (no surface)."""
+    n = coarse.shape[0]
+    side = (n - 1) * BLOCK + 1  # lattice points the corners span: lattice index i at coarse coordinate i / BLOCK
+    grid = torch.empty((resolution,) * 3, dtype=torch.float32, device=device)
+    for c in range(n - 1):  # a slab of blocks at a time, to keep the work array small
+        part = coarse[None, None, c : c + 2].to(device)  # [1, 1, 2, n, n]
+        fine = F.interpolate(part, size=(BLOCK + 1, side, side), mode="trilinear", align_corners=True)[0, 0]
+        end = min(c * BLOCK + len(fine), resolution)
+        grid[c * BLOCK : end] = fine[: end - c * BLOCK, :resolution, :resolution]
+    return grid
+
+
+def fill_blocks(grid, sdf_fn, blocks, radius, chunk):
+    """Writes `clipped_sdf` into grid [R, R, R] (the lattice over [-radius, radius]^3) at the lattice points of
+    the blocks [M, 3] int64 (see `surface_blocks`), evaluated in chunks of about `chunk` points on the blocks'
+    device -> grid."""
+    resolution = grid.shape[0]
+    axis = lattice_axis(resolution, resolution, radius, blocks.device)
+    step = torch.arange(BLOCK, device=blocks.device)
+    offsets = torch.stack(torch.meshgrid(step, step, step, indexing="ij"), -1).reshape(-1, 3)  # [BLOCK^3, 3]
+    per = max(1, chunk // BLOCK**3)  # blocks per chunk
+    for i in range(0, len(blocks), per):
+        index = (blocks[i : i + per, None] * BLOCK + offsets).reshape(-1, 3)
+        index = index[(index < resolution).all(-1)]  # past the lattice's end
+        sdf = clipped_sdf(sdf_fn, axis[index], radius).to(grid.device)
+        index = index.to(grid.device)
+        grid[index[:, 0], index[:, 1], index[:, 2]] = sdf
+    return grid
 
 
 @torch.no_grad()
-def surface_box(sdf_fn, resolution, radius, device, coarse=64, margin=2.0):
-    """Index box of the resolution^3 lattice that holds the zero level set, from a coarse lattice: the cells
-    around coarse points inside the surface or with |SDF| below `margin` coarse-cell diagonals (a surface point
-    is within half a diagonal of some coarse point, and a trained SDF is close to a distance). None if there
-    are none."""
-    coarse = min(coarse, resolution)
-    grid = sample_sdf_grid(sdf_fn, coarse, radius, device)
-    cell = 2 * radius / (coarse - 1)
-    candidates = np.argwhere(grid < margin * cell * 3**0.5)  # inside (negative), or outside but close
-    if len(candidates) == 0:
-        return None
-    scale = (resolution - 1) / (coarse - 1)  # coarse index -> fine index
-    lo = np.clip(np.floor((candidates.min(0) - 1) * scale), 0, resolution - 1).astype(int)
-    hi = np.clip(np.ceil((candidates.max(0) + 1) * scale) + 1, 1, resolution).astype(int)
-    return tuple(zip(lo.tolist(), hi.tolist()))
-
-
-def extract_surface(sdf_fn, resolution, radius, device):
-    """Marching cubes of the SDF on a resolution^3 lattice over [-radius, radius]^3, evaluated only in the box
-    that holds the surface (`surface_box`); a side of the box where the surface comes within two cells of it is
-    pushed out and the box sampled again, so the box never cuts the surface. -> (vertices, faces) as
-    `marching_cubes` of the whole lattice gives them."""
-    box = surface_box(sdf_fn, resolution, radius, device)
-    if box is None:  # no surface anywhere
+def extract_surface(sdf_fn, resolution, radius, device, chunk=None):
+    """Marching cubes of the SDF on a resolution^3 lattice over [-radius, radius]^3 -> (vertices, faces) as
+    `marching_cubes` of the whole lattice gives them, evaluating the SDF exactly only in the blocks near the
+    surface (`surface_blocks`) and filling the rest from the coarse grid (`upsample`, no surface there). On CUDA
+    the grid stays on the GPU for our kernel, or goes to the host when it has no room."""
+    on_gpu = torch.device(device).type == "cuda"
+    chunk = chunk or (2**20 if on_gpu else 2**18)
+    coarse = block_corners(sdf_fn, resolution, radius, device, chunk)
+    blocks = surface_blocks(coarse, resolution, radius)
+    if len(blocks) == 0:  # no surface anywhere
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
-    close = 2 * (2 * radius / (resolution - 1)) * 3**0.5
-    step = max(8, resolution // 8)
-    on_gpu = torch.device(device).type == "cuda"  # the grid stays there, for our marching-cubes kernel
-    while True:
+    grid = None
+    if on_gpu:
         try:
-            grid = sample_sdf_grid(sdf_fn, resolution, radius, device, box=box, as_tensor=on_gpu)
-        except torch.OutOfMemoryError:  # no room for the grid on the GPU: keep it on the host (PyMCubes)
-            on_gpu = False
-            continue
-        grown = []
-        for axis, (lo, hi) in enumerate(box):
-            side = (slice(None),) * axis  # indexes numpy and torch alike
-            first, last = grid[side + (0,)], grid[side + (-1,)]
-            lo = max(lo - step, 0) if lo > 0 and bool(first.min() < close) else lo
-            hi = min(hi + step, resolution) if hi < resolution and bool(last.min() < close) else hi
-            grown.append((lo, hi))
-        if tuple(grown) == box:
-            break
-        box = tuple(grown)
-    return marching_cubes(grid, radius, resolution, offset=[lo for lo, _ in box])
+            grid = fill_blocks(upsample(coarse, resolution, device), sdf_fn, blocks, radius, chunk)
+        except torch.OutOfMemoryError:  # no room beside the network: the host's grid below (PyMCubes), once the
+            pass  # failed one is freed with this error
+    if grid is None:
+        grid = fill_blocks(upsample(coarse, resolution, "cpu"), sdf_fn, blocks, radius, chunk).numpy()
+    return marching_cubes(grid, radius)
 
 
 def surface_color_fn(model, device, chunk=2**16):

@@ -1,8 +1,10 @@
-"""Marching cubes over the unit sphere's box, in world units, watertight."""
+"""Marching cubes over the unit sphere's box, in world units, watertight; the SDF evaluated only near the surface
+gives the whole lattice's mesh."""
 import numpy as np
+import pytest
 import torch
 
-from nerf.mesh import marching_cubes, sample_sdf_grid
+from nerf.mesh import BLOCK, block_corners, extract_surface, marching_cubes, sample_sdf_grid, surface_blocks, upsample
 
 
 def test_sphere_mesh_is_closed_and_on_the_surface():
@@ -31,60 +33,97 @@ def sorted_rows(a):
     return a[np.lexsort(a.T[::-1])]
 
 
-def triangles(vertices, faces):
-    """Each triangle as its 3 corner positions in a canonical order, triangles sorted: [F, 9]."""
-    corners = np.round(vertices[faces], 5)  # [F, 3, 3]
-    canonical = np.stack([sorted_rows(c) for c in corners]) if len(faces) else corners
-    return sorted_rows(canonical.reshape(len(faces), 9))
+def canonical_mesh(vertices, faces):
+    """Vertices sorted [V, 3], and faces [F, 3] on the sorted vertices, each rotated to start at its smallest
+    id (winding kept), rows sorted: equal for meshes equal up to the order of their vertices and faces."""
+    order = np.lexsort(vertices.T[::-1])
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    faces = rank[faces]
+    first = faces.argmin(1)
+    faces = np.stack([faces[np.arange(len(faces)), (first + s) % 3] for s in range(3)], 1)
+    return vertices[order], sorted_rows(faces)
 
 
-def test_surface_box_extraction_equals_the_whole_lattice():
-    """Sampling only the box that holds the surface gives the mesh of the whole lattice: spheres, separate
-    small parts, a surface clipped by the bounding sphere, an SDF far from a distance (10x too steep, so the
-    coarse box is too tight and has to grow), and nothing at all."""
-    from nerf.mesh import extract_surface, surface_box
+def counting(sdf_fn):
+    """sdf_fn, and a list that holds the number of points it was called on so far."""
+    count = [0]
 
-    def two_spheres(x):
-        return torch.minimum((x - torch.tensor([0.5, 0.0, 0.0])).norm(dim=-1),
-                             (x - torch.tensor([-0.4, 0.3, 0.1])).norm(dim=-1)) - 0.15
+    def counted(x):
+        count[0] += len(x)
+        return sdf_fn(x)
 
+    return counted, count
+
+
+def torus(x):
+    """Off-centre, tilted torus (radii 0.4 and 0.12)."""
+    x = x - torch.tensor([0.15, -0.1, 0.05])
+    z = x @ torch.tensor([0.3, 0.2, 0.93])
+    ring = (x.norm(dim=-1) ** 2 - z**2).clamp(min=0).sqrt() - 0.4
+    return torch.stack([ring, z], -1).norm(dim=-1) - 0.12
+
+
+def thin_plate(resolution):
+    """A tilted plate 1.5 lattice cells thick: few block corners lie inside it (a margin of 0 misses most of it)."""
+    normal = torch.nn.functional.normalize(torch.tensor([0.2, 0.3, 1.0]), dim=0)
+    return lambda x: (x @ normal - 0.05).abs() - 0.75 * 2 / (resolution - 1)
+
+
+@pytest.mark.parametrize("resolution", [37, 64, 96, 97, 101])  # the last blocks overrun the lattice by 0, 3 or 7 (8)
+def test_sparse_extraction_equals_the_whole_lattice(resolution):
+    """Evaluating the SDF only in the blocks near the surface gives the mesh of the whole lattice: a sphere, an
+    off-centre torus, a plate thinner than two cells, a plane that leaves the bounding sphere (clipped). At the
+    lowest resolutions every block is near (MARGIN block diagonals is most of the box): those check the blocks'
+    overrun past the lattice's end."""
     fields = {
-        "sphere": lambda x: x.norm(dim=-1) - 0.3,
-        "two spheres": two_spheres,
+        "sphere": lambda x: x.norm(dim=-1) - 0.6,
+        "torus": torus,
+        "thin plate": thin_plate(resolution),
         "plane": lambda x: x[:, 2] - 0.1,
-        "steep": lambda x: 10 * (x.norm(dim=-1) - 0.45),
-        "empty": lambda x: torch.ones(x.shape[0]),
     }
-    resolution = 96
     for name, sdf in fields.items():
-        want_v, want_f = marching_cubes(sample_sdf_grid(sdf, resolution, 1.0, "cpu"), 1.0, resolution=resolution)
+        want_v, want_f = marching_cubes(sample_sdf_grid(sdf, resolution, 1.0, "cpu"), 1.0)
         got_v, got_f = extract_surface(sdf, resolution, 1.0, "cpu")
+        assert len(want_f) > 100, name
         assert len(got_f) == len(want_f) and len(got_v) == len(want_v), name
-        assert np.allclose(sorted_rows(got_v), sorted_rows(want_v), atol=1e-6), name
-        assert np.array_equal(triangles(got_v, got_f), triangles(want_v, want_f)), name
-    box = surface_box(fields["sphere"], resolution, 1.0, "cpu")
-    assert all(hi - lo < 0.5 * resolution for lo, hi in box)  # the point: far less than the whole lattice
-    assert surface_box(fields["empty"], resolution, 1.0, "cpu") is None
+        got_v, got_f = canonical_mesh(got_v, got_f)
+        want_v, want_f = canonical_mesh(want_v, want_f)
+        assert np.allclose(got_v, want_v, atol=1e-6) and np.array_equal(got_f, want_f), name
 
 
-def test_a_box_that_cuts_the_surface_grows_until_it_holds_it(monkeypatch):
-    import nerf.mesh
-    from nerf.mesh import extract_surface
+def evaluated_points(sdf, resolution):
+    """How many points extract_surface evaluates: the coarse lattice, and the near blocks' lattice points."""
+    coarse = block_corners(sdf, resolution, 1.0, "cpu")
+    blocks = surface_blocks(coarse, resolution, 1.0)
+    return coarse.numel() + int((resolution - blocks * BLOCK).clamp(max=BLOCK).prod(-1).sum())
 
-    sdf = lambda x: x.norm(dim=-1) - 0.5  # noqa: E731
-    boxes = []
-    sample = nerf.mesh.sample_sdf_grid
 
-    def recording_sample(*args, box=None, **kwargs):
-        boxes.append(box)
-        return sample(*args, box=box, **kwargs)
+def test_sparse_extraction_evaluates_far_less_than_the_lattice():
+    sphere = lambda x: x.norm(dim=-1) - 0.6  # noqa: E731
+    sdf, count = counting(sphere)
+    assert len(extract_surface(sdf, 101, 1.0, "cpu")[1]) > 1000
+    assert count[0] == evaluated_points(sphere, 101)
+    assert evaluated_points(sphere, 512) < 0.2 * 512**3  # at the default --mc_resolution: 15% (BLOCK 8)
 
-    monkeypatch.setattr(nerf.mesh, "surface_box", lambda *args, **kwargs: ((40, 50), (45, 60), (30, 50)))
-    monkeypatch.setattr(nerf.mesh, "sample_sdf_grid", recording_sample)
-    got_v, got_f = extract_surface(sdf, 96, 1.0, "cpu")
-    want_v, want_f = marching_cubes(sample(sdf, 96, 1.0, "cpu"), 1.0, resolution=96)
-    assert len(boxes) > 2  # it had to grow
-    assert np.array_equal(triangles(got_v, got_f), triangles(want_v, want_f))
+
+def test_no_surface_gives_an_empty_mesh():
+    nothing = lambda x: torch.full((x.shape[0],), 10.0)  # noqa: E731
+    sdf, count = counting(nothing)
+    vertices, faces = extract_surface(sdf, 96, 1.0, "cpu")
+    assert vertices.shape == (0, 3) and vertices.dtype == np.float32
+    assert faces.shape == (0, 3) and faces.dtype == np.int64
+    assert count[0] == block_corners(nothing, 96, 1.0, "cpu").numel()  # those only
+
+
+def test_upsampled_grid_holds_the_coarse_values_at_its_points():
+    """Lattice index i of the upsampled grid sits at coarse coordinate i / BLOCK exactly."""
+    n = -(-37 // BLOCK) + 1  # blocks' corners for 37 lattice points, the last past the lattice's end
+    coarse = torch.randn(n, n, n, generator=torch.Generator().manual_seed(0))
+    grid = upsample(coarse, 37, "cpu")
+    assert grid.shape == (37, 37, 37)
+    assert torch.equal(grid[::BLOCK, ::BLOCK, ::BLOCK], coarse[:-1, :-1, :-1])
+    assert torch.allclose(grid[BLOCK // 2, 0, 0], (coarse[0, 0, 0] + coarse[1, 0, 0]) / 2)
 
 
 def test_marching_cubes_falls_back_to_pymcubes_when_the_gpu_is_full(monkeypatch):
@@ -92,13 +131,13 @@ def test_marching_cubes_falls_back_to_pymcubes_when_the_gpu_is_full(monkeypatch)
     import nerf.mesh as mesh
 
     grid = mesh.sample_sdf_grid(lambda x: x.norm(dim=-1) - 0.5, 40, 1.0, "cpu", as_tensor=True)
-    expected = mesh.marching_cubes(grid.numpy().copy(), 1.0, offset=(2, 0, 1))
+    expected = mesh.marching_cubes(grid.numpy().copy(), 1.0)
 
     def out_of_memory(sdf, level=0.0):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
     monkeypatch.setattr(mesh.raymarching, "marching_cubes", out_of_memory)
-    vertices, faces = mesh.marching_cubes(grid, 1.0, offset=(2, 0, 1))
+    vertices, faces = mesh.marching_cubes(grid, 1.0)
     assert len(faces) > 100
     assert np.array_equal(vertices, expected[0]) and np.array_equal(faces, expected[1])
 

@@ -8,6 +8,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <string>
 #include <tuple>
 
@@ -272,8 +273,14 @@ std::tuple<Tensor, Tensor> marching_cubes(const Tensor& sdf,  // [X, Y, Z]
                                                              edge_bits.data_ptr<uint8_t>(),
                                                              vertex_end.data_ptr<int>(), stream));
   // Up to 3 vertices per point: the total may pass int range although the points do not, so it is summed in
-  // int64 (one synchronisation) before the int scan, whose partial sums are then known to fit.
-  const int64_t n_vertices = vertex_end.sum(at::kLong).item<int64_t>();
+  // int64 (one synchronisation) before the int scan, whose partial sums are then known to fit. Chunk by chunk:
+  // a sum into int64 first casts its whole input (8 more bytes a point).
+  constexpr int64_t kSumChunk = int64_t(1) << 24;
+  auto vertex_total = at::zeros({}, long_options);
+  for (int64_t start = 0; start < n_points; start += kSumChunk) {
+    vertex_total += vertex_end.narrow(0, start, std::min(kSumChunk, n_points - start)).sum(at::kLong);
+  }
+  const int64_t n_vertices = vertex_total.item<int64_t>();
   check_size(n_vertices, "number of vertices");
   vertex_end.cumsum_(0);
   auto vertices = at::empty({n_vertices, 3}, sdf.options());
