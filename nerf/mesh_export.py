@@ -12,11 +12,15 @@ from .texture import bake_texture, evaluate_colors, write_textured_glb, write_te
 
 def keep_faces(mesh, keep):
     """The mesh restricted to the faces where keep [F] bool is true, unused vertices dropped, vertex colours
-    carried along."""
+    carried along; `mesh` itself when every face is kept."""
+    if keep.all():
+        return mesh
     faces = np.asarray(mesh.faces)[keep]
-    used, inverse = np.unique(faces, return_inverse=True)
+    used = np.zeros(len(mesh.vertices), bool)
+    used[faces] = True
+    new_index = np.cumsum(used) - 1  # old vertex -> its index among the used ones, in order
     colors = vertex_colors_of(mesh)
-    return trimesh.Trimesh(np.asarray(mesh.vertices)[used], inverse.reshape(-1, 3),
+    return trimesh.Trimesh(np.asarray(mesh.vertices)[used], new_index[faces],
                            vertex_colors=None if colors is None else colors[used], process=False)
 
 
@@ -38,28 +42,26 @@ def component_labels(faces, n_vertices):
     return vertex_label[faces[:, 0]]
 
 
-def clean_components(mesh, min_fraction):
+def clean_components(mesh, min_fraction, labels=None):
     """Drop the connected components whose surface area is below min_fraction (0..1) of the largest one's:
-    floaters of the reconstruction. 0 keeps everything, 1 only the largest part (and any as large)."""
+    floaters of the reconstruction. 0 keeps everything, 1 only the largest part (and any as large). `labels`:
+    the faces' components (component_labels), if known."""
     if not 0.0 <= min_fraction <= 1.0:
         raise ValueError(f"min_fraction must be in [0, 1], got {min_fraction}")
     faces = np.asarray(mesh.faces)
     if len(faces) == 0 or min_fraction == 0.0:
         return mesh
-    labels = component_labels(faces, len(mesh.vertices))
-    area = np.bincount(labels, weights=mesh.area_faces)
+    labels = component_labels(faces, len(mesh.vertices)) if labels is None else labels
+    corners = np.asarray(mesh.vertices)[faces]  # [F, 3, 3]
+    face_area = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=-1)
+    area = np.bincount(labels, weights=face_area)
     keep = area[labels] >= min_fraction * area.max()
     return keep_faces(mesh, keep)
 
 
-def drop_unseen(mesh, intrinsics, c2w, size):
-    """Drop the connected components that no camera sees: not one of their vertices projects in front of a
-    camera and inside its image (intrinsics [V, 3, 3], c2w [V, 4, 4] in the mesh's frame, size (H, W)). In an
-    unmasked scene such parts (under the floor, behind a wall) are guesses, not reconstruction."""
-    faces = np.asarray(mesh.faces)
-    if len(faces) == 0:
-        return mesh
-    vertices = np.asarray(mesh.vertices, np.float64)
+def seen_vertices(vertices, intrinsics, c2w, size):
+    """Whether each of vertices [N, 3] projects in front of some camera and inside its image (intrinsics
+    [V, 3, 3], c2w [V, 4, 4], size (H, W)) -> [N] bool."""
     seen = np.zeros(len(vertices), bool)
     h, w = size
     for k, pose in zip(np.asarray(intrinsics, np.float64), np.asarray(c2w, np.float64)):
@@ -69,8 +71,34 @@ def drop_unseen(mesh, intrinsics, c2w, size):
         z = np.maximum(cam[:, 2], 1e-12)
         u, v = uv[:, 0] / z, uv[:, 1] / z
         seen |= (cam[:, 2] > 0) & (u > -0.5) & (u < w - 0.5) & (v > -0.5) & (v < h - 0.5)
-    labels = component_labels(faces, len(vertices))
-    component_seen = np.bincount(labels, weights=seen[faces].any(1), minlength=labels.max() + 1) > 0
+    return seen
+
+
+def drop_unseen(mesh, intrinsics, c2w, size, labels=None, probe=20_000):
+    """Drop the connected components that no camera sees: not one of their vertices projects in front of a
+    camera and inside its image (intrinsics [V, 3, 3], c2w [V, 4, 4] in the mesh's frame, size (H, W)). In an
+    unmasked scene such parts (under the floor, behind a wall) are guesses, not reconstruction. `labels`: the
+    faces' components (component_labels), if known.
+
+    A spread of about `probe` vertices is looked at first: a component one of them shows seen is kept, and only
+    the vertices of the others are all looked at (the same answer, without projecting millions of vertices
+    through every camera)."""
+    faces = np.asarray(mesh.faces)
+    if len(faces) == 0:
+        return mesh
+    vertices = np.asarray(mesh.vertices, np.float64)
+    labels = component_labels(faces, len(vertices)) if labels is None else labels
+    vertex_label = np.full(len(vertices), -1)
+    vertex_label[faces.reshape(-1)] = np.repeat(labels, 3)  # -1: a vertex no face uses
+    n_components = labels.max() + 1
+    component_seen = np.zeros(n_components, bool)
+
+    def look_at(chosen):  # vertex indices [N]: mark the components of those a camera sees
+        hit = chosen[seen_vertices(vertices[chosen], intrinsics, c2w, size)]
+        component_seen[vertex_label[hit][vertex_label[hit] >= 0]] = True
+
+    look_at(np.arange(0, len(vertices), max(1, len(vertices) // probe)))
+    look_at(np.flatnonzero(~component_seen[vertex_label] & (vertex_label >= 0)))
     return keep_faces(mesh, component_seen[labels])
 
 
@@ -166,10 +194,12 @@ def export_meshes(mesh, color_fn, export, stem, cameras=None):
     `export` (config.ExportConfig) says; color_fn(points [N, 3] world) -> rgb [N, 3] (the model's colours);
     cameras = (intrinsics, c2w in the world frame, (H, W)) to drop what no camera sees. Returns (paths, mesh
     as written)."""
+    labels = component_labels(np.asarray(mesh.faces), len(mesh.vertices)) if len(mesh.faces) else None
     if cameras is not None:
-        mesh = drop_unseen(mesh, *cameras)
+        kept = drop_unseen(mesh, *cameras, labels=labels)
+        mesh, labels = kept, labels if kept is mesh else None  # components of what is left: found again
     if export.mesh_clean > 0:
-        mesh = clean_components(mesh, export.mesh_clean)
+        mesh = clean_components(mesh, export.mesh_clean, labels)
     if export.mesh_faces:
         mesh = simplify(mesh, export.mesh_faces, color_fn)
     textured = None

@@ -298,3 +298,25 @@ def test_parts_no_camera_sees_are_dropped():
     assert (np.asarray(kept.visual.vertex_colors)[:, :3] == [10, 20, 30]).all()
     c2w[2, 3] = -30.0  # farther back, the camera sees both
     assert len(drop_unseen(mesh, k[None], c2w[None], (48, 64)).faces) == len(mesh.faces)
+
+
+def test_probing_a_few_vertices_first_keeps_exactly_what_looking_at_all_keeps():
+    """Small spheres spread in front of, beside and behind a camera, some only partly in view: probing a handful
+    of vertices first must keep the same components as projecting every vertex."""
+    from nerf.mesh_export import drop_unseen
+
+    rng = np.random.default_rng(3)
+    parts = []
+    for centre in rng.uniform([-4, -4, -5], [4, 4, 3], size=(30, 3)):
+        part = trimesh.creation.icosphere(subdivisions=1, radius=0.6)
+        part.apply_translation(centre)
+        parts.append(part)
+    mesh = trimesh.util.concatenate(parts)
+    k = np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]])
+    c2w = np.eye(4)
+    c2w[2, 3] = -3.0
+    every = drop_unseen(mesh, k[None], c2w[None], (48, 64), probe=10**9)
+    probed = drop_unseen(mesh, k[None], c2w[None], (48, 64), probe=5)
+    assert 0 < len(every.faces) < len(mesh.faces)  # some parts seen, some not: the case is not trivial
+    assert np.array_equal(np.asarray(probed.faces), np.asarray(every.faces))
+    assert np.array_equal(np.asarray(probed.vertices), np.asarray(every.vertices))
