@@ -17,6 +17,9 @@ from typing import Optional
 # there). The SDF is trained, sampled and meshed inside it.
 SCENE_RADIUS = 1.0
 MESH_FORMATS = ("ply", "obj", "glb")
+# --preset: a share of the device's training steps (the learning-rate warm-up scaled alike; the other schedules
+# are fractions of the run already) and the validation interval (0: none)
+PRESETS = {"fast": {"steps": 0.3, "eval_every": 0}}
 
 
 class ConfigError(ValueError):
@@ -98,6 +101,9 @@ class SamplerConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    preset: Optional[str] = opt(None, "'fast': a quick look, 30 % of the steps (schedules scaled with them), no "
+                                      "validation renders; flags still win (measured quality: BENCHMARKS.md)",
+                                choices=tuple(PRESETS))
     iters: int = opt(5000, "training steps", minimum=1)
     num_rays: int = opt(4096, "rays per step (--cuda_ray: sets the sample budget num_rays x num_steps)", minimum=1)
     lr: float = opt(1e-2, "base learning rate (Adam; warm-up, then cosine decay)", minimum=0.0)
@@ -174,6 +180,18 @@ def device_preset(config: Config, device: str) -> Config:
         "eval_chunk": 4096, "eval_downscale": 4, "video_frames": 24, "video_downscale": 4,
         "bg_samples": 16,
     })
+
+
+def apply_preset(config: Config, name: Optional[str]) -> Config:
+    """`config` (already resolved for the device) with the named preset's changes; None: unchanged."""
+    if name is None:
+        return config
+    if name not in PRESETS:
+        raise ConfigError(f"--preset: must be one of {', '.join(PRESETS)}, got {name!r}")
+    t = config.train
+    steps = max(1, round(t.iters * PRESETS[name]["steps"]))
+    return override(config, {"preset": name, "iters": steps, "warmup": round(t.warmup * steps / t.iters),
+                             "eval_every": PRESETS[name]["eval_every"]})
 
 
 def override(config: Config, values: dict) -> Config:
@@ -291,7 +309,8 @@ def explicit_settings(args: argparse.Namespace) -> dict:
 
 def resolve(explicit: dict, device: str, data_path: Optional[str]) -> Config:
     """A new run's config: defaults, then the device preset, then the flags."""
-    config = override(device_preset(Config(), device), explicit)
+    config = apply_preset(device_preset(Config(), device), explicit.get("preset"))
+    config = override(config, explicit)
     return validate(override(config, {"path": data_path}))
 
 
@@ -304,7 +323,7 @@ def restore(saved: dict, explicit: dict, data_path: Optional[str], testing: bool
     stage_of = {f.name: stage for stage, f in _stage_fields()}
     for name, value in explicit.items():
         current = getattr(getattr(config, stage_of[name]), name)
-        if stage_of[name] in fixed and name != "downscale" and value != current:
+        if (stage_of[name] in fixed or name == "preset") and name != "downscale" and value != current:
             raise ConfigError(f"--{name}: the checkpoint was trained with {current!r}; "
                               f"{'--test' if testing else 'resuming'} uses the checkpoint's setting (drop the flag, "
                               f"or train in a new --workspace)")

@@ -1,6 +1,6 @@
 """Time-to-mesh benchmark: the PyTorch path and `--cuda_ray`, on the same scenes, in one run.
 
-    python scripts/bench.py --out bench_out [--dtu PATH] [--synthetic spot,blob] [--iters 2000] [--paths torch,cuda_ray]
+    python scripts/bench.py --out bench_out [--dtu PATH] [--synthetic spot,blob] [--iters N] [--paths torch,cuda_ray]
 
 For each scene and path it launches `main_sdf.py` as a fresh process (so the wall time covers start-up, data
 loading, training and meshing: launch to mesh written), then `--test` (no flags: the checkpoint holds them) for the held-out PSNR, and for the
@@ -35,7 +35,7 @@ def main():
     p.add_argument("--views", type=int, default=49)
     p.add_argument("--width", type=int, default=800)
     p.add_argument("--height", type=int, default=600)
-    p.add_argument("--iters", type=int, default=2000)
+    p.add_argument("--iters", type=int, default=None, help="training steps (default: main_sdf.py's, or a --preset's)")
     p.add_argument("--paths", default="torch,cuda_ray", help="torch, cuda_ray, or both")
     p.add_argument("--tau", type=float, default=2.0, help="F-score threshold (mm)")
     p.add_argument("--extra", default="", help="more flags for main_sdf.py, e.g. '--fp16'")
@@ -68,8 +68,9 @@ def bench_run(opt, name, root, gt, path, evaluate_mesh):
     """Train one scene on one path as a fresh process, then `--test` (no flags repeated: the checkpoint holds
     them) and, with a true mesh `gt`, score the mesh; returns the row."""
     workspace = os.path.join(opt.out, f"ws_{name}_{path}")
-    flags = [root, "--workspace", workspace, "--iters", str(opt.iters), "--ckpt", "scratch", "--quiet",
-             "--eval_every", "0"] + (["--cuda_ray"] if path == "cuda_ray" else []) + opt.extra.split()
+    flags = [root, "--workspace", workspace, "--ckpt", "scratch", "--quiet", "--eval_every", "0"]
+    flags += (["--iters", str(opt.iters)] if opt.iters else []) + (["--cuda_ray"] if path == "cuda_ray" else [])
+    flags += opt.extra.split()
     code, wall = run([sys.executable, "main_sdf.py"] + flags, os.path.join(opt.out, f"{name}_{path}.log"))
     row = {"scene": name, "path": path, "exit": code, "launch_to_mesh_s": wall}
     if code != 0:
