@@ -19,11 +19,8 @@ from .config import (MESH_FORMATS, SCENE_RADIUS, ConfigError, explicit_settings,
 from .evaluation import view_background, write_test_results
 from .files import write_json
 from .logger import Logger
-from .mesh import extract_mesh, surface_color_fn
-from .mesh_export import export_meshes
 from .network_sdf import build_model
 from .orbit import render_orbit
-from .texture import color_fn_in_frame
 from .provider import DatasetError, has_cameras_file, load_scene
 from .renderer_sdf import build_renderer
 from .trainer import Trainer, TrainingDiverged, TrainingInterrupted
@@ -172,6 +169,11 @@ def write_mesh(config, scene, trainer, device, workspace):
     parts no training camera sees, cleaned, decimated and textured as the export settings say; returns (paths,
     whether they replaced an earlier mesh, the mesh as written). EmptySurface if there is no surface (no file is
     written)."""
+    # Imported here, at the mesh stage: trimesh takes ~0.75 s to import, which start-up need not wait for.
+    from .mesh import extract_mesh, surface_color_fn
+    from .mesh_export import export_meshes
+    from .texture import color_fn_in_frame
+
     mesh = extract_mesh(trainer.model, config.export.mc_resolution, scene.to_world, device, SCENE_RADIUS)
     if len(mesh.faces) == 0:
         raise EmptySurface(f"{workspace}: the reconstructed surface is empty (no mesh written); train longer or "
