@@ -290,15 +290,15 @@ def add_arguments(parser: argparse.ArgumentParser):
             meta = f.metadata
             if not meta["cli"]:
                 continue
+            text = meta["help"].replace("%", "%%")  # argparse %-formats help strings
             if f.type is bool:
                 flag = f"--no_{f.name}" if f.default else f"--{f.name}"
                 group.add_argument(flag, dest=f.name, action="store_const", const=not f.default,
-                                   default=argparse.SUPPRESS, help=meta["help"])
+                                   default=argparse.SUPPRESS, help=text)
                 continue
             kind = next((t for t in (f.type, *typing.get_args(f.type)) if t in (int, float)), str)  # Optional too
             group.add_argument(f"--{f.name}", type=kind, default=argparse.SUPPRESS, choices=meta["choices"],
-                               help=f"{meta['help']} (default {f.default})" if f.default is not None
-                               else meta["help"])
+                               help=f"{text} (default {f.default})" if f.default is not None else text)
 
 
 def explicit_settings(args: argparse.Namespace) -> dict:

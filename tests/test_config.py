@@ -31,6 +31,17 @@ def test_flags_given_are_the_only_explicit_settings():
     assert parse([]) == {}
 
 
+def test_help_lists_every_setting(capsys):
+    """--help formats every flag's help (argparse %-formats them: a literal % must not break it)."""
+    import main_sdf
+
+    with pytest.raises(SystemExit) as exit_info:
+        main_sdf.parse_args(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--preset {fast}" in out and "30 % of the steps" in out and "--mc_resolution" in out
+
+
 def test_cpu_preset_is_lean_and_flags_win_over_it():
     gpu, cpu = cfg.resolve({}, "cuda", "scene"), cfg.resolve({}, "cpu", "scene")
     assert gpu == dataclasses.replace(cfg.Config(), data=cfg.DataConfig(path="scene"))
