@@ -19,6 +19,10 @@ normal_error_deg = mean of normal_error_pred_to_gt_deg and normal_error_gt_to_pr
                one that gave its distance), as lines (min(angle, 180 - angle), so winding does not matter)
 thin_recall  = with a thin-part mesh (the truth's thin surfaces, e.g. gt_thin.ply of nerf.synthetic's blade and
                wire scenes): the fraction of its samples within tau of pred; None without one
+seen_*       = with cameras (nerf.seen_surface): the scores above over the samples the cameras see (the truth's
+               samples a camera's depth buffer shows; the prediction's not behind the truth's first surface), and
+               seen_fraction, the share of the truth's samples seen: the underside of an object on a cap of
+               cameras is a guess in any reconstruction
 All distances are in the meshes' world units (mm for nerf.synthetic scenes).
 """
 import os
@@ -212,11 +216,35 @@ def thin_part_recall(thin, gt_mesh, to_pred, n_points, tau, seed):
     return float((d_thin_to_pred < tau).mean()), n_thin
 
 
-def evaluate_mesh(pred, gt, n_points=200_000, tau=2.0, seed=0, point_to_point=False, thin=None):
+def distance_scores(d_pred_to_gt, d_gt_to_pred, tau):
+    """Accuracy, completeness, Chamfer, precision, recall and F-score at tau of the two directions' distances."""
+    accuracy, completeness = float(d_pred_to_gt.mean()), float(d_gt_to_pred.mean())
+    precision, recall = float((d_pred_to_gt < tau).mean()), float((d_gt_to_pred < tau).mean())
+    fscore = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return {"accuracy": accuracy, "completeness": completeness, "chamfer": 0.5 * (accuracy + completeness),
+            "precision": precision, "recall": recall, "fscore": float(fscore)}
+
+
+def seen_scores(pred_pts, d_pred_to_gt, gt_pts, d_gt_to_pred, gt_mesh, cameras, tau):
+    """`distance_scores` over the samples the cameras see (nerf.seen_surface: the truth's samples a camera's
+    depth buffer shows, and the prediction's in front of the truth's first surface), prefixed 'seen_', with
+    'seen_fraction', the share of the truth's samples seen."""
+    from .seen_surface import first_surfaces, seen_points
+
+    surfaces = first_surfaces(gt_mesh, cameras)
+    gt_seen, pred_seen = seen_points(gt_pts, cameras, surfaces), seen_points(pred_pts, cameras, surfaces)
+    if not gt_seen.any() or not pred_seen.any():
+        return {"seen_fraction": float(gt_seen.mean())}
+    scores = distance_scores(d_pred_to_gt[pred_seen], d_gt_to_pred[gt_seen], tau)
+    return {"seen_fraction": float(gt_seen.mean()), **{f"seen_{k}": v for k, v in scores.items()}}
+
+
+def evaluate_mesh(pred, gt, n_points=200_000, tau=2.0, seed=0, point_to_point=False, thin=None, cameras=None):
     """Accuracy / completeness / chamfer / precision / recall / F-score / normal error of mesh `pred` against
     mesh `gt` (each a path or a Trimesh), with n_points samples per surface and the F-score threshold tau in world
-    units; with `thin` (a path or a Trimesh: the truth's thin part), also the thin part's recall.
-    Raises MeshReadError for a mesh that cannot be scored."""
+    units; with `thin` (a path or a Trimesh: the truth's thin part), also the thin part's recall; with `cameras`
+    (nerf.seen_surface.Camera list, e.g. `neus_cameras` of the scene), the same scores over what they see too
+    (`seen_scores`). Raises MeshReadError for a mesh that cannot be scored."""
     import trimesh
 
     pred_mesh = load_mesh(pred, "predicted mesh")
@@ -233,18 +261,10 @@ def evaluate_mesh(pred, gt, n_points=200_000, tau=2.0, seed=0, point_to_point=Fa
     normal_gt_to_pred = float(np.nanmean(line_angle_deg(gt_normals[gt_faces], pred_normals[pred_face_of_gt])))
     thin_recall, n_thin = (None, None) if thin is None else thin_part_recall(thin, gt_mesh, to_pred, n_points,
                                                                               tau, seed)
-    accuracy = float(d_pred_to_gt.mean())
-    completeness = float(d_gt_to_pred.mean())
-    precision = float((d_pred_to_gt < tau).mean())
-    recall = float((d_gt_to_pred < tau).mean())
-    fscore = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    seen = {} if cameras is None else seen_scores(pred_pts, d_pred_to_gt, gt_pts, d_gt_to_pred, gt_mesh, cameras,
+                                                  tau)
     return {
-        "accuracy": accuracy,
-        "completeness": completeness,
-        "chamfer": 0.5 * (accuracy + completeness),
-        "precision": precision,
-        "recall": recall,
-        "fscore": float(fscore),
+        **distance_scores(d_pred_to_gt, d_gt_to_pred, tau),
         "tau": float(tau),
         "n_points": int(n_points),
         "distance": "point_to_point" if point_to_point else "point_to_surface",
@@ -255,4 +275,5 @@ def evaluate_mesh(pred, gt, n_points=200_000, tau=2.0, seed=0, point_to_point=Fa
         "normal_error_gt_to_pred_deg": normal_gt_to_pred,
         "thin_recall": thin_recall,
         "thin_n_points": n_thin,
+        **seen,
     }

@@ -5,7 +5,8 @@
 For each scene and path it launches `main_sdf.py` as a fresh process (so the wall time covers start-up, data
 loading, training and meshing: launch to mesh written), then `--test` (no flags: the checkpoint holds them) for the held-out PSNR, and for the
 ground-truth scenes scores the mesh with `scripts/eval_mesh.py`. Synthetic scenes are rendered first with
-`scripts/make_synthetic.py` (49 views, DTU-like camera cap, 800x600 by default). Prints a markdown table and
+`scripts/make_synthetic.py` (49 views, DTU-like camera cap, 800x600 by default); their meshes are scored over the
+whole true surface and over the part the cameras see (nerf/seen_surface.py). Prints a markdown table and
 writes OUT/bench.json, whose rows also hold main_sdf.py's seconds per stage (start-up, data, model, training,
 mesh).
 """
@@ -91,15 +92,20 @@ def bench_run(opt, name, root, gt, path, evaluate_mesh):
     if gt:
         from nerf.mesh_metrics import thin_part_beside  # the thin blade's / wire's gt_thin.ply, if any
 
-        m = evaluate_mesh(os.path.join(workspace, "meshes", "mesh.ply"), gt, tau=opt.tau, thin=thin_part_beside(gt))
+        from nerf.seen_surface import neus_cameras  # scores over what the scene's cameras see, too
+
+        m = evaluate_mesh(os.path.join(workspace, "meshes", "mesh.ply"), gt, tau=opt.tau, thin=thin_part_beside(gt),
+                          cameras=neus_cameras(root))
         row.update(chamfer_mm=m["chamfer"], accuracy_mm=m["accuracy"], completeness_mm=m["completeness"],
-                   fscore=m["fscore"], normal_error_deg=m["normal_error_deg"], thin_recall=m["thin_recall"])
+                   fscore=m["fscore"], normal_error_deg=m["normal_error_deg"], thin_recall=m["thin_recall"],
+                   seen_chamfer_mm=m.get("seen_chamfer"), seen_fscore=m.get("seen_fscore"),
+                   seen_fraction=m["seen_fraction"])
     return row
 
 
 def print_table(rows):
     cols = ["scene", "path", "launch_to_mesh_s", "training_s", "it_per_s", "rays_per_step", "psnr", "chamfer_mm",
-            "fscore"]
+            "fscore", "seen_chamfer_mm", "seen_fscore"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for row in rows:

@@ -3,10 +3,12 @@
 F-score at tau, in world units, the mean normal-angle error in degrees and, where the truth has a thin part, its
 recall at tau (the method is described in nerf/mesh_metrics.py).
 
-    python scripts/eval_mesh.py PRED GT [--tau 2] [--thin auto|none|THIN.ply] [--json OUT.json]
+    python scripts/eval_mesh.py PRED GT [--tau 2] [--thin auto|none|THIN.ply] [--seen auto|none|SCENE]
+        [--json OUT.json]
 
 --thin auto (the default) scores the thin part when a gt_thin.ply lies beside GT (nerf.synthetic's blade and wire
-scenes write one).
+scenes write one). --seen auto (the default) also scores what the scene's cameras see when GT lies in a
+NeuS-format scene folder (cameras_sphere.npz beside it), as nerf.synthetic writes them.
 """
 import argparse
 import json
@@ -15,7 +17,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nerf.mesh_metrics import MeshReadError, evaluate_mesh, thin_part_beside  # noqa: E402
+from nerf.input_checks import DatasetError  # noqa: E402
+from nerf.mesh_metrics import evaluate_mesh, thin_part_beside  # noqa: E402
+from nerf.seen_surface import neus_cameras  # noqa: E402
 
 
 def format_row(name, m):
@@ -23,7 +27,9 @@ def format_row(name, m):
     return (f"{name} | acc {m['accuracy']:.4f} | comp {m['completeness']:.4f} | chamfer {m['chamfer']:.4f} "
             f"| P@{m['tau']:g} {m['precision']:.4f} | R@{m['tau']:g} {m['recall']:.4f} "
             f"| F@{m['tau']:g} {m['fscore']:.4f} | normal {m['normal_error_deg']:.2f} deg"
-            + ("" if m.get("thin_recall") is None else f" | thin R@{m['tau']:g} {m['thin_recall']:.4f}"))
+            + ("" if m.get("thin_recall") is None else f" | thin R@{m['tau']:g} {m['thin_recall']:.4f}")
+            + ("" if "seen_chamfer" not in m else f" | seen ({m['seen_fraction']:.1%}): chamfer {m['seen_chamfer']:.4f}"
+               f" F@{m['tau']:g} {m['seen_fscore']:.4f}"))
 
 
 def thin_mesh_path(choice, gt):
@@ -32,6 +38,17 @@ def thin_mesh_path(choice, gt):
     if choice == "auto":
         return thin_part_beside(gt)
     return None if choice == "none" else choice
+
+
+def scene_cameras(choice, gt):
+    """The cameras to score what they see with (None for none) from --seen: 'auto' (the NeuS-format scene GT
+    lies in, if it is one), 'none', or a scene folder."""
+    if choice == "none":
+        return None
+    folder = os.path.dirname(os.path.abspath(gt)) if choice == "auto" else choice
+    if choice == "auto" and not os.path.isfile(os.path.join(folder, "cameras_sphere.npz")):
+        return None
+    return neus_cameras(folder)
 
 
 def main(argv=None):
@@ -45,12 +62,16 @@ def main(argv=None):
                         help="nearest-sample distances (DTU style) instead of point-to-triangle")
     parser.add_argument("--thin", default="auto",
                         help="thin-part mesh for thin_recall: auto (gt_thin.ply beside GT, if any), none, or a path")
+    parser.add_argument("--seen", default="auto",
+                        help="also score what a scene's cameras see: auto (GT's folder, if a NeuS scene), none, or a "
+                             "scene folder")
     parser.add_argument("--json", default=None, help="write metrics here")
     args = parser.parse_args(argv)
     try:
         metrics = evaluate_mesh(args.pred, args.gt, n_points=args.n_points, tau=args.tau, seed=args.seed,
-                                point_to_point=args.point_to_point, thin=thin_mesh_path(args.thin, args.gt))
-    except MeshReadError as err:
+                                point_to_point=args.point_to_point, thin=thin_mesh_path(args.thin, args.gt),
+                                cameras=scene_cameras(args.seen, args.gt))
+    except DatasetError as err:  # MeshReadError among them
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(format_row(args.pred, metrics))

@@ -146,3 +146,73 @@ def test_eval_cli_reports_normals_and_finds_the_thin_part(tmp_path, capsys):
     res = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "eval_mesh.py"), str(pred_path),
                           str(gt_path), "--thin", str(tmp_path / "no.ply")], capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.startswith(f"error: {tmp_path / 'no.ply'}: ")
+
+
+def looking_at_origin(distance, width=160, height=120, focal=150.0, axis=(0.0, 0.0, 1.0)):
+    """A Camera at `distance` along `axis` from the origin, looking at it (OpenCV axes)."""
+    from nerf.seen_surface import Camera
+
+    back = np.asarray(axis, np.float64) / np.linalg.norm(axis)
+    z = -back  # viewing direction
+    x = np.cross(z, [0.0, 1.0, 0.0] if abs(z[1]) < 0.9 else [1.0, 0.0, 0.0])
+    x /= np.linalg.norm(x)
+    c2w = np.eye(4)
+    c2w[:3, :3] = np.stack([x, np.cross(z, x), z], 1)
+    c2w[:3, 3] = back * distance
+    K = np.array([[focal, 0, (width - 1) / 2], [0, focal, (height - 1) / 2], [0, 0, 1.0]])
+    return Camera(K, np.linalg.inv(c2w), width, height)
+
+
+def test_seen_points_are_the_near_side_and_what_floats_in_front(sphere):
+    """One camera on +z: the sphere's +z cap is seen, its -z side is not; a point between the camera and the
+    sphere (a floater) is seen, one hidden behind the sphere or outside the image is not."""
+    from nerf.seen_surface import first_surfaces, seen_points
+
+    def seen_points_of(points, cameras):
+        return seen_points(points, cameras, first_surfaces(sphere, cameras))
+
+    camera = looking_at_origin(400.0)
+    points, _ = trimesh.sample.sample_surface(sphere, 4000, seed=np.random.default_rng(0))
+    seen = seen_points_of(points, [camera])
+    assert seen[points[:, 2] > 40].all()  # well inside the visible cap (the limb is at z = 100^2 / 400 = 25)
+    assert not seen[points[:, 2] < 10].any()
+    extra = np.array([[0.0, 0.0, 250.0], [0.0, 0.0, -150.0], [900.0, 0.0, 0.0]])
+    assert seen_points_of(extra, [camera]).tolist() == [True, False, False]
+    behind = looking_at_origin(400.0, axis=(0.0, 0.0, -1.0))
+    # two opposite cameras: the two caps beyond the limbs, 37.5 % of the sphere each
+    assert 0.70 < seen_points_of(points, [camera, behind]).mean() < 0.80
+
+
+def test_seen_scores_leave_out_an_error_no_camera_sees(sphere):
+    """A prediction off by 4 mm only on the sphere's far side: the whole-surface score sees the error, the score
+    over what the one camera sees does not."""
+    v = sphere.vertices.copy()
+    far = v[:, 2] < -30
+    v[far] *= 1.04
+    pred = trimesh.Trimesh(v, sphere.faces, process=False)
+    m = evaluate_mesh(pred, sphere, n_points=N_EVAL, cameras=[looking_at_origin(400.0)])
+    assert m["chamfer"] > 0.5 and m["fscore"] < 0.9
+    assert m["seen_chamfer"] < 0.05 and m["seen_fscore"] > 0.999
+    assert 0.3 < m["seen_fraction"] < 0.45  # the cap beyond the limb, z > 25 of a radius-100 sphere: 37.5 %
+    assert "seen_chamfer" not in evaluate_mesh(pred, sphere, n_points=N_EVAL)
+
+
+def test_eval_cli_scores_what_the_scene_cameras_see(tmp_path, capsys):
+    """GT in a NeuS-format scene folder: --seen auto adds the scores over what its cameras see; none leaves them
+    out; a folder that is no scene is one error line naming its cameras file, exit code 2."""
+    from nerf.synthetic import make_scene
+
+    scene = tmp_path / "scene"
+    make_scene(str(scene), shape="sphere", views=6, width=64, height=48, formats=("neus",))
+    gt_path, out_json = scene / "gt_mesh.ply", tmp_path / "m.json"
+    eval_mesh = load_script("eval_mesh")
+    assert eval_mesh.main([str(gt_path), str(gt_path), "--n_points", "5000", "--json", str(out_json)]) == 0
+    line, m = capsys.readouterr().out.strip(), json.loads(out_json.read_text())
+    assert "seen (" in line and m["seen_chamfer"] < 0.5 and 0.3 < m["seen_fraction"] < 1.0
+    assert eval_mesh.main([str(gt_path), str(gt_path), "--n_points", "5000", "--json", str(out_json),
+                           "--seen", "none"]) == 0
+    assert "seen_chamfer" not in json.loads(out_json.read_text())
+    res = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "eval_mesh.py"), str(gt_path),
+                          str(gt_path), "--seen", str(tmp_path)], capture_output=True, text=True)
+    missing = tmp_path / "cameras_sphere.npz"
+    assert res.returncode == 2 and res.stderr == f"error: {missing}: missing (not a NeuS-format scene)\n"

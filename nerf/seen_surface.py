@@ -1,0 +1,102 @@
+"""Which points of a scene the cameras see: the part of a true surface a reconstruction had pictures of.
+
+A scene's score over the whole true surface also counts what no camera saw (the underside of an object on a
+cap of cameras), where any surface is a guess; DTU scores inside an observation mask for the same reason.
+`seen_points` keeps the points that some camera's depth buffer of the true mesh shows (in front of, or on, the
+first surface along the camera's ray), so floaters in front of the object count and guesses behind it do not.
+"""
+import os
+
+import numpy as np
+
+from .camera_geometry import decompose_projection
+from .images import list_images, read_image
+from .input_checks import DatasetError
+from .mesh_render import rasterize_mesh
+
+# Depth slack, in pixels' worth of depth (z / focal length per pixel): a point on the surface must pass the test
+# although the buffer holds the depth at a pixel centre up to half a pixel away, at grazing angles too.
+DEPTH_SLACK_PIXELS = 2.0
+
+
+class Camera:
+    """A pinhole camera: K [3, 3], w2c [4, 4] (OpenCV axes), image width and height in pixels."""
+
+    def __init__(self, K, w2c, width, height):
+        self.K, self.w2c, self.width, self.height = K, w2c, int(width), int(height)
+
+
+def neus_cameras(folder, downscale=2):
+    """The cameras of the NeuS-format scene in `folder` (cameras_sphere.npz, image/ for the size), their images
+    downscaled by the integer `downscale` (visibility needs no full resolution). Raises DatasetError naming the
+    file for a missing or unreadable one."""
+    path = os.path.join(folder, "cameras_sphere.npz")
+    if not os.path.isfile(path):
+        raise DatasetError(f"{path}: missing (not a NeuS-format scene)")
+    try:
+        cameras = np.load(path)
+        keys = sorted((k for k in cameras.files if k.startswith("world_mat_") and "inv" not in k),
+                      key=lambda k: int(k.rsplit("_", 1)[1]))
+        world_mats = [np.asarray(cameras[k], np.float64) for k in keys]
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{path}: unreadable ({e})") from None
+    if not world_mats:
+        raise DatasetError(f"{path}: no world_mat_* cameras")
+    rgb, _ = read_image(list_images(os.path.join(folder, "image"), "images")[0])
+    height, width = rgb.shape[0] // downscale, rgb.shape[1] // downscale
+    result = []
+    for world_mat in world_mats:
+        K, c2w = decompose_projection(world_mat[:3, :4])
+        K = K.copy()
+        K[:2] /= downscale
+        K[:2, 2] += 0.5 / downscale - 0.5  # pixel centres kept
+        result.append(Camera(K, np.linalg.inv(c2w), width, height))
+    return result
+
+
+def depth_buffer(mesh, camera):
+    """Camera-space depth [H, W] of the first surface of `mesh` (vertices, faces in the world frame) at each pixel
+    centre of `camera`; inf where it sees none."""
+    frags = rasterize_mesh(mesh.vertices, mesh.faces, camera.K, camera.w2c, camera.width, camera.height)
+    depth = np.full(camera.width * camera.height, np.inf)
+    depth[frags.pixel] = frags.points_cam[:, 2]
+    return depth.reshape(camera.height, camera.width)
+
+
+def farthest_nearby(depth):
+    """Per pixel, the largest finite depth among it and its 8 neighbours (inf where all are inf): lenient at
+    silhouettes and grazing angles, where the nearest pixel centre may fall on a nearer part or miss the mesh."""
+    finite = np.where(np.isfinite(depth), depth, -np.inf)
+    padded = np.pad(finite, 1, constant_values=-np.inf)
+    h, w = depth.shape
+    best = np.max([padded[i : i + h, j : j + w] for i in range(3) for j in range(3)], axis=0)
+    return np.where(np.isfinite(best), best, np.inf)
+
+
+def first_surfaces(mesh, cameras):
+    """For each of `cameras`, `farthest_nearby` of its depth buffer of `mesh` -> list of [H, W] (reused for
+    every point set tested against that mesh)."""
+    return [farthest_nearby(depth_buffer(mesh, camera)) for camera in cameras]
+
+
+def seen_points(points, cameras, surfaces):
+    """Whether each of points [N, 3] (world frame) is seen by one of `cameras` (Camera): inside its image, in
+    front of it, and not behind the first surface along its ray (surfaces: `first_surfaces` of the true mesh)
+    within DEPTH_SLACK_PIXELS -> [N] bool. A point off every surface and in front of it (a floater) counts as
+    seen."""
+    points = np.asarray(points, np.float64)
+    seen = np.zeros(len(points), bool)
+    for camera, surface in zip(cameras, surfaces):
+        cam = points @ camera.w2c[:3, :3].T + camera.w2c[:3, 3]
+        z = cam[:, 2]
+        in_front = z > 1e-9
+        z_safe = np.where(in_front, z, 1.0)
+        u = camera.K[0, 0] * cam[:, 0] / z_safe + camera.K[0, 2]
+        v = camera.K[1, 1] * cam[:, 1] / z_safe + camera.K[1, 2]
+        col, row = np.rint(u).astype(np.int64), np.rint(v).astype(np.int64)
+        inside = in_front & (col >= 0) & (col < camera.width) & (row >= 0) & (row < camera.height)
+        first = np.full(len(points), np.inf)
+        first[inside] = surface[row[inside], col[inside]]
+        slack = DEPTH_SLACK_PIXELS * z_safe / camera.K[0, 0]
+        seen |= inside & (z <= first + slack)
+    return seen
