@@ -139,10 +139,11 @@ def extract_surface(sdf_fn, resolution, radius, device, chunk=None):
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
     grid = None
     if on_gpu:
+        # No room for the grid beside the network: the host's grid below (PyMCubes) instead.
         try:
             grid = fill_blocks(upsample(coarse, resolution, device), sdf_fn, blocks, radius, chunk)
-        except torch.OutOfMemoryError:  # no room beside the network: the host's grid below (PyMCubes), once the
-            pass  # failed one is freed with this error
+        except torch.OutOfMemoryError:
+            pass
     if grid is None:
         grid = fill_blocks(upsample(coarse, resolution, "cpu"), sdf_fn, blocks, radius, chunk).numpy()
     return marching_cubes(grid, radius)
