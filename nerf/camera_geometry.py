@@ -101,21 +101,42 @@ def check_camera_geometry(intrinsics, c2w, size, sources, root, train=None, unit
     return centre
 
 
+def downscale_intrinsics(K, factor):
+    """Camera matrices K [..., 3, 3] (numpy or torch) of images `factor` times larger -> a copy for the smaller
+    images, pixel centres kept at integers: u' = (u + 0.5) / factor - 0.5."""
+    K = K.copy() if isinstance(K, np.ndarray) else K.clone()
+    K[..., :2, :] /= factor
+    K[..., :2, 2] += 0.5 / factor - 0.5
+    return K
+
+
+def project_points(points, K, w2c):
+    """World points [N, 3] through the camera K [3, 3], w2c [4, 4] (OpenCV axes) -> (u [N], v [N], z [N]):
+    pixel coordinates (pixel centres at integers) and depth; u and v are finite, and meaningful where z > 0."""
+    cam = points @ w2c[:3, :3].T + w2c[:3, 3]
+    z = cam[:, 2]
+    uv = cam @ K.T
+    z_safe = np.where(z > 0, z, 1.0)
+    return uv[:, 0] / z_safe, uv[:, 1] / z_safe, z
+
+
+def in_image(u, v, z, size):
+    """Whether projections (u, v, z [N], from `project_points`) fall in front of the camera and inside an image
+    of size (H, W) -> [N] bool."""
+    h, w = size
+    return (z > 0) & (u > -0.5) & (u < w - 0.5) & (v > -0.5) & (v < h - 0.5)
+
+
 def carve(points, images_shape, intrinsics, c2w, masks):
     """The points [N, 3] that project in front of and inside every view (and inside its mask, when there are
     masks) -> [M, 3]."""
     keep = np.arange(len(points))  # indices of the points every camera so far sees
     h, w = images_shape
     for i in range(len(c2w)):
-        w2c = np.linalg.inv(c2w[i])
-        cam = points[keep] @ w2c[:3, :3].T + w2c[:3, 3]
-        z = cam[:, 2]
-        uv = cam @ intrinsics[i].T
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u, v = uv[:, 0] / z, uv[:, 1] / z
-        inside = (z > 0) & (u > -0.5) & (u < w - 0.5) & (v > -0.5) & (v < h - 0.5)
+        u, v, z = project_points(points[keep], intrinsics[i], np.linalg.inv(c2w[i]))
+        inside = in_image(u, v, z, images_shape)
         if masks is not None:
-            seen = np.nonzero(inside)[0]  # finite u, v only
+            seen = np.nonzero(inside)[0]
             ui = np.clip(np.round(u[seen]), 0, w - 1).astype(int)
             vi = np.clip(np.round(v[seen]), 0, h - 1).astype(int)
             inside[seen] = masks[i][vi, ui] > 0

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import cv2
 import numpy as np
 
+from .camera_geometry import downscale_intrinsics
 from .input_checks import DatasetError
 from .native_stderr import native_stderr_silenced
 
@@ -138,7 +139,4 @@ def downscale_images(images, masks, intrinsics, factor):
     images = np.stack([cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA) for im in images])
     if masks is not None:
         masks = np.stack([np.where(cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA) > 127, 255, 0).astype(np.uint8) for m in masks])
-    intrinsics = intrinsics.copy()
-    intrinsics[:, :2, :] /= factor
-    intrinsics[:, :2, 2] += 0.5 / factor - 0.5  # pixel centres: u' = (u + 0.5) / s - 0.5
-    return images, masks, intrinsics
+    return images, masks, downscale_intrinsics(intrinsics, factor)

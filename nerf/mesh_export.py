@@ -4,6 +4,7 @@ of the scene, e.g. DTU millimetres)."""
 import numpy as np
 import trimesh
 
+from .camera_geometry import in_image, project_points
 from .files import write_atomic
 from .config import MESH_FORMATS as FORMATS
 from .texture import bake_texture, evaluate_colors, write_textured_glb, write_textured_obj
@@ -63,14 +64,8 @@ def seen_vertices(vertices, intrinsics, c2w, size):
     """Whether each of vertices [N, 3] projects in front of some camera and inside its image (intrinsics
     [V, 3, 3], c2w [V, 4, 4], size (H, W)) -> [N] bool."""
     seen = np.zeros(len(vertices), bool)
-    h, w = size
     for k, pose in zip(np.asarray(intrinsics, np.float64), np.asarray(c2w, np.float64)):
-        w2c = np.linalg.inv(pose)
-        cam = vertices @ w2c[:3, :3].T + w2c[:3, 3]
-        uv = cam @ k.T
-        z = np.maximum(cam[:, 2], 1e-12)
-        u, v = uv[:, 0] / z, uv[:, 1] / z
-        seen |= (cam[:, 2] > 0) & (u > -0.5) & (u < w - 0.5) & (v > -0.5) & (v < h - 0.5)
+        seen |= in_image(*project_points(vertices, k, np.linalg.inv(pose)), size)
     return seen
 
 

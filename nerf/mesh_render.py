@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .camera_geometry import decompose_projection
+from .camera_geometry import decompose_projection, downscale_intrinsics
 from .images import list_images, read_image, read_mask
 from .input_checks import DatasetError
 from .synthetic.appearance import sample_texture_bilinear
@@ -107,22 +107,30 @@ class SceneView:
         return self.image.shape[1], self.image.shape[0]
 
 
-def load_neus_view(folder, view, downscale=1):
-    """View `view` of the NeuS-format scene in `folder` (image/, optional mask/, cameras_sphere.npz),
-    downscaled by an integer factor (area filter; pixel centres kept: u' = (u + 0.5) / s - 0.5). Raises
-    DatasetError naming the file for a missing camera, image or mask."""
+def neus_world_mats(folder):
+    """(path of cameras_sphere.npz, {view: world_mat [4, 4] float64}) of the NeuS-format scene in `folder`.
+    Raises DatasetError naming the file when it is missing or unreadable."""
     cameras_path = os.path.join(folder, "cameras_sphere.npz")
     if not os.path.isfile(cameras_path):
         raise DatasetError(f"{cameras_path}: missing (not a NeuS-format scene)")
     try:
         cameras = np.load(cameras_path)
-        key = f"world_mat_{view}"
-        if key not in cameras.files:
-            count = len([k for k in cameras.files if k.startswith("world_mat_")])
-            raise DatasetError(f"{cameras_path}: no {key} (the scene has {count} views, 0..{count - 1})")
-        world_mat = np.asarray(cameras[key], np.float64)
+        prefix = "world_mat_"
+        return cameras_path, {int(k[len(prefix):]): np.asarray(cameras[k], np.float64) for k in cameras.files
+                              if k.startswith(prefix) and k[len(prefix):].isdigit()}
     except (OSError, ValueError) as e:
         raise DatasetError(f"{cameras_path}: unreadable ({e})") from None
+
+
+def load_neus_view(folder, view, downscale=1):
+    """View `view` of the NeuS-format scene in `folder` (image/, optional mask/, cameras_sphere.npz),
+    downscaled by an integer factor (area filter; pixel centres kept: u' = (u + 0.5) / s - 0.5). Raises
+    DatasetError naming the file for a missing camera, image or mask."""
+    cameras_path, world_mats = neus_world_mats(folder)
+    if view not in world_mats:
+        count = len(world_mats)
+        raise DatasetError(f"{cameras_path}: no world_mat_{view} (the scene has {count} views, 0..{count - 1})")
+    world_mat = world_mats[view]
     images = list_images(os.path.join(folder, "image"), "images")
     if view >= len(images) or view < 0:
         raise DatasetError(f"{os.path.join(folder, 'image')}: no image for view {view} ({len(images)} images)")
@@ -140,9 +148,7 @@ def load_neus_view(folder, view, downscale=1):
         rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
         if mask is not None:
             mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_AREA)
-        K = K.copy()
-        K[:2] /= downscale
-        K[:2, 2] += 0.5 / downscale - 0.5
+        K = downscale_intrinsics(K, downscale)
     return SceneView(K, np.linalg.inv(c2w), rgb.astype(np.float64) / 255.0, None if mask is None else mask > 127)
 
 

@@ -6,6 +6,7 @@ import math
 import torch
 import tqdm
 
+from .camera_geometry import downscale_intrinsics
 from .evaluation import normal_image
 from .files import write_atomic
 from .provider import camera_rays
@@ -99,9 +100,7 @@ def orbit_intrinsics(intrinsics, width, height, downscale):
         raise ValueError(f"downscale: {downscale}, expected > 0")
     k = intrinsics.detach().double().cpu().mean(0)
     new_w, new_h = (max(2, 2 * int(n / downscale // 2)) for n in (width, height))
-    scaled = k.clone()
-    scaled[:2, :] /= downscale
-    scaled[:2, 2] += 0.5 / downscale - 0.5
+    scaled = downscale_intrinsics(k, downscale)
     scaled[0, 2] -= (width / downscale - new_w) / 2  # the crop takes equal shares off both sides
     scaled[1, 2] -= (height / downscale - new_h) / 2
     return scaled.to(device=intrinsics.device, dtype=intrinsics.dtype), new_w, new_h

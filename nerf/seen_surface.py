@@ -9,10 +9,10 @@ import os
 
 import numpy as np
 
-from .camera_geometry import decompose_projection
+from .camera_geometry import decompose_projection, downscale_intrinsics, in_image, project_points
 from .images import list_images, read_image
 from .input_checks import DatasetError
-from .mesh_render import rasterize_mesh
+from .mesh_render import neus_world_mats, rasterize_mesh
 
 # Depth slack, in pixels' worth of depth (z / focal length per pixel): a point on the surface must pass the test
 # although the buffer holds the depth at a pixel centre up to half a pixel away, at grazing angles too.
@@ -30,27 +30,15 @@ def neus_cameras(folder, downscale=2):
     """The cameras of the NeuS-format scene in `folder` (cameras_sphere.npz, image/ for the size), their images
     downscaled by the integer `downscale` (visibility needs no full resolution). Raises DatasetError naming the
     file for a missing or unreadable one."""
-    path = os.path.join(folder, "cameras_sphere.npz")
-    if not os.path.isfile(path):
-        raise DatasetError(f"{path}: missing (not a NeuS-format scene)")
-    try:
-        cameras = np.load(path)
-        keys = sorted((k for k in cameras.files if k.startswith("world_mat_") and "inv" not in k),
-                      key=lambda k: int(k.rsplit("_", 1)[1]))
-        world_mats = [np.asarray(cameras[k], np.float64) for k in keys]
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"{path}: unreadable ({e})") from None
+    path, world_mats = neus_world_mats(folder)
     if not world_mats:
         raise DatasetError(f"{path}: no world_mat_* cameras")
     rgb, _ = read_image(list_images(os.path.join(folder, "image"), "images")[0])
     height, width = rgb.shape[0] // downscale, rgb.shape[1] // downscale
     result = []
-    for world_mat in world_mats:
-        K, c2w = decompose_projection(world_mat[:3, :4])
-        K = K.copy()
-        K[:2] /= downscale
-        K[:2, 2] += 0.5 / downscale - 0.5  # pixel centres kept
-        result.append(Camera(K, np.linalg.inv(c2w), width, height))
+    for view in sorted(world_mats):
+        K, c2w = decompose_projection(world_mats[view][:3, :4])
+        result.append(Camera(downscale_intrinsics(K, downscale), np.linalg.inv(c2w), width, height))
     return result
 
 
@@ -87,16 +75,11 @@ def seen_points(points, cameras, surfaces):
     points = np.asarray(points, np.float64)
     seen = np.zeros(len(points), bool)
     for camera, surface in zip(cameras, surfaces):
-        cam = points @ camera.w2c[:3, :3].T + camera.w2c[:3, 3]
-        z = cam[:, 2]
-        in_front = z > 1e-9
-        z_safe = np.where(in_front, z, 1.0)
-        u = camera.K[0, 0] * cam[:, 0] / z_safe + camera.K[0, 2]
-        v = camera.K[1, 1] * cam[:, 1] / z_safe + camera.K[1, 2]
-        col, row = np.rint(u).astype(np.int64), np.rint(v).astype(np.int64)
-        inside = in_front & (col >= 0) & (col < camera.width) & (row >= 0) & (row < camera.height)
-        first = np.full(len(points), np.inf)
-        first[inside] = surface[row[inside], col[inside]]
-        slack = DEPTH_SLACK_PIXELS * z_safe / camera.K[0, 0]
+        u, v, z = project_points(points, camera.K, camera.w2c)
+        inside = in_image(u, v, z, (camera.height, camera.width))
+        col = np.clip(np.rint(u), 0, camera.width - 1).astype(np.int64)
+        row = np.clip(np.rint(v), 0, camera.height - 1).astype(np.int64)
+        first = np.where(inside, surface[row, col], np.inf)
+        slack = DEPTH_SLACK_PIXELS * np.abs(z) / camera.K[0, 0]
         seen |= inside & (z <= first + slack)
     return seen
