@@ -189,7 +189,8 @@ def export_meshes(mesh, color_fn, export, stem, cameras=None):
     `export` (config.ExportConfig) says; color_fn(points [N, 3] world) -> rgb [N, 3] (the model's colours);
     cameras = (intrinsics, c2w in the world frame, (H, W)) to drop what no camera sees. Returns (paths, mesh
     as written)."""
-    labels = component_labels(np.asarray(mesh.faces), len(mesh.vertices)) if len(mesh.faces) else None
+    needs_labels = len(mesh.faces) and (cameras is not None or export.mesh_clean > 0)
+    labels = component_labels(np.asarray(mesh.faces), len(mesh.vertices)) if needs_labels else None
     if cameras is not None:
         kept = drop_unseen(mesh, *cameras, labels=labels)
         mesh, labels = kept, labels if kept is mesh else None  # components of what is left: found again
