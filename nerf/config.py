@@ -90,7 +90,9 @@ class SamplerConfig:
     upsample_inv_s: float = opt(64.0, "inv_s of the first up-sampling round (doubled each round)", minimum=0.0)
     grid_resolution: int = opt(128, "occupancy-grid cells per axis (--cuda_ray)", minimum=2)
     steps_per_diagonal: int = opt(1024, "marching step = the unit box's diagonal / this (--cuda_ray)", minimum=1)
-    grid_warmup: int = opt(256, "steps during which every cell is occupied (--cuda_ray)", minimum=0)
+    grid_warmup_until: float = opt(0.3, "fraction of training during which every cell is occupied (--cuda_ray): "
+                                        "parts that the early SDF misses, such as thin ones, are still sampled "
+                                        "while it learns them", minimum=0.0)
     grid_update_every: int = opt(16, "steps between occupancy refreshes (--cuda_ray)", minimum=1)
     grid_threshold: float = opt(0.05, "cells whose NeuS alpha stays below this are skipped (--cuda_ray)",
                                 minimum=0.0)
@@ -299,6 +301,18 @@ def add_arguments(parser: argparse.ArgumentParser):
             kind = next((t for t in (f.type, *typing.get_args(f.type)) if t in (int, float)), str)  # Optional too
             group.add_argument(f"--{f.name}", type=kind, default=argparse.SUPPRESS, choices=meta["choices"],
                                help=f"{text} (default {f.default})" if f.default is not None else text)
+
+
+def join_dashed_values(parser: argparse.ArgumentParser, argv: list) -> list:
+    """argv with `--center -28.5,-13,641` written as `--center=-28.5,-13,641`: argparse takes a value that starts
+    with '-' and is not a plain number for a flag of its own ("expected one argument")."""
+    takes_value = {s for a in parser._actions if a.nargs is None for s in a.option_strings}
+    out = []
+    for token in argv:
+        if out and out[-1] in takes_value and token.startswith("-") and token not in parser._option_string_actions:
+            token = f"{out.pop()}={token}"
+        out.append(token)
+    return out
 
 
 def explicit_settings(args: argparse.Namespace) -> dict:

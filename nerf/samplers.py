@@ -163,8 +163,9 @@ class OccupancySampler(nn.Module):
     surface between two evaluated points is never skipped. Cells whose SDF is below -`stop_diagonals` cell
     diagonals lie wholly inside the object (the SDF is ~1-Lipschitz): rays stop there, so the back of the
     object, which NeuS gives no weight, costs no samples. During `warmup` steps every cell is occupied and none
-    stops rays. The defaults (config.SamplerConfig) came from a sweep on DTU scan24 and a ground-truth scene
-    (BENCHMARKS.md, 2026-11-22, session 3).
+    stops rays: a cell that the early SDF calls empty would otherwise never be sampled again, so a part the SDF
+    has not found yet (a thin plate, an unmasked table top) would stay lost. The defaults (config.SamplerConfig)
+    came from sweeps on DTU scan24 and ground-truth scenes (BENCHMARKS.md, 2026-11-22 and 2026-12-06).
     """
 
     def __init__(self, radius: float, grid_resolution: int, steps_per_diagonal: int, warmup: int,
@@ -208,6 +209,7 @@ def build_sampler(config, radius: float) -> nn.Module:
     """The sampler that `config.sampler` describes."""
     s = config.sampler
     if s.cuda_ray:
-        return OccupancySampler(radius, s.grid_resolution, s.steps_per_diagonal, s.grid_warmup, s.grid_update_every,
+        warmup = round(s.grid_warmup_until * config.train.iters)
+        return OccupancySampler(radius, s.grid_resolution, s.steps_per_diagonal, warmup, s.grid_update_every,
                                 s.grid_threshold, s.grid_decay, s.stop_diagonals)
     return NeuSSampler(s.num_steps, s.upsample_steps, s.upsample_per_round, s.upsample_inv_s)

@@ -55,7 +55,7 @@ def test_graphs_are_captured_again_when_the_ray_count_changes(small_scene, tmp_p
     """--cuda_ray: the ray count follows the samples per ray (fewer rays while every cell is occupied, more
     once the grid is carved), and each new count is a new graph; training stays finite throughout."""
     root, _ = small_scene
-    trainer = gpu_trainer(root, str(tmp_path / "g"), "--cuda_ray", "--grid_warmup", "20")
+    trainer = gpu_trainer(root, str(tmp_path / "g"), "--cuda_ray", "--grid_warmup_until", "0.07")
     losses = loss_curve(trainer, 120)
     assert trainer.graphed_step.enabled and trainer.graphed_step.captures >= 2
     assert np.isfinite(losses).all() and losses[-20:].mean() < losses[:10].mean()

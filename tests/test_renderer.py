@@ -232,3 +232,20 @@ def test_inference_shades_only_contributing_samples(model):
     assert (full["opacity"] > 0.5).sum() > 100  # most rays hit the object
     if model.inv_s() > 1000:
         assert kept < 0.3 * all_samples, (kept, all_samples)
+
+
+@pytest.mark.parametrize("preset", [None, "fast"])
+def test_the_occupancy_grid_stays_open_for_a_share_of_the_run_then_culls(preset):
+    """--grid_warmup_until is a fraction of the run (so --preset fast and --iters scale it): every cell is
+    occupied until then, and the first refresh after it culls the space far from the surface."""
+    from nerf import config as cfg
+    from nerf.samplers import build_sampler
+
+    config = cfg.resolve({"cuda_ray": True, "grid_resolution": 32, "preset": preset}, "cuda", "scene")
+    sampler, model = build_sampler(config, 1.0), SphereModel(radius=0.5, inv_s=200.0)
+    last_open = round(config.sampler.grid_warmup_until * config.train.iters) - 1
+    assert last_open == {None: 1499, "fast": 449}[preset]
+    sampler.update_step(last_open, model)
+    assert sampler.grid.occupied_fraction() == 1.0
+    sampler.update_step(last_open + 1 + (-(last_open + 1)) % config.sampler.grid_update_every, model)
+    assert sampler.grid.occupied_fraction() < 0.5

@@ -167,7 +167,7 @@ def test_divergence_that_persists_stops_with_a_clear_message(small_scene, tmp_pa
     assert [os.path.basename(p) for p in list_checkpoints(trainer.ckpt_dir)] == ["ckpt_0000010.pth"]
 
 
-@pytest.mark.parametrize("variant", [["--cuda_ray", "--grid_warmup", "4", "--grid_update_every", "4"],
+@pytest.mark.parametrize("variant", [["--cuda_ray", "--grid_warmup_until", "0.3", "--grid_update_every", "4"],
                                      ["--normals", "fd"]])
 def test_cuda_ray_and_fd_normals_train_end_to_end_on_cpu(small_scene, tmp_path, variant):
     """The --cuda_ray sampler (the kernels' twins on CPU) and finite-difference normals through the whole CLI,
