@@ -26,7 +26,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def parse_args(argv=None):
-    from nerf.config import add_arguments
+    from nerf.config import add_arguments, join_dashed_values
 
     p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", nargs="?", help="scene folder: NeuS (cameras_sphere.npz), NeRF-synthetic "
@@ -42,7 +42,7 @@ def parse_args(argv=None):
                         "drag, the loss and PSNR curves, the mesh when written (0: off)")
     p.add_argument("--viewer_host", default="127.0.0.1", help="address the viewer listens on (0.0.0.0: all)")
     add_arguments(p)
-    return p.parse_args(argv)
+    return p.parse_args(join_dashed_values(p, sys.argv[1:] if argv is None else argv))
 
 
 def main(argv=None):

@@ -14,6 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from nerf.config import join_dashed_values  # noqa: E402
 from nerf.input_checks import DatasetError  # noqa: E402
 from nerf.posing import CAMERA_MODELS, pose_images  # noqa: E402
 
@@ -55,7 +56,7 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--threads", type=int, default=-1, help="CPU threads for pycolmap (-1: all)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_dashed_values(parser, sys.argv[1:] if argv is None else argv))
     if args.frame_step is not None and args.frame_step < 1:
         parser.error(f"--frame_step: {args.frame_step} is not a positive number")
     if args.max_frames < 1:

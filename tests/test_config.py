@@ -31,6 +31,19 @@ def test_flags_given_are_the_only_explicit_settings():
     assert parse([]) == {}
 
 
+def test_a_value_that_starts_with_a_minus_is_a_value():
+    """A centre below the world's origin (`--center -28.5,-13,641`) is the flag's value, not an unknown flag; a
+    flag given without its value is still an error."""
+    import main_sdf
+
+    args = main_sdf.parse_args(["scene", "--workspace", "w", "--center", "-28.5,-13,641", "--radius", "300"])
+    assert (args.center, args.radius, args.workspace) == ("-28.5,-13,641", 300.0, "w")
+    assert cfg.region_of_interest(cfg.DataConfig(center=args.center, radius=args.radius)) == ([-28.5, -13.0, 641.0],
+                                                                                             300.0)
+    with pytest.raises(main_sdf.UsageError, match="^--center: expected one argument$"):
+        main_sdf.parse_args(["scene", "--workspace", "w", "--center", "--radius", "3"])
+
+
 def test_help_lists_every_setting(capsys):
     """--help formats every flag's help (argparse %-formats them: a literal % must not break it)."""
     import main_sdf

@@ -455,6 +455,9 @@ def test_refuses_an_existing_output_and_a_half_sphere_flag(scene, tmp_path, capf
     code, _, err = run_script([tmp_path / "views", tmp_path / "out", "--radius", "2"], capfd)
     assert code == 2 and len(err) == 1 and err[0].startswith("error: --radius: give --center")
     assert not os.path.exists(tmp_path / "out")
+    # A negative coordinate is the value of --center: the error is about the input, not the flag.
+    code, _, err = run_script([tmp_path / "missing", tmp_path / "out", "--center", "-1,2,-3", "--radius", "2"], capfd)
+    assert code == 2 and err == [f"error: {tmp_path / 'missing'}: no such file or folder"]
 
 
 def test_main_poses_a_folder_of_plain_photos_once_and_trains(scene, tmp_path, capfd, monkeypatch):
