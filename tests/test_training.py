@@ -197,3 +197,24 @@ def test_a_short_run_validates_once_and_prints_a_summary(small_scene, tmp_path, 
     assert out[1] == f"mesh: {workspace / 'meshes' / 'mesh.ply'}"
     assert main_sdf.main(["--workspace", str(workspace), "--test", "--device", "cpu", "--quiet"]) == 0
     assert capsys.readouterr().out.splitlines()[0].endswith("(replaced the mesh that was there)")
+
+
+def test_the_mesh_stage_modules_are_imported_while_training(small_scene, tmp_path, monkeypatch):
+    """trimesh and friends are loaded by a background thread during training, not by the mesh stage."""
+    import sys
+
+    import nerf.run
+
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "probe_mesh_stage_import.py").write_text(
+        "import threading\nTHREAD = threading.current_thread().name\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+    monkeypatch.setattr(nerf.run, "MESH_STAGE_MODULES", ("probe_mesh_stage_import",))
+    monkeypatch.delitem(sys.modules, "probe_mesh_stage_import", raising=False)
+    root, _ = small_scene
+    args = [root, "--workspace", str(tmp_path / "w"), "--iters", "4", "--mc_resolution", "32", "--device", "cpu",
+            "--quiet", *TINY_MODEL]
+    assert main_sdf.main(args) == 0
+    import probe_mesh_stage_import
+
+    assert probe_mesh_stage_import.THREAD == "import probe_mesh_stage_import"
