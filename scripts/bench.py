@@ -1,10 +1,13 @@
 """Time-to-mesh benchmark: the PyTorch path and `--cuda_ray`, on the same scenes, in one run.
 
     python scripts/bench.py --out bench_out [--dtu PATH] [--synthetic spot,blob] [--iters N] [--paths torch,cuda_ray]
+                            [--variants "base=;warm=--grid_warmup_until 0.5"] [--repeat N]
 
 For each scene and path it launches `main_sdf.py` as a fresh process (so the wall time covers start-up, data
 loading, training and meshing: launch to mesh written), then `--test` (no flags: the checkpoint holds them) for the held-out PSNR, and for the
-ground-truth scenes scores the mesh with `scripts/eval_mesh.py`. Synthetic scenes are rendered first with
+ground-truth scenes scores the mesh with `scripts/eval_mesh.py`. `--variants` runs each scene and path once per named
+set of flags (an A/B in one run, one after another, so the times compare), `--repeat N` N times with seeds 0..N-1;
+the table then ends with each group's medians. Synthetic scenes are rendered first with
 `scripts/make_synthetic.py` (49 views, DTU-like camera cap, 800x600 by default); their meshes are scored over the
 whole true surface and over the part the cameras see (nerf/seen_surface.py). Prints a markdown table and
 writes OUT/bench.json, whose rows also hold main_sdf.py's seconds per stage (start-up, data, model, training,
@@ -40,7 +43,11 @@ def main():
     p.add_argument("--paths", default="torch,cuda_ray", help="torch, cuda_ray, or both")
     p.add_argument("--tau", type=float, default=2.0, help="F-score threshold (mm)")
     p.add_argument("--extra", default="", help="more flags for main_sdf.py, e.g. '--fp16'")
+    p.add_argument("--variants", default="", help="NAME=FLAGS;NAME=FLAGS...: each scene and path once per variant, "
+                                                  "its flags after --extra (e.g. 'base=;warm=--grid_warmup_until 0.5')")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each scene, path and variant (seeds 0..N-1)")
     opt = p.parse_args()
+    variants = parse_variants(opt.variants)
     os.makedirs(opt.out, exist_ok=True)
 
     from nerf.mesh_metrics import evaluate_mesh
@@ -58,22 +65,61 @@ def main():
     rows = []
     for name, root, gt in scenes:
         for path in opt.paths.split(","):
-            rows.append(bench_run(opt, name, root, gt, path, evaluate_mesh))
-            print(json.dumps(rows[-1]), flush=True)
-    json.dump({"iters": opt.iters, "extra": opt.extra, "rows": rows}, open(os.path.join(opt.out, "bench.json"), "w"),
-              indent=2)
+            for seed in range(opt.repeat):  # variants innermost: an A/B's runs sit next to each other in time
+                for variant, flags in variants:
+                    rows.append(bench_run(opt, name, root, gt, path, evaluate_mesh, variant, flags, seed))
+                    print(json.dumps(rows[-1]), flush=True)
+    json.dump({"iters": opt.iters, "extra": opt.extra, "variants": dict(variants), "repeat": opt.repeat, "rows": rows},
+              open(os.path.join(opt.out, "bench.json"), "w"), indent=2)
     print_table(rows)
+    if len(variants) > 1 or opt.repeat > 1:
+        print_table(median_rows(rows))
 
 
-def bench_run(opt, name, root, gt, path, evaluate_mesh):
-    """Train one scene on one path as a fresh process, then `--test` (no flags repeated: the checkpoint holds
-    them) and, with a true mesh `gt`, score the mesh; returns the row."""
-    workspace = os.path.join(opt.out, f"ws_{name}_{path}")
+def parse_variants(text):
+    """'base=;warm=--grid_warmup_until 0.5' -> [('base', []), ('warm', ['--grid_warmup_until', '0.5'])]; '' -> one
+    unnamed variant without flags."""
+    if not text.strip():
+        return [("", [])]
+    variants = []
+    for part in filter(str.strip, text.split(";")):
+        name, sep, flags = part.partition("=")
+        if not sep or not name.strip() or name.strip() in dict(variants):
+            raise SystemExit(f"error: --variants: {part!r} is not NAME=FLAGS with a new NAME")
+        variants.append((name.strip(), flags.split()))
+    return variants
+
+
+def median_rows(rows):
+    """One row per scene, path and variant: the median of each number over its runs (failed runs left out)."""
+    import numpy as np
+
+    groups = {}
+    for row in rows:
+        if row["exit"] == 0:
+            groups.setdefault((row["scene"], row["path"], row["variant"]), []).append(row)
+    medians = []
+    for (scene, path, variant), group in groups.items():
+        row = {"scene": scene, "path": path, "variant": f"{variant} (median of {len(group)})"}
+        for key in group[0]:
+            values = [r.get(key) for r in group]
+            numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            if key not in row and key not in ("seed", "exit") and numbers:
+                row[key] = float(np.median(values))
+        medians.append(row)
+    return medians
+
+
+def bench_run(opt, name, root, gt, path, evaluate_mesh, variant="", variant_flags=(), seed=0):
+    """Train one scene on one path (with a variant's flags and a seed) as a fresh process, then `--test` (no flags
+    repeated: the checkpoint holds them) and, with a true mesh `gt`, score the mesh; returns the row."""
+    tag = "_".join([name, path] + ([variant] if variant else []) + ([f"seed{seed}"] if opt.repeat > 1 else []))
+    workspace = os.path.join(opt.out, f"ws_{tag}")
     flags = [root, "--workspace", workspace, "--ckpt", "scratch", "--quiet", "--eval_every", "0"]
     flags += (["--iters", str(opt.iters)] if opt.iters else []) + (["--cuda_ray"] if path == "cuda_ray" else [])
-    flags += opt.extra.split()
-    code, wall = run([sys.executable, "main_sdf.py"] + flags, os.path.join(opt.out, f"{name}_{path}.log"))
-    row = {"scene": name, "path": path, "exit": code, "launch_to_mesh_s": wall}
+    flags += opt.extra.split() + list(variant_flags) + (["--seed", str(seed)] if opt.repeat > 1 else [])
+    code, wall = run([sys.executable, "main_sdf.py"] + flags, os.path.join(opt.out, f"{tag}.log"))
+    row = {"scene": name, "path": path, "variant": variant, "seed": seed, "exit": code, "launch_to_mesh_s": wall}
     if code != 0:
         return row
     stats = json.load(open(os.path.join(workspace, "train_stats.json")))
@@ -82,11 +128,14 @@ def bench_run(opt, name, root, gt, path, evaluate_mesh):
     row.update({f"{stage}_s": seconds for stage, seconds in timings.items()
                 if stage != "total" and not stage.startswith("peak_")})
     row.update(peak_cpu_mib=timings["peak_cpu_mib"], peak_gpu_mib=max(timings["peak_gpu_mib"].values(), default=None))
-    test_log = os.path.join(opt.out, f"{name}_{path}_test.log")
-    test_code, _ = run([sys.executable, "main_sdf.py", "--workspace", workspace, "--test", "--quiet"], test_log)
+    test_log = os.path.join(opt.out, f"{tag}_test.log")
+    test_code, _ = run([sys.executable, "main_sdf.py", "--workspace", workspace, "--test", "--quiet", "--video_frames", "0"],
+                       test_log)
     metrics_path = os.path.join(workspace, "results", "metrics.json")
     if test_code == 0 and os.path.isfile(metrics_path):
-        row["psnr"] = json.load(open(metrics_path))["mean_psnr"]
+        metrics = json.load(open(metrics_path))
+        row["psnr"] = metrics["mean_psnr"]
+        row["psnr_per_view"] = {view: round(v["psnr"], 2) for view, v in metrics["views"].items()}
     else:
         print(f"--test failed ({test_code}):", open(test_log).read()[-2000:], flush=True)
     if gt:
@@ -104,7 +153,7 @@ def bench_run(opt, name, root, gt, path, evaluate_mesh):
 
 
 def print_table(rows):
-    cols = ["scene", "path", "launch_to_mesh_s", "training_s", "it_per_s", "rays_per_step", "psnr", "chamfer_mm",
+    cols = ["scene", "path", "variant", "launch_to_mesh_s", "training_s", "it_per_s", "rays_per_step", "psnr", "chamfer_mm",
             "fscore", "seen_chamfer_mm", "seen_fscore"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))

@@ -316,6 +316,29 @@ def test_eval_cli(tmp_path, sphere_mesh):
         assert len(lines) == 1 and lines[0].startswith(f"error: {broken}: "), lines
 
 
+def test_bench_runs_variants_one_after_another_and_reports_medians(tmp_path):
+    """scripts/bench.py --variants: each variant trains the same scene with its own flags (after --extra, so they
+    win), in its own workspace; every row has its held-out PSNR per view and its mesh score; a median table
+    follows."""
+    from train_helpers import TINY_MODEL
+
+    out = tmp_path / "bench"
+    extra = " ".join(TINY_MODEL + ["--device", "cpu", "--mc_resolution", "32", "--iters", "4"])
+    res = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "bench.py"), "--out", str(out),
+                          "--synthetic", "sphere", "--views", "9", "--width", "48", "--height", "36", "--paths",
+                          "torch", f"--extra={extra}", "--variants", "four=;three=--iters 3"],
+                         capture_output=True, text=True, cwd=REPO_ROOT)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    assert [(r["variant"], r["exit"]) for r in rows] == [("four", 0), ("three", 0)]
+    for row, steps in zip(rows, (4, 3)):
+        workspace = out / f"ws_sphere_torch_{row['variant']}"
+        assert json.loads((workspace / "train_stats.json").read_text())["steps"] == steps
+        assert list(row["psnr_per_view"]) == ["000000", "000008"] and np.isfinite(row["psnr"])
+        assert row["chamfer_mm"] > 0
+    assert "| sphere | torch | three (median of 1) |" in res.stdout
+
+
 # --------------------------------------------------------------------------
 # setup.py files (metadata only: nothing is compiled)
 # --------------------------------------------------------------------------
