@@ -4,14 +4,14 @@
                             [--variants "base=;warm=--grid_warmup_until 0.5"] [--repeat N]
 
 For each scene and path it launches `main_sdf.py` as a fresh process (so the wall time covers start-up, data
-loading, training and meshing: launch to mesh written), then `--test` (no flags: the checkpoint holds them) for the held-out PSNR, and for the
-ground-truth scenes scores the mesh with `scripts/eval_mesh.py`. `--variants` runs each scene and path once per named
-set of flags (an A/B in one run, one after another, so the times compare), `--repeat N` N times with seeds 0..N-1;
-the table then ends with each group's medians. Synthetic scenes are rendered first with
-`scripts/make_synthetic.py` (49 views, DTU-like camera cap, 800x600 by default); their meshes are scored over the
-whole true surface and over the part the cameras see (nerf/seen_surface.py). Prints a markdown table and
-writes OUT/bench.json, whose rows also hold main_sdf.py's seconds per stage (start-up, data, model, training,
-mesh).
+loading, training and meshing: launch to mesh written), then `--test` (no model flags: the checkpoint holds them;
+no orbit video) for the held-out PSNR, and for the ground-truth scenes scores the mesh with
+`scripts/eval_mesh.py`. `--variants` runs each scene and path once per named set of flags (an A/B in one run,
+one after another, so the times compare), `--repeat N` N times with seeds 0..N-1; the table then ends with each
+group's medians. Synthetic scenes are rendered first with `scripts/make_synthetic.py` (49 views, DTU-like camera
+cap, 800x600 by default); their meshes are scored over the whole true surface and over the part the cameras see
+(nerf/seen_surface.py). Prints a markdown table and writes OUT/bench.json, whose rows also hold main_sdf.py's
+seconds per stage (start-up, data, model, training, mesh) and the held-out PSNR of each view.
 """
 import argparse
 import json
@@ -111,8 +111,9 @@ def median_rows(rows):
 
 
 def bench_run(opt, name, root, gt, path, evaluate_mesh, variant="", variant_flags=(), seed=0):
-    """Train one scene on one path (with a variant's flags and a seed) as a fresh process, then `--test` (no flags
-    repeated: the checkpoint holds them) and, with a true mesh `gt`, score the mesh; returns the row."""
+    """Train one scene on one path (with a variant's flags and a seed) as a fresh process, then `--test` (no model
+    flags repeated: the checkpoint holds them; no orbit video) and, with a true mesh `gt`, score the mesh; returns
+    the row."""
     tag = "_".join([name, path] + ([variant] if variant else []) + ([f"seed{seed}"] if opt.repeat > 1 else []))
     workspace = os.path.join(opt.out, f"ws_{tag}")
     flags = [root, "--workspace", workspace, "--ckpt", "scratch", "--quiet", "--eval_every", "0"]
@@ -129,8 +130,8 @@ def bench_run(opt, name, root, gt, path, evaluate_mesh, variant="", variant_flag
                 if stage != "total" and not stage.startswith("peak_")})
     row.update(peak_cpu_mib=timings["peak_cpu_mib"], peak_gpu_mib=max(timings["peak_gpu_mib"].values(), default=None))
     test_log = os.path.join(opt.out, f"{tag}_test.log")
-    test_code, _ = run([sys.executable, "main_sdf.py", "--workspace", workspace, "--test", "--quiet", "--video_frames", "0"],
-                       test_log)
+    test_cmd = [sys.executable, "main_sdf.py", "--workspace", workspace, "--test", "--quiet", "--video_frames", "0"]
+    test_code, _ = run(test_cmd, test_log)
     metrics_path = os.path.join(workspace, "results", "metrics.json")
     if test_code == 0 and os.path.isfile(metrics_path):
         metrics = json.load(open(metrics_path))
@@ -153,8 +154,8 @@ def bench_run(opt, name, root, gt, path, evaluate_mesh, variant="", variant_flag
 
 
 def print_table(rows):
-    cols = ["scene", "path", "variant", "launch_to_mesh_s", "training_s", "it_per_s", "rays_per_step", "psnr", "chamfer_mm",
-            "fscore", "seen_chamfer_mm", "seen_fscore"]
+    cols = ["scene", "path", "variant", "launch_to_mesh_s", "training_s", "it_per_s", "rays_per_step", "psnr",
+            "chamfer_mm", "fscore", "seen_chamfer_mm", "seen_fscore"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for row in rows:
