@@ -32,7 +32,8 @@ def main(argv=None):
                         help="also render held-out views between the training poses into OUT/holdout/")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--background", choices=BACKGROUNDS, default="black",
-                        help="behind the object: a colour, or room (a textured floor and dome, for --no_masks)")
+                        help="behind the object: a colour, room (a textured floor and dome) or table (a white "
+                             "table top through the unit sphere in a dark room, as DTU), for --no_masks")
     parser.add_argument("--gt_resolution", type=int, default=256,
                         help="marching-cubes grid for analytic shapes (raised where a shape's finest feature needs it)")
     parser.add_argument("--texture", default=None, help="texture image for an OBJ with UVs")

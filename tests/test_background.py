@@ -107,3 +107,29 @@ def test_an_unmasked_scene_in_a_room_reconstructs_the_object(room_scene, tmp_pat
                            n_points=30000, tau=5.0)
     print(scores)
     assert scores["chamfer"] < ROOM_CHAMFER_BOUND_MM
+
+
+def test_the_table_backdrop_is_a_plain_white_top_through_the_sphere_in_a_dark_room(tmp_path):
+    """make_synthetic's 'table' (DTU's set-up): around the object, the lower part of each view is the plain white
+    table, the upper part the dark room; the table top lies inside the scene's unit sphere (its cap)."""
+    import cv2
+    import numpy as np
+
+    from nerf.synthetic import make_scene
+    from nerf.synthetic.backdrop import TABLE_BELOW
+    from nerf.synthetic.scene import SCALE_MAT_MARGIN
+
+    make_scene(str(tmp_path), shape="torus", views=4, width=64, height=48, gt_resolution=48, seed=1,
+               background="table", formats=("neus",))
+    dark_pixels = 0
+    for i in range(4):
+        image = cv2.imread(str(tmp_path / "image" / f"{i:06d}.png")).astype(float).mean(-1) / 255
+        backdrop = cv2.imread(str(tmp_path / "mask" / f"{i:03d}.png"), 0) == 0
+        bottom = image[-6:][backdrop[-6:]]  # the cameras look down: the frame's bottom is the table near them
+        assert bottom.mean() > 0.5 and bottom.std() < 0.03, (i, bottom.mean(), bottom.std())  # white, no texture
+        values = image[backdrop]
+        table = np.abs(values - bottom.mean()) < 0.05
+        assert (table | (values < 0.15)).all()  # table or dark room, nothing else
+        dark_pixels += (values < 0.15).sum()
+    assert dark_pixels > 0
+    assert TABLE_BELOW < SCALE_MAT_MARGIN  # the table top cuts the unit sphere's lower cap

@@ -7,6 +7,7 @@ import numpy as np
 
 from ..mesh_metrics import THIN_MESH_FILE
 from .analytic import UNIT_SHAPES, AnalyticShape
+from .backdrop import KINDS as BACKDROPS
 from .backdrop import backdrop_colors
 from .appearance import AMBIENT, LIGHT_DIR_WORLD, make_procedural_texture, procedural_albedo
 from .cameras import DISTANCE_RANGE, ELEVATION_RANGE_DEG, GOLDEN_ANGLE, make_cameras, make_intrinsics
@@ -30,8 +31,8 @@ CONVENTIONS = {
 }
 
 
-# 'room': a textured floor and dome behind the object (backdrop.py), for unmasked training (--no_masks).
-BACKGROUNDS = ("black", "white", "room")
+# 'room' and 'table': a floor and a dome around the object (backdrop.py), for unmasked training (--no_masks).
+BACKGROUNDS = ("black", "white") + BACKDROPS
 
 
 def check_formats(formats, background):
@@ -161,7 +162,7 @@ def make_scene(out_dir, shape="sphere", views=32, width=400, height=300, radius_
     room_texture = make_procedural_texture(np.random.default_rng([seed, 2]))
 
     def backdrop_fn(K, R, t, width, height):
-        return backdrop_colors(K, R, t, width, height, centre, radius, room_texture)
+        return backdrop_colors(K, R, t, width, height, centre, radius, room_texture, kind=background)
 
     coverage = [write_views(obj, cams, K, width, height, albedo_fn, background, out_dir, sub, backdrop_fn)
                 for sub, cams in subsets]

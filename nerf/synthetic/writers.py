@@ -9,9 +9,9 @@ from .cameras import c2w_opengl, world_mat
 
 def write_views(shape, cams, K, width, height, albedo_fn, background, out_dir, sub="", backdrop_fn=None):
     """Render `shape` (AnalyticShape or MeshShape) from each camera (R [3, 3], t [3]) in `cams`, K [3, 3], over a
-    'black' or 'white' background, or over a room (`background` 'room': backdrop_fn(K, R, t, width, height) ->
-    [H * W, 3], see backdrop.py) and write out_dir/sub/image/NNNNNN.png and mask/NNN.png; returns the fraction
-    of each view the mask covers."""
+    'black' or 'white' background, or over a backdrop (`background` 'room' or 'table': backdrop_fn(K, R, t, width,
+    height) -> [H * W, 3], see backdrop.py) and write out_dir/sub/image/NNNNNN.png and mask/NNN.png; returns the
+    fraction of each view the mask covers."""
     import cv2
 
     img_dir = os.path.join(out_dir, sub, "image")
@@ -22,7 +22,8 @@ def write_views(shape, cams, K, width, height, albedo_fn, background, out_dir, s
     coverage = []
     for i, (R, t) in enumerate(cams):
         mask, rgb, hit = shape.render(K, R, t, width, height, albedo_fn)
-        image = backdrop_fn(K, R, t, width, height) if background == "room" else np.tile(bg, (width * height, 1))
+        plain = background in ("black", "white")
+        image = np.tile(bg, (width * height, 1)) if plain else backdrop_fn(K, R, t, width, height)
         image[hit] = rgb
         image8 = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
         image8 = image8.reshape(height, width, 3)
