@@ -197,8 +197,8 @@ MESH_STAGE_MODULES = (f"{__package__}.mesh", f"{__package__}.mesh_export", f"{__
 
 
 def import_in_background(names):
-    """Import the modules `names` in a daemon thread; returns the thread. A module that fails to import is left
-    for its real import, which reports the failure where it is needed."""
+    """Import the modules `names` in a daemon thread. A module that fails to import is left for its real import,
+    which reports the failure where it is needed."""
 
     def load():
         for name in names:
@@ -207,9 +207,7 @@ def import_in_background(names):
             except Exception:
                 pass
 
-    thread = threading.Thread(target=load, name="import " + ", ".join(names), daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=load, name="import " + ", ".join(names), daemon=True).start()
 
 
 def train_and_export(args, config, scene, trainer, device, clock, viewer=None):

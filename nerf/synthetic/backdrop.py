@@ -14,6 +14,7 @@ FLOOR_BELOW = 1.6  # 'room': floor plane this many object radii below the object
 TABLE_BELOW = 1.0  # 'table': the table top this many object radii below the centre (inside the unit sphere)
 TABLE_RADIUS = 5.0  # 'table': its edge, in object radii from the centre's foot
 TABLE_ALBEDO = 0.9
+TABLE_ROOM_DIMMING = 0.15  # 'table': the dome's texture this much darker (a dark room beyond the table)
 DOME_RADIUS = 8.0  # the dome around it, in object radii
 KINDS = ("room", "table")
 
@@ -45,5 +46,5 @@ def backdrop_colors(K, R, t, width, height, centre, radius, tex, kind="room"):
         dome = procedural_albedo(points, centre, 2.0 * radius, tex)[:, ::-1]
     else:
         floor = np.full_like(points, TABLE_ALBEDO)
-        dome = 0.15 * procedural_albedo(points, centre, 2.0 * radius, tex)
+        dome = TABLE_ROOM_DIMMING * procedural_albedo(points, centre, 2.0 * radius, tex)
     return lambert(np.where(on_floor[:, None], floor, dome), normals)

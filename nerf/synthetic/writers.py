@@ -19,10 +19,10 @@ def write_views(shape, cams, K, width, height, albedo_fn, background, out_dir, s
     os.makedirs(img_dir, exist_ok=True)
     os.makedirs(mask_dir, exist_ok=True)
     bg = np.array([1.0, 1.0, 1.0] if background == "white" else [0.0, 0.0, 0.0])
+    plain = background in ("black", "white")
     coverage = []
     for i, (R, t) in enumerate(cams):
         mask, rgb, hit = shape.render(K, R, t, width, height, albedo_fn)
-        plain = background in ("black", "white")
         image = np.tile(bg, (width * height, 1)) if plain else backdrop_fn(K, R, t, width, height)
         image[hit] = rgb
         image8 = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
