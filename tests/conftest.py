@@ -16,6 +16,16 @@ def shared_data(*parts):
     return path if os.path.exists(path) else None
 
 
+@pytest.fixture(autouse=True)
+def seeded_rngs():
+    """Every test starts from the same random state, so its draws do not depend on which tests ran before it."""
+    import numpy
+    import torch
+
+    torch.manual_seed(0)
+    numpy.random.seed(0)
+
+
 @pytest.fixture(scope="session")
 def small_scene(tmp_path_factory):
     """A tiny NeuS + transforms.json scene of a textured torus (16 views, 96x72), world units mm."""
