@@ -75,6 +75,8 @@ class FieldConfig:
     bg_desired_resolution: int = opt(256, "finest background grid resolution (over the contracted space)",
                                      minimum=2)
     bg_hidden_dim: int = opt(64, "MLP width of the background field", minimum=1)
+    bg_sh_degree: int = opt(4, "spherical-harmonics degree of the background's view direction (lower: less "
+                               "freedom to colour the backdrop per view; 1: none)", minimum=1)
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,11 @@ class TrainConfig:
     huber_delta: float = opt(0.1, "Huber loss delta (about L1 above it)", minimum=0.0)
     lambda_eikonal: float = opt(0.1, "weight of the Eikonal loss", minimum=0.0)
     lambda_mask: float = opt(0.1, "weight of the mask BCE loss (when masks exist)", minimum=0.0)
+    lambda_smoothness: float = opt(0.0, "weight of the normal smoothness loss: the surface's normals should "
+                                        "change little over --smoothness_eps (flattens hash-grid bumps)",
+                                   minimum=0.0)
+    smoothness_eps: float = opt(0.005, "jitter of the normal smoothness loss (normalised units: the sphere's "
+                                       "radius is 1)", minimum=0.0)
     cuda_graph: bool = opt(True, "replay each training step as a CUDA graph on GPU (--no_cuda_graph: launch "
                                  "every kernel from Python)")
     ckpt_every: int = opt(1000, "steps between checkpoints (0: only at the end)", minimum=0)
@@ -180,7 +187,7 @@ def device_preset(config: Config, device: str) -> Config:
         "iters": 1000, "num_rays": 512, "num_steps": 32, "upsample_steps": 32, "num_levels": 8,
         "log2_hashmap_size": 16, "desired_resolution": 256, "levels_start": 2, "mc_resolution": 256,
         "eval_chunk": 4096, "eval_downscale": 4, "video_frames": 24, "video_downscale": 4,
-        "bg_samples": 16,
+        "bg_samples": 16, "lambda_smoothness": 0.1,
     })
 
 
@@ -218,7 +225,11 @@ def to_dict(config: Config) -> dict:
 
 
 def from_dict(values: dict) -> Config:
-    """Inverse of `to_dict`; settings the saving version did not have keep today's defaults."""
+    """Inverse of `to_dict`; settings the saving version did not have keep today's defaults, except those that
+    would change the saved model's shape, which keep the value the saving version used."""
+    field = values.get("field", {})
+    if "sh_degree" in field and "bg_sh_degree" not in field:  # older versions: the background used sh_degree
+        values = {**values, "field": {**field, "bg_sh_degree": field["sh_degree"]}}
     known = {stage: {f.name for f in dataclasses.fields(cls)} for stage, cls in STAGES.items()}
     return Config(**{stage: STAGES[stage](**{k: v for k, v in values.get(stage, {}).items() if k in known[stage]})
                      for stage in STAGES})

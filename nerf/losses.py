@@ -1,4 +1,5 @@
-"""The training losses, as pure functions of a render and its targets.
+"""The training losses, as pure functions of a render and its targets (the normal smoothness loss also queries
+the field at jittered points).
 
 Rays that a fixed-budget march dropped carry weight 0 (`ray_weights`) and count for nothing.
 """
@@ -23,6 +24,19 @@ def eikonal_loss(gradient, inside):
     """(|grad sdf| - 1)^2 over the samples inside the sphere: gradient [M, 3], inside [M] bool."""
     inside = inside.float()
     return (((gradient.float().norm(dim=-1) - 1) ** 2) * inside).sum() / inside.sum().clamp_min(1)
+
+
+def normal_smoothness_loss(model, points, normals, weights, count: int, eps: float):
+    """Mean squared difference, weighted by the samples' weights [M], between the unit normals [M, 3] at the
+    `count` samples of highest weight (the surface the rays see) and the field's normals at points jittered by
+    N(0, eps^2) per axis from them (points [M, 3]): bumps and hash-grid noise finer than eps cost, the photometric
+    loss keeps what the images show. -> 0-d"""
+    top = weights.detach().topk(min(count, weights.shape[0])).indices  # a fixed count: CUDA-graph safe
+    w = weights.detach()[top]
+    jittered = points[top].detach() + torch.randn_like(points[top]) * eps
+    _, _, gradient = model.sdf_and_gradient(jittered, create_graph=True)
+    diff = (normals[top] - F.normalize(gradient.float(), dim=-1)).pow(2).sum(-1)
+    return (w * diff).sum() / w.sum().clamp_min(1e-6)
 
 
 def mask_loss(opacity, mask, ray_weights):

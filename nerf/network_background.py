@@ -51,4 +51,4 @@ def build_background(field, radius: float):
         return None
     return BackgroundField(radius, num_levels=field.bg_num_levels, log2_hashmap_size=field.bg_log2_hashmap_size,
                            desired_resolution=field.bg_desired_resolution, hidden_dim=field.bg_hidden_dim,
-                           sh_degree=field.sh_degree)
+                           sh_degree=field.bg_sh_degree)

@@ -35,7 +35,8 @@ def render_packed(model, rays_o, rays_d, samples: PackedSamples, bg_color, creat
         create_graph: keep normals differentiable (training).
     Returns a dict: rgb [R, 3], depth [R] (distance along the ray, normalised units, opacity-weighted), normal
         [R, 3] (world axes, opacity-weighted), opacity [R]; per sample gradient [M, 3] and inside [M] (real
-        samples inside the sphere: where the Eikonal loss applies); ray_valid [R] (False: dropped by a
+        samples inside the sphere: where the Eikonal loss applies), points [M, 3], normals [M, 3] (unit) and
+        weights [M] (for the normal smoothness loss); ray_valid [R] (False: dropped by a
         fixed-capacity march) and samples_per_ray (0-d: real samples per kept ray).
     """
     real = samples.t_ends > samples.t_starts
@@ -53,6 +54,9 @@ def render_packed(model, rays_o, rays_d, samples: PackedSamples, bg_color, creat
         "normal": accum[:, 4:],
         "opacity": opacity,
         "gradient": gradient,
+        "points": pts,
+        "normals": normals,
+        "weights": weights,
         "inside": real & (pts.detach().norm(dim=-1) < radius),
         "ray_valid": ray_valid,
         "samples_per_ray": real.sum() / ray_valid.sum().clamp_min(1),

@@ -112,12 +112,19 @@ class Trainer:
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp, cache_enabled=False):
             out = self.renderer.render(batch["rays_o"], batch["rays_d"], bg, perturb=True, create_graph=True,
                                        capacity=capacity)
+            # One jittered query per ray, at the samples of highest weight (under autocast, as the render).
+            loss_smooth = (losses.normal_smoothness_loss(self.model, out["points"], out["normals"], out["weights"],
+                                                         len(target), t.smoothness_eps)
+                           if t.lambda_smoothness > 0 else None)
         ray_weights = out["ray_valid"].float()  # rays the fixed-budget march dropped count for nothing
         loss_rgb = losses.color_loss(out["rgb"], target, ray_weights, t.huber_delta) * t.rgb_weight
         loss_eikonal = losses.eikonal_loss(out["gradient"], out["inside"])
         loss = loss_rgb + t.lambda_eikonal * loss_eikonal
         terms = {"rgb": loss_rgb.detach(), "eikonal": loss_eikonal.detach(),
                  "psnr_mse": losses.mse(out["rgb"], target, ray_weights)}
+        if loss_smooth is not None:
+            loss = loss + t.lambda_smoothness * loss_smooth
+            terms["smoothness"] = loss_smooth.detach()
         if mask is not None and t.lambda_mask > 0:
             loss_mask = losses.mask_loss(out["opacity"], mask, ray_weights)
             loss = loss + t.lambda_mask * loss_mask

@@ -7,7 +7,8 @@ import torch
 
 import main_sdf
 from nerf.mesh_metrics import evaluate_mesh
-from nerf.network_background import BackgroundField, contract
+from nerf.config import resolve
+from nerf.network_background import BackgroundField, build_background, contract
 from nerf.renderer_sdf import render_background
 
 
@@ -57,6 +58,17 @@ def test_render_background_composites_front_to_back_and_is_opaque_at_infinity():
     assert (colour[:, 0] > 0.05).all() and (colour[:, 1] > 0.05).all()
     colour[:, 0].sum().backward()
     assert faint.scale.grad is not None and faint.scale.grad > 0
+
+
+def test_the_backgrounds_colour_depends_on_the_view_direction_only_as_its_degree_allows():
+    x = torch.tensor([[0.0, 0.0, 3.0]]).expand(64, 3)
+    dirs = torch.nn.functional.normalize(torch.randn(64, 3), dim=-1)
+    for degree, varies in ((1, False), (2, True)):
+        config = resolve({"background": "nerf", "bg_sh_degree": degree, "sh_degree": 4}, "cpu", "scene")
+        field = build_background(config.field, 1.0)
+        torch.nn.init.normal_(field.color_net[0].weight)  # as after training: every input matters
+        rgb = field(x, dirs)[1]
+        assert (rgb.std(0).max() > 1e-3) == varies
 
 
 def test_background_field_outputs_are_bounded_and_train():

@@ -99,6 +99,12 @@ def test_saved_config_round_trips_and_ignores_unknown_settings():
     assert cfg.from_dict(saved) == config
 
 
+def test_a_saved_config_from_before_a_model_setting_keeps_the_saved_models_shape():
+    saved = cfg.to_dict(cfg.resolve({"sh_degree": 3}, "cpu", "scene"))
+    del saved["field"]["bg_sh_degree"]  # as written before the background had its own degree
+    assert cfg.from_dict(saved).field.bg_sh_degree == 3
+
+
 def test_restore_takes_the_checkpoints_settings():
     saved = cfg.to_dict(cfg.resolve({"num_levels": 6, "hidden_dim": 32, "cuda_ray": True}, "cpu", "/data/a"))
     # --test with no flags: everything from the checkpoint, on whatever device (no preset applies).

@@ -39,10 +39,12 @@ def test_kernels_follow_the_twins_loss_curve(small_scene, tmp_path, monkeypatch)
     assert with_kernels[-30:].mean() < 0.5 * with_kernels[:10].mean()
 
 
-def test_graph_steps_equal_eager_steps(small_scene, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--lambda_smoothness", "0.1"]], ids=["plain", "smoothness"])
+def test_graph_steps_equal_eager_steps(small_scene, tmp_path, extra):
+    """(The normal smoothness loss draws its jitter and picks its samples inside the graph.)"""
     root, _ = small_scene
-    graphed = gpu_trainer(root, str(tmp_path / "g"))
-    eager = gpu_trainer(root, str(tmp_path / "e"), "--no_cuda_graph")
+    graphed = gpu_trainer(root, str(tmp_path / "g"), *extra)
+    eager = gpu_trainer(root, str(tmp_path / "e"), "--no_cuda_graph", *extra)
     assert graphed.graphed_step is not None and eager.graphed_step is None
     a, b = loss_curve(graphed, 60), loss_curve(eager, 60)
     assert graphed.graphed_step.enabled and graphed.graphed_step.captures == 1  # captured once, replayed since
