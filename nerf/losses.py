@@ -31,9 +31,11 @@ def normal_smoothness_loss(model, points, normals, weights, count: int, eps: flo
     `count` samples of highest weight (the surface the rays see) and the field's normals at points jittered by
     N(0, eps^2) per axis from them (points [M, 3]): bumps and hash-grid noise finer than eps cost, the photometric
     loss keeps what the images show. -> 0-d"""
-    top = weights.detach().topk(min(count, weights.shape[0])).indices  # a fixed count: CUDA-graph safe
-    w = weights.detach()[top]
-    jittered = points[top].detach() + torch.randn_like(points[top]) * eps
+    weights = weights.detach()
+    top = weights.topk(min(count, weights.shape[0])).indices  # a fixed count: CUDA-graph safe
+    w = weights[top]
+    surface = points[top].detach()
+    jittered = surface + torch.randn_like(surface) * eps
     _, _, gradient = model.sdf_and_gradient(jittered, create_graph=True)
     diff = (normals[top] - F.normalize(gradient.float(), dim=-1)).pow(2).sum(-1)
     return (w * diff).sum() / w.sum().clamp_min(1e-6)
