@@ -1,6 +1,7 @@
 """One run from launch to outputs: resolve the config (flags, device preset, checkpoint), load the scene, build
 the model, renderer and trainer, train (or not, for `--test`), then write the mesh, and for `--test` the
 held-out renders and metrics. Every problem with the input is found before anything is written."""
+import contextlib
 import importlib.util
 import os
 import resource
@@ -145,8 +146,6 @@ def scene_folder(data, workspace, quiet):
 def prepare(args, device, clock):
     """Config, scene and trainer (with the checkpoint's state loaded); raises on bad input, writing nothing."""
     config, path, state = run_config(args, device)
-    # Softplus(beta=100) underflows to denormals far from the surface, which are ~5x slower on CPUs.
-    torch.set_flush_denormal(True)
     d = config.data
     scene = load_scene(scene_folder(d.path, args.workspace, args.quiet), holdout=d.holdout, downscale=d.downscale, use_masks=not d.no_masks,
                        roi=region_of_interest(d), device=device)
@@ -175,7 +174,8 @@ def write_mesh(config, scene, trainer, device, workspace):
     from .mesh_export import export_meshes
     from .texture import color_fn_in_frame
 
-    mesh = extract_mesh(trainer.model, config.export.mc_resolution, scene.to_world, device, SCENE_RADIUS)
+    with denormals_flushed():
+        mesh = extract_mesh(trainer.model, config.export.mc_resolution, scene.to_world, device, SCENE_RADIUS)
     if len(mesh.faces) == 0:
         raise EmptySurface(f"{workspace}: the reconstructed surface is empty (no mesh written); train longer or "
                            "check the scene's cameras and masks")
@@ -188,6 +188,19 @@ def write_mesh(config, scene, trainer, device, workspace):
                                 cameras=(views.intrinsics.cpu().numpy(), c2w, (views.height, views.width)))
     trainer.logger.log(f"mesh: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces -> {', '.join(paths)}")
     return paths, replaced, mesh
+
+
+@contextlib.contextmanager
+def denormals_flushed():
+    """Denormal floats flushed to zero inside, for the stages that evaluate the field: Softplus(beta=100)
+    underflows to denormals far from the surface, which are ~5x slower on CPUs. Only there, and restored after
+    (the default is off): scipy's cKDTree can crash in that mode (a segfault building a tree over the vertices
+    of a marching-cubes mesh, on two machines), and the mesh export and the scores use it."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 # What the mesh stage imports (trimesh alone takes 0.5-0.75 s on a 2-core CPU): loaded while training runs, so
@@ -215,7 +228,8 @@ def train_and_export(args, config, scene, trainer, device, clock, viewer=None):
     renders, metrics and orbit video; the stage seconds go to timings.json."""
     if not args.test:
         import_in_background(MESH_STAGE_MODULES)
-        stats = trainer.train()
+        with denormals_flushed():
+            stats = trainer.train()
         clock.lap("training")
         summary = f"trained {stats['steps']} steps in {stats['seconds']:.1f} s ({stats['it_per_s']:.1f} it/s)"
         if trainer.last_validation:
@@ -229,8 +243,10 @@ def train_and_export(args, config, scene, trainer, device, clock, viewer=None):
     print(f"mesh: {', '.join(mesh_paths)}" + (" (replaced the mesh that was there)" if replaced else ""))
     if args.test:
         results = os.path.join(args.workspace, "results")
-        metrics = write_test_results(trainer.renderer, scene, view_background(config.field.background, device),
-                                     config.export.eval_chunk, results, trainer.step, trainer.use_amp, args.quiet)
+        with denormals_flushed():
+            metrics = write_test_results(trainer.renderer, scene, view_background(config.field.background, device),
+                                         config.export.eval_chunk, results, trainer.step, trainer.use_amp,
+                                         args.quiet)
         clock.lap("test")
         trainer.logger.log(f"test: {len(metrics['views'])} views, PSNR {metrics['mean_psnr']}, "
                            f"SSIM {metrics['mean_ssim']}")
@@ -241,9 +257,10 @@ def train_and_export(args, config, scene, trainer, device, clock, viewer=None):
             print("warning: no orbit video: imageio-ffmpeg is not installed (pip install -r requirements.txt)",
                   file=sys.stderr)
         elif e.video_frames:
-            video = render_orbit(trainer.renderer, scene.train, view_background(config.field.background, device),
-                                 e.video_frames, e.video_downscale, e.eval_chunk, os.path.join(results, "orbit.mp4"),
-                                 use_amp=trainer.use_amp, quiet=args.quiet)
+            with denormals_flushed():
+                video = render_orbit(trainer.renderer, scene.train, view_background(config.field.background, device),
+                                     e.video_frames, e.video_downscale, e.eval_chunk,
+                                     os.path.join(results, "orbit.mp4"), use_amp=trainer.use_amp, quiet=args.quiet)
             clock.lap("video")
             print(f"orbit video: {video}")
     report = clock.report()

@@ -24,7 +24,7 @@ import main_sdf  # noqa: E402
 from nerf.checkpoint import CheckpointError  # noqa: E402
 from nerf.config import ConfigError  # noqa: E402
 from nerf.provider import DatasetError  # noqa: E402
-from nerf.run import StageClock, check_workspace, pick_device, prepare, write_mesh  # noqa: E402
+from nerf.run import StageClock, check_workspace, denormals_flushed, pick_device, prepare, write_mesh  # noqa: E402
 from nerf.viewer import Viewer, ViewerClient, fov_from_intrinsics  # noqa: E402
 
 
@@ -154,15 +154,12 @@ def main(argv=None):
         print(f"viewer: {viewer.url}", flush=True)
         trainer.step_hooks.append(viewer)
         end = time.time() + args.seconds
-        while time.time() < end:
-            trainer.train(until_step=trainer.step + 20)
+        with denormals_flushed():
+            while time.time() < end:
+                trainer.train(until_step=trainer.step + 20)
         trainer.step_hooks.remove(viewer)
-        paths, _ = write_mesh(config, scene, trainer, device, args.workspace)
-        import trimesh
-
-        mesh = trimesh.load(paths[0], force="mesh", process=False)
-        visual = mesh.visual.to_color() if mesh.visual.kind == "texture" else mesh.visual
-        viewer.show_mesh(mesh.vertices, mesh.faces, visual.vertex_colors)
+        paths, _, mesh = write_mesh(config, scene, trainer, device, args.workspace)
+        viewer.show_mesh(mesh.vertices, mesh.faces, mesh.visual.vertex_colors)
         print(f"mesh: {paths[0]}; serving for {args.linger:g} s more", flush=True)
         time.sleep(args.linger)
     finally:

@@ -218,3 +218,34 @@ def test_the_mesh_stage_modules_are_imported_while_training(small_scene, tmp_pat
     import probe_mesh_stage_import
 
     assert probe_mesh_stage_import.THREAD == "import probe_mesh_stage_import"
+
+
+def denormals_flushed_now():
+    return (torch.tensor([1e-40]) * 1.0).item() == 0.0
+
+
+def test_denormals_are_flushed_while_training_and_kept_in_the_mesh_export(small_scene, tmp_path, monkeypatch):
+    """Flushed denormals speed the field up on CPUs (Softplus underflows far from the surface), but scipy's
+    cKDTree can crash in that mode (a segfault over a marching-cubes mesh): the mesh export, which uses it, runs
+    with denormals kept, and so does whatever follows a run."""
+    import nerf.mesh_export
+    from nerf.trainer import Trainer
+
+    seen = {}
+    train_step, export_meshes = Trainer.train_step, nerf.mesh_export.export_meshes
+
+    def recording_step(self):
+        seen.setdefault("training", denormals_flushed_now())
+        return train_step(self)
+
+    def recording_export(*args, **kwargs):
+        seen["export"] = denormals_flushed_now()
+        return export_meshes(*args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_step", recording_step)
+    monkeypatch.setattr(nerf.mesh_export, "export_meshes", recording_export)
+    root, _ = small_scene
+    args = [root, "--workspace", str(tmp_path / "w"), "--iters", "4", "--mc_resolution", "32", "--device", "cpu",
+            "--quiet", *TINY_MODEL]
+    assert main_sdf.main(args) == 0
+    assert seen == {"training": True, "export": False} and not denormals_flushed_now()
