@@ -195,7 +195,8 @@ def denormals_flushed():
     """Denormal floats flushed to zero inside, for the stages that evaluate the field: Softplus(beta=100)
     underflows to denormals far from the surface, which are ~5x slower on CPUs. Only there, and restored after
     (the default is off): scipy's cKDTree can crash in that mode (a segfault building a tree over the vertices
-    of a marching-cubes mesh, on two machines), and the mesh export and the scores use it."""
+    of a marching-cubes mesh, on two machines), and what may follow uses it (the mesh scores, the decimation's
+    colour fallback, a test or a notebook after a run)."""
     torch.set_flush_denormal(True)
     try:
         yield
