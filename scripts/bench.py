@@ -1,15 +1,16 @@
 """Time-to-mesh benchmark: the PyTorch path and `--cuda_ray`, on the same scenes, in one run.
 
     python scripts/bench.py --out bench_out [--dtu PATH] [--synthetic spot,blob] [--iters N] [--paths torch,cuda_ray]
-                            [--variants "base=;warm=--grid_warmup_until 0.5"] [--repeat N]
+                            [--variants "base=;warm=--grid_warmup_until 0.5"] [--repeat N] [--budget S]
 
 For each scene and path it launches `main_sdf.py` as a fresh process (so the wall time covers start-up, data
 loading, training and meshing: launch to mesh written), then `--test` (no model flags: the checkpoint holds them;
 no orbit video) for the held-out PSNR, and for the ground-truth scenes scores the mesh with
 `scripts/eval_mesh.py`. `--variants` runs each scene and path once per named set of flags (an A/B in one run,
 one after another, so the times compare), `--repeat N` N times with seeds 0..N-1; the table then ends with each
-group's medians. Synthetic scenes are rendered first with `scripts/make_synthetic.py` (49 views, DTU-like camera
-cap, 800x600 by default); their meshes are scored over the whole true surface and over the part the cameras see
+group's medians. `--budget S` skips the runs that would end more than S seconds after launch (for a machine lent
+by the minute); bench.json is rewritten after every run. Synthetic scenes are rendered first with
+`scripts/make_synthetic.py` (49 views, DTU-like camera cap, 800x600 by default); their meshes are scored over the whole true surface and over the part the cameras see
 (nerf/seen_surface.py). Prints a markdown table and writes OUT/bench.json, whose rows also hold main_sdf.py's
 seconds per stage (start-up, data, model, training, mesh) and the held-out PSNR of each view.
 """
@@ -32,6 +33,7 @@ def run(cmd, log_path):
 
 
 def main():
+    start = time.time()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="folder for scenes, workspaces, logs and bench.json")
     p.add_argument("--dtu", help="a NeuS-format real scene (e.g. shared/data/dtu_scan24)")
@@ -46,10 +48,15 @@ def main():
     p.add_argument("--variants", default="", help="NAME=FLAGS;NAME=FLAGS...: each scene and path once per variant, "
                                                   "its flags after --extra (e.g. 'base=;warm=--grid_warmup_until 0.5')")
     p.add_argument("--repeat", type=int, default=1, help="runs of each scene, path and variant (seeds 0..N-1)")
+    p.add_argument("--budget", type=float, default=0, help="seconds: start no run that would end past this many "
+                                                           "seconds after launch, going by the longest run of "
+                                                           "the scene so far (of any scene before the first); "
+                                                           "its row says 'skipped' (0: no limit)")
     opt = p.parse_args()
     variants = parse_variants(opt.variants)
     os.makedirs(opt.out, exist_ok=True)
 
+    from nerf.files import write_json
     from nerf.mesh_metrics import evaluate_mesh
     from nerf.synthetic import make_scene
 
@@ -62,15 +69,24 @@ def main():
             make_scene(root, shape=shape, views=opt.views, width=opt.width, height=opt.height, formats=("neus",))
         scenes.append((shape, root, os.path.join(root, "gt_mesh.ply")))
 
-    rows = []
+    rows, longest = [], {}
     for name, root, gt in scenes:
         for path in opt.paths.split(","):
             for seed in range(opt.repeat):  # variants innermost: an A/B's runs sit next to each other in time
                 for variant, flags in variants:
-                    rows.append(bench_run(opt, name, root, gt, path, evaluate_mesh, variant, flags, seed))
+                    estimate = longest.get(name, max(longest.values(), default=0.0))
+                    if opt.budget and time.time() - start + estimate > opt.budget:
+                        rows.append({"scene": name, "path": path, "variant": variant, "seed": seed, "exit": None,
+                                     "skipped": f"--budget {opt.budget:g} s: a run takes ~{estimate:.0f} s"})
+                    else:
+                        run_start = time.time()
+                        rows.append(bench_run(opt, name, root, gt, path, evaluate_mesh, variant, flags, seed))
+                        longest[name] = max(longest.get(name, 0.0), time.time() - run_start)
                     print(json.dumps(rows[-1]), flush=True)
-    json.dump({"iters": opt.iters, "extra": opt.extra, "variants": dict(variants), "repeat": opt.repeat, "rows": rows},
-              open(os.path.join(opt.out, "bench.json"), "w"), indent=2)
+                    # After every run, so that a bench stopped from outside still leaves its rows.
+                    write_json(os.path.join(opt.out, "bench.json"), {
+                        "iters": opt.iters, "extra": opt.extra, "variants": dict(variants), "repeat": opt.repeat,
+                        "rows": rows})
     print_table(rows)
     if len(variants) > 1 or opt.repeat > 1:
         print_table(median_rows(rows))

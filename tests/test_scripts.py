@@ -339,6 +339,19 @@ def test_bench_runs_variants_one_after_another_and_reports_medians(tmp_path):
     assert "| sphere | torch | three (median of 1) |" in res.stdout
 
 
+def test_bench_skips_the_runs_its_budget_leaves_no_time_for(tmp_path):
+    """--budget: a run that would end past the budget is not started; its row says so, in bench.json too."""
+    out = tmp_path / "bench"
+    res = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "bench.py"), "--out", str(out),
+                          "--synthetic", "sphere", "--views", "9", "--width", "48", "--height", "36", "--paths",
+                          "torch,cuda_ray", "--budget", "0.001"], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    assert [(r["path"], r["exit"]) for r in rows] == [("torch", None), ("cuda_ray", None)]
+    assert all(r["skipped"].startswith("--budget 0.001 s") for r in rows)
+    assert not any(name.startswith("ws_") for name in os.listdir(out))  # nothing trained
+
+
 # --------------------------------------------------------------------------
 # setup.py files (metadata only: nothing is compiled)
 # --------------------------------------------------------------------------
