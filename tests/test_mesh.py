@@ -18,6 +18,27 @@ def test_sphere_mesh_is_closed_and_on_the_surface():
     assert mesh.is_watertight and mesh.volume > 0  # outward faces
 
 
+@pytest.mark.parametrize("as_tensor", [False, True], ids=["pymcubes", "raymarching"])
+def test_lattice_values_exactly_at_the_level_leave_the_mesh_closed(as_tensor):
+    """An SDF exactly 0.0 at lattice points (float32 SDFs do that) would put several vertices on each such point
+    with zero-area faces between them, a pinch to any tool that merges coincident vertices: they are welded."""
+    import trimesh
+
+    from raymarching.torch_impl import pymcubes_marching_cubes
+
+    grid = sample_sdf_grid(lambda x: x.norm(dim=-1) - 0.6, resolution=48, radius=1.0, device="cpu")
+    near = np.argwhere(np.abs(grid) < 0.3 * 2 / 47)  # lattice points the surface passes close by
+    grid[tuple(near[::7].T)] = 0.0
+    raw_vertices, _ = pymcubes_marching_cubes(grid.copy())
+    assert len(np.unique(raw_vertices, axis=0)) < len(raw_vertices)  # the case arises without the welding
+    vertices, faces = marching_cubes(torch.from_numpy(grid) if as_tensor else grid, radius=1.0)
+    assert len(np.unique(vertices, axis=0)) == len(vertices)
+    mesh = trimesh.Trimesh(vertices, faces)  # merges coincident vertices, as tools do
+    assert len(mesh.vertices) == len(vertices) and mesh.is_watertight and mesh.is_winding_consistent
+    assert mesh.euler_number == 2 and mesh.area_faces.min() > 0
+    assert np.abs(np.linalg.norm(vertices, axis=1) - 0.6).max() < 2 / 47
+
+
 def test_surface_leaving_the_sphere_is_clipped_closed():
     """A plane would run off the grid; clipping with |x| - 1 closes it (always watertight)."""
     grid = sample_sdf_grid(lambda x: x[:, 2] - 0.1, resolution=48, radius=1.0, device="cpu")
