@@ -126,6 +126,9 @@ class TrainConfig:
                                    minimum=0.0)
     smoothness_eps: float = opt(0.005, "jitter of the normal smoothness loss (normalised units: the sphere's "
                                        "radius is 1)", minimum=0.0)
+    error_sampling: float = opt(0.0, "share of each step's rays drawn in the image tiles whose colour error is "
+                                     "highest (a running error per 16x16-pixel tile); the rest uniform (0: all)",
+                                minimum=0.0)
     cuda_graph: bool = opt(True, "replay each training step as a CUDA graph on GPU (--no_cuda_graph: launch "
                                  "every kernel from Python)")
     ckpt_every: int = opt(1000, "steps between checkpoints (0: only at the end)", minimum=0)
@@ -187,7 +190,7 @@ def device_preset(config: Config, device: str) -> Config:
         "iters": 1000, "num_rays": 512, "num_steps": 32, "upsample_steps": 32, "num_levels": 8,
         "log2_hashmap_size": 16, "desired_resolution": 256, "levels_start": 2, "mc_resolution": 256,
         "eval_chunk": 4096, "eval_downscale": 4, "video_frames": 24, "video_downscale": 4,
-        "bg_samples": 16, "lambda_smoothness": 0.1,
+        "bg_samples": 16, "lambda_smoothness": 0.1, "error_sampling": 0.5,
     })
 
 
@@ -260,6 +263,8 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"--mesh_clean: a fraction in [0, 1], got {e.mesh_clean}")
     if e.texture and not 64 <= e.texture <= 8192:
         raise ConfigError(f"--texture: 0 (vertex colours) or a size from 64 to 8192, got {e.texture}")
+    if config.train.error_sampling > 1:
+        raise ConfigError(f"--error_sampling: a share in [0, 1], got {config.train.error_sampling}")
     s = config.sampler
     if s.upsample_steps % s.upsample_per_round:
         raise ConfigError(f"--upsample_steps: must be a multiple of {s.upsample_per_round} (rounds of "

@@ -113,6 +113,12 @@ def sample_rays(views: Views, num_rays: int, generator: torch.Generator):
     view = torch.randint(0, len(views), shape, generator=generator, device=device)
     row = torch.randint(0, views.height, shape, generator=generator, device=device)
     col = torch.randint(0, views.width, shape, generator=generator, device=device)
+    return pixel_batch(views, view, row, col)
+
+
+def pixel_batch(views: Views, view, row, col):
+    """The training batch of the pixels (view [R], row [R], col [R]: int64 indices) -> rays_o [R, 3],
+    rays_d [R, 3], rgb [R, 3] float in [0, 1], mask [R] float or None (as `sample_rays`)."""
     rays_o, rays_d = pixel_rays(views.intrinsics[view], views.c2w[view], col.float(), row.float())
     rgb = views.images[view, row, col].float() / 255
     mask = None if views.masks is None else views.masks[view, row, col].float() / 255

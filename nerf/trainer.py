@@ -16,6 +16,7 @@ from . import losses
 from .checkpoint import all_finite, checkpoint_dir, load_latest_valid, rng_state, save_checkpoint, set_rng_state
 from .config import to_dict
 from .cuda_graph import GraphedStep
+from .error_map import ErrorMap
 from .evaluation import validation_image, view_background
 from .files import save_png, write_json
 from .interrupts import DeferredInterrupt
@@ -65,6 +66,8 @@ class Trainer:
         s = config.sampler  # --cuda_ray: a fixed budget of samples, about those of the PyTorch path's coarse pass
         self.ray_budget = RayBudget(self.train_cfg.num_rays * s.num_steps, self.train_cfg.num_rays,
                                     self.device) if s.cuda_ray else None
+        share = self.train_cfg.error_sampling
+        self.error_map = ErrorMap(scene.train, share, self.device) if share > 0 else None
         self.step, self.lr_scale, self.recoveries = 0, 1.0, 0
         self.last_validation = None  # (step, PSNR) of the latest validation render
         self.last_scalars = {}  # the latest reported training scalars (loss, PSNR, inv_s, lr), for observers
@@ -93,7 +96,10 @@ class Trainer:
 
     def draw_batch(self):
         n_rays = self.ray_budget.rays_per_step() if self.ray_budget else self.train_cfg.num_rays
-        batch = sample_rays(self.scene.train, n_rays, self.generator)
+        if self.error_map is not None:
+            batch = self.error_map.draw(self.scene.train, n_rays, self.generator)
+        else:
+            batch = sample_rays(self.scene.train, n_rays, self.generator)
         if self.config.field.background == "random":
             batch["bg"] = torch.rand(n_rays, 3, generator=self.generator, device=self.device)
         else:
@@ -101,7 +107,8 @@ class Trainer:
         return batch
 
     def losses(self, batch):
-        """One forward pass: returns (total loss, dict of detached terms)."""
+        """One forward pass: returns (total loss, dict of detached terms, each ray's colour error [R] for the
+        error map (-1: a dropped ray) or None without one)."""
         t = self.train_cfg
         target, mask, bg = batch["rgb"], batch["mask"], batch["bg"]
         if mask is not None and self.model.background is None:
@@ -133,25 +140,30 @@ class Trainer:
         self.rays_seen += out["ray_valid"].sum()
         if self.ray_budget:
             self.ray_budget.record(out["samples_per_ray"])
-        return loss, terms
+        ray_error = None
+        if self.error_map is not None:
+            ray_error = torch.where(out["ray_valid"], (out["rgb"].detach().float() - target).abs().mean(-1), -1.0)
+        return loss, terms, ray_error
 
     def step_body(self, batch):
         """Forward, backward and optimizer step on a batch; what a CUDA graph captures (no host waits)."""
-        loss, terms = self.losses(batch)
+        loss, terms, ray_error = self.losses(batch)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)  # skipped if a gradient is not finite (NaN loss, fp16 overflow)
         self.scaler.update()
         loss = loss.detach()
         self.bad_streak.copy_(torch.where(torch.isfinite(loss), 0, self.bad_streak + 1))
-        return loss, terms
+        return loss, terms, ray_error
 
     def train_step(self):
         """One training step at `self.step`, which it advances; returns (loss, terms) as device tensors."""
         self.renderer.train()
         self.update_step()
         batch = self.draw_batch()
-        loss, terms = (self.graphed_step or self.step_body)(batch)
+        loss, terms, ray_error = (self.graphed_step or self.step_body)(batch)
+        if self.error_map is not None:
+            self.error_map.update(batch["tile"], ray_error)
         self.step += 1
         return loss, terms
 
@@ -249,6 +261,7 @@ class Trainer:
                 "sampler": self.renderer.sampler.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "lr_scale": self.lr_scale, "recoveries": self.recoveries,
                 "ray_budget": self.ray_budget.state_dict() if self.ray_budget else None,
+                "error_map": self.error_map.state_dict() if self.error_map else None,
                 "rng": rng_state(self.generator)}
 
     def load_state_dict(self, state):
@@ -262,6 +275,8 @@ class Trainer:
         self.step, self.lr_scale, self.recoveries = state["step"], state["lr_scale"], state["recoveries"]
         if self.ray_budget:
             self.ray_budget.load_state_dict(state["ray_budget"])
+        if self.error_map and state.get("error_map") is not None:  # (none in a checkpoint from before the map)
+            self.error_map.load_state_dict(state["error_map"])
         set_rng_state(state["rng"], self.generator)
         self.model.update_step(self.step, self.train_cfg.iters)
 

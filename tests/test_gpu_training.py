@@ -39,9 +39,11 @@ def test_kernels_follow_the_twins_loss_curve(small_scene, tmp_path, monkeypatch)
     assert with_kernels[-30:].mean() < 0.5 * with_kernels[:10].mean()
 
 
-@pytest.mark.parametrize("extra", [[], ["--lambda_smoothness", "0.1"]], ids=["plain", "smoothness"])
+@pytest.mark.parametrize("extra", [[], ["--lambda_smoothness", "0.1"], ["--error_sampling", "0.5"]],
+                         ids=["plain", "smoothness", "error_map"])
 def test_graph_steps_equal_eager_steps(small_scene, tmp_path, extra):
-    """(The normal smoothness loss draws its jitter and picks its samples inside the graph.)"""
+    """(The normal smoothness loss draws its jitter and picks its samples inside the graph; the error map is
+    fed from the graph's output and steers the next batch outside it.)"""
     root, _ = small_scene
     graphed = gpu_trainer(root, str(tmp_path / "g"), *extra)
     eager = gpu_trainer(root, str(tmp_path / "e"), "--no_cuda_graph", *extra)

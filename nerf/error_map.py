@@ -1,0 +1,68 @@
+"""Where a training step's rays go: a share of them to the image tiles the model still renders worst, the rest
+uniformly over every pixel, so that no tile is starved (the idea of instant-ngp's error map, per tile rather
+than per pixel). Each tile keeps a running mean of its rays' colour error; a tile no ray has visited yet counts
+as the worst, so every tile is looked at early.
+"""
+import torch
+
+from .provider import Views, pixel_batch
+
+TILE = 16  # pixels a tile's side: ~2k tiles an 800x600 view, each visited every few dozen steps at 4k rays a step
+UNSEEN = 1.0  # a tile's error before its first ray: the largest a colour error in [0, 1] can be
+
+
+class ErrorMap:
+    """Per-tile colour error of the training views [V * rows * cols], and the draws it guides."""
+
+    def __init__(self, views: Views, share: float, device):
+        self.share = share
+        self.rows, self.cols = -(-views.height // TILE), -(-views.width // TILE)
+        self.error = torch.full((len(views) * self.rows * self.cols,), UNSEEN, device=device)
+        self.visited = torch.zeros_like(self.error, dtype=torch.bool)
+
+    def tile_of(self, view, row, col):
+        """Tile index [R] of the pixels (view, row, col) [R]."""
+        return (view * self.rows + row // TILE) * self.cols + col // TILE
+
+    def draw(self, views: Views, num_rays: int, generator: torch.Generator):
+        """A training batch (as `provider.sample_rays`) plus "tile" [R]: round(share * num_rays) rays in tiles
+        drawn in proportion to their error, at a uniform pixel of the tile; the others uniform over all pixels."""
+        device = self.error.device
+        guided = round(self.share * num_rays)
+        shape = (num_rays - guided,)
+        view = torch.randint(0, len(views), shape, generator=generator, device=device)
+        row = torch.randint(0, views.height, shape, generator=generator, device=device)
+        col = torch.randint(0, views.width, shape, generator=generator, device=device)
+        tile = (torch.multinomial(self.error, guided, replacement=True, generator=generator) if guided
+                else torch.zeros(0, dtype=torch.long, device=device))  # (multinomial refuses to draw none)
+        per_view = self.rows * self.cols
+        top, left = tile % per_view // self.cols * TILE, tile % per_view % self.cols * TILE
+        # Tiles on the right and bottom edges may be cut short by the image's border.
+        height = (views.height - top).clamp(max=TILE)
+        width = (views.width - left).clamp(max=TILE)
+        offsets = torch.rand(2, guided, generator=generator, device=device)
+        view = torch.cat([view, tile // per_view])
+        row = torch.cat([row, top + (offsets[0] * height).long().clamp(max=height - 1)])
+        col = torch.cat([col, left + (offsets[1] * width).long().clamp(max=width - 1)])
+        batch = pixel_batch(views, view, row, col)
+        batch["tile"] = self.tile_of(view, row, col)
+        return batch
+
+    def update(self, tile, ray_error):
+        """Folds a step's per-ray colour errors ray_error [R] (negative: a ray that does not count) into their
+        tiles tile [R]: the first visit sets a tile's error, later ones average with it (no host wait)."""
+        counted = ray_error >= 0  # False for NaN too: a diverging step leaves the map as it was
+        values = torch.where(counted, ray_error, 0).to(self.error.dtype)
+        sums = torch.zeros_like(self.error).index_add_(0, tile, values)
+        counts = torch.zeros_like(self.error).index_add_(0, tile, counted.to(self.error.dtype))
+        mean = sums / counts.clamp_min(1)
+        hit = counts > 0
+        self.error = torch.where(hit, torch.where(self.visited, 0.5 * (self.error + mean), mean), self.error)
+        self.visited |= hit
+
+    def state_dict(self):
+        return {"error": self.error, "visited": self.visited}
+
+    def load_state_dict(self, state):
+        self.error = state["error"].to(self.error.device)
+        self.visited = state["visited"].to(self.visited.device)
