@@ -33,7 +33,9 @@ class ErrorMap:
         view = torch.randint(0, len(views), shape, generator=generator, device=device)
         row = torch.randint(0, views.height, shape, generator=generator, device=device)
         col = torch.randint(0, views.width, shape, generator=generator, device=device)
-        tile = (torch.multinomial(self.error, guided, replacement=True, generator=generator) if guided
+        # A floor: a map of zeros (a scene rendered perfectly) is no distribution to draw from.
+        weights = self.error.clamp_min(1e-8)
+        tile = (torch.multinomial(weights, guided, replacement=True, generator=generator) if guided
                 else torch.zeros(0, dtype=torch.long, device=device))  # (multinomial refuses to draw none)
         per_view = self.rows * self.cols
         top, left = tile % per_view // self.cols * TILE, tile % per_view % self.cols * TILE

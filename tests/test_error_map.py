@@ -73,6 +73,13 @@ def test_the_running_error_follows_the_reports_and_steers_the_draws():
     assert torch.isin(guided, wrong).float().mean() > 0.9  # 0.6 of the error mass of 0.616
 
 
+def test_a_map_of_zeros_still_draws():
+    views = tile_coded_views(1)
+    error_map = ErrorMap(views, share=1.0, device="cpu")
+    error_map.error.zero_()
+    assert len(error_map.draw(views, 64, torch.Generator().manual_seed(3))["tile"]) == 64
+
+
 def test_first_visit_sets_a_tile_and_later_ones_average():
     views = tile_coded_views(1)
     error_map = ErrorMap(views, share=0.5, device="cpu")
