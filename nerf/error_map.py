@@ -5,7 +5,7 @@ as the worst, so every tile is looked at early.
 """
 import torch
 
-from .provider import Views, pixel_batch
+from .provider import Views, pixel_batch, uniform_pixels
 
 TILE = 16  # pixels a tile's side: ~2k tiles an 800x600 view, each visited every few dozen steps at 4k rays a step
 UNSEEN = 1.0  # a tile's error before its first ray: the largest a colour error in [0, 1] can be
@@ -29,10 +29,7 @@ class ErrorMap:
         drawn in proportion to their error, at a uniform pixel of the tile; the others uniform over all pixels."""
         device = self.error.device
         guided = round(self.share * num_rays)
-        shape = (num_rays - guided,)
-        view = torch.randint(0, len(views), shape, generator=generator, device=device)
-        row = torch.randint(0, views.height, shape, generator=generator, device=device)
-        col = torch.randint(0, views.width, shape, generator=generator, device=device)
+        view, row, col = uniform_pixels(views, num_rays - guided, generator)
         # A floor: a map of zeros (a scene rendered perfectly) is no distribution to draw from.
         weights = self.error.clamp_min(1e-8)
         tile = (torch.multinomial(weights, guided, replacement=True, generator=generator) if guided

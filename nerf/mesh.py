@@ -71,7 +71,7 @@ def marching_cubes(grid, radius):
             vertices, faces = vertices.cpu().numpy(), faces.cpu().numpy()
     if not torch.is_tensor(grid):
         vertices, faces = pymcubes_marching_cubes(grid)
-    vertices, faces = weld_lattice_points(vertices, faces.astype(np.int64))
+    vertices, faces = weld_lattice_points(vertices, faces.astype(np.int64, copy=False))
     return lattice_position(vertices.astype(np.float64), resolution, radius).astype(np.float32), faces
 
 

@@ -108,12 +108,17 @@ def sample_rays(views: Views, num_rays: int, generator: torch.Generator):
 
     Returns a dict with rays_o [R, 3], rays_d [R, 3], rgb [R, 3] float in [0, 1], mask [R] float or None.
     """
+    return pixel_batch(views, *uniform_pixels(views, num_rays, generator))
+
+
+def uniform_pixels(views: Views, count: int, generator: torch.Generator):
+    """`count` pixels drawn uniformly from all views -> view [count], row [count], col [count] int64 indices."""
     device = views.images.device
-    shape = (num_rays,)
+    shape = (count,)
     view = torch.randint(0, len(views), shape, generator=generator, device=device)
     row = torch.randint(0, views.height, shape, generator=generator, device=device)
     col = torch.randint(0, views.width, shape, generator=generator, device=device)
-    return pixel_batch(views, view, row, col)
+    return view, row, col
 
 
 def pixel_batch(views: Views, view, row, col):
