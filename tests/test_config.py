@@ -141,6 +141,8 @@ def test_restore_refuses_flags_that_change_the_model(flags, testing):
     (["--mesh_faces", "3"], "error: --mesh_faces: 0 (no decimation) or at least 4"),
     (["--texture", "32"], "error: --texture: 0 (vertex colours) or a size from 64 to 8192"),
     (["--mesh_clean", "1.5"], "error: --mesh_clean: a fraction in [0, 1]"),
+    (["--error_sampling", "1.5"], "error: --error_sampling: a share in [0, 1]"),
+    (["--error_sampling", "-0.1"], "error: --error_sampling: must be >= 0.0"),
     (["--background", "sky"], "error: --background: invalid choice: 'sky'"),
     (["--num_rays", "many"], "error: --num_rays: invalid int value: 'many'"),
     (["--no_such_flag"], "error: unrecognized arguments: --no_such_flag"),
