@@ -52,7 +52,14 @@ def test_graph_steps_equal_eager_steps(small_scene, tmp_path, extra):
     assert graphed.graphed_step.enabled and graphed.graphed_step.captures == 1  # captured once, replayed since
     # Same batches: the first steps agree to float rounding; atomics reorder sums, so later ones differ a little.
     assert np.allclose(a[:3], b[:3], rtol=1e-4) and np.allclose(a[:10], b[:10], rtol=1e-3), (a[:10], b[:10])
-    assert np.allclose(a, b, rtol=0.05)  # atomics reorder sums: the curves drift apart only slowly
+    if graphed.error_map is None:
+        assert np.allclose(a, b, rtol=0.05)  # atomics reorder sums: the curves drift apart only slowly
+    else:
+        # The guided draw is discontinuous in the tile errors: once rounding moves a tile past a draw, the two
+        # runs see different rays, so only their levels compare; the map must have been fed by the graph.
+        assert abs(a[-30:].mean() / b[-30:].mean() - 1) < 0.1, (a[-30:].mean(), b[-30:].mean())
+        assert graphed.error_map.visited.float().mean() > 0.5
+        assert torch.allclose(graphed.error_map.error.mean(), eager.error_map.error.mean(), rtol=0.2)
 
 
 def test_graphs_are_captured_again_when_the_ray_count_changes(small_scene, tmp_path):
