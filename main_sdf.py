@@ -72,6 +72,9 @@ def main(argv=None):
 
 def cli():
     """The `instant-nsr` console command."""
+    from nerf.bytecode_cache import use_own_cache_if_needed
+
+    use_own_cache_if_needed("torch")  # before torch is imported
     sys.exit(main())
 
 

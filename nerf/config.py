@@ -18,8 +18,9 @@ from typing import Optional
 SCENE_RADIUS = 1.0
 MESH_FORMATS = ("ply", "obj", "glb")
 # --preset: a share of the device's training steps (the learning-rate warm-up scaled alike; the other schedules
-# are fractions of the run already) and the validation interval (0: none)
-PRESETS = {"fast": {"steps": 0.3, "eval_every": 0}}
+# are fractions of the run already), and settings it changes. "fast": no validation renders, and half the rays
+# guided by the error map, which a short run gains most from (BENCHMARKS.md, session 11).
+PRESETS = {"fast": {"steps": 0.3, "settings": {"eval_every": 0, "error_sampling": 0.5}}}
 
 
 class ConfigError(ValueError):
@@ -105,8 +106,9 @@ class SamplerConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    preset: Optional[str] = opt(None, "'fast': a quick look, 30 % of the steps (schedules scaled with them), no "
-                                      "validation renders; flags still win (measured quality: BENCHMARKS.md)",
+    preset: Optional[str] = opt(None, "'fast': a quick look, 30 % of the steps (schedules scaled with them), "
+                                      "error-guided rays, no validation renders; flags still win (measured "
+                                      "quality: BENCHMARKS.md)",
                                 choices=tuple(PRESETS))
     iters: int = opt(5000, "training steps", minimum=1)
     num_rays: int = opt(4096, "rays per step (--cuda_ray: sets the sample budget num_rays x num_steps)", minimum=1)
@@ -203,7 +205,7 @@ def apply_preset(config: Config, name: Optional[str]) -> Config:
     t = config.train
     steps = max(1, round(t.iters * PRESETS[name]["steps"]))
     return override(config, {"preset": name, "iters": steps, "warmup": round(t.warmup * steps / t.iters),
-                             "eval_every": PRESETS[name]["eval_every"]})
+                             **PRESETS[name]["settings"]})
 
 
 def override(config: Config, values: dict) -> Config:

@@ -65,10 +65,12 @@ def test_cpu_preset_is_lean_and_flags_win_over_it():
 def test_fast_preset_scales_the_device_schedule_and_flags_win_over_it():
     gpu, fast = cfg.resolve({}, "cuda", "scene"), cfg.resolve({"preset": "fast"}, "cuda", "scene")
     assert (fast.train.iters, fast.train.warmup, fast.train.eval_every) == (1500, 150, 0)
+    assert (gpu.train.error_sampling, fast.train.error_sampling) == (0.0, 0.5)
     assert fast.field == gpu.field and fast.sampler == gpu.sampler  # the same model, trained shorter
     cpu_fast = cfg.resolve({"preset": "fast"}, "cpu", "scene")
     assert cpu_fast.train.iters == 300 and cpu_fast.field == cfg.resolve({}, "cpu", "scene").field
     assert cfg.resolve({"preset": "fast", "iters": 2000}, "cuda", "scene").train.iters == 2000
+    assert cfg.resolve({"preset": "fast", "error_sampling": 0.0}, "cuda", "scene").train.error_sampling == 0.0
     with pytest.raises(cfg.ConfigError, match="--preset: the checkpoint was trained with None"):
         cfg.restore(cfg.to_dict(gpu), {"preset": "fast"}, None, testing=False)
     with pytest.raises(cfg.ConfigError, match="--preset: must be one of fast"):
