@@ -3,7 +3,7 @@
 Some environments hold torch without its compiled `.pyc` files (uv installs without `--compile-bytecode`, `pip
 install --no-compile`) and either cannot write them (a read-only or shared install) or are told not to
 (`PYTHONDONTWRITEBYTECODE=1`, common in container images, and set on our lent GPU machine). Python then compiles
-each of the ~1600 modules a run imports from source at every launch: 5.8 s of compiling in a run there, against
+each of the ~2000 modules a run imports from source at every launch: 5.8 s of compiling in a run there, against
 ~1 s of imports with bytecode. In that case Python's bytecode goes to a folder of our own instead (beside the
 kernels' just-in-time builds), compiled once and loaded from there after; nothing is written beside any source.
 An install with bytecode is left alone, and so is a `PYTHONPYCACHEPREFIX` the user set.
