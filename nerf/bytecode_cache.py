@@ -41,6 +41,8 @@ def use_own_cache_if_needed(module="torch"):
     if not lacks_bytecode(module):
         return None
     folder = cache_folder()
+    if not os.path.isabs(folder):  # no home folder to expand "~" to: never write relative to the working folder
+        return None
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError:  # nowhere to write it either: compile from source as before

@@ -87,3 +87,14 @@ def test_installs_with_bytecode_or_writable_folders_and_a_users_prefix_are_left_
     assert not bytecode_cache.lacks_bytecode("fakemod")  # bytecode beside it: a normal install
     assert not bytecode_cache.lacks_bytecode("no_such_module_here")
 
+
+def test_no_home_folder_means_no_cache(tmp_path, monkeypatch):
+    pkg = make_module(tmp_path)
+    monkeypatch.syspath_prepend(str(pkg))
+    monkeypatch.setattr(sys, "pycache_prefix", None)
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    monkeypatch.delenv("INSTANT_NSR_BUILD_DIR", raising=False)
+    monkeypatch.setattr(bytecode_cache.os.path, "expanduser", lambda path: path)  # as with HOME unset
+    monkeypatch.chdir(tmp_path)
+    assert bytecode_cache.use_own_cache_if_needed("fakemod") is None
+    assert sys.pycache_prefix is None and not os.path.exists(tmp_path / "~")
