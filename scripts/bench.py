@@ -11,8 +11,9 @@ one after another, so the times compare), `--repeat N` N times with seeds 0..N-1
 group's medians. `--budget S` skips the runs that would end more than S seconds after launch (for a machine lent
 by the minute); bench.json is rewritten after every run. Synthetic scenes are rendered first with
 `scripts/make_synthetic.py` (49 views, DTU-like camera cap, 800x600 by default); their meshes are scored over the
-whole true surface and over the part the cameras see (nerf/seen_surface.py). Prints a markdown table and writes OUT/bench.json, whose rows also hold main_sdf.py's
-seconds per stage (start-up, data, model, training, mesh) and the held-out PSNR of each view.
+whole true surface and over the part the cameras see (nerf/seen_surface.py). Prints a markdown table and writes
+OUT/bench.json, whose rows also hold main_sdf.py's seconds per stage (start-up, data, model, training, mesh) and
+the held-out PSNR of each view.
 """
 import argparse
 import json
