@@ -128,9 +128,9 @@ class TrainConfig:
                                    minimum=0.0)
     smoothness_eps: float = opt(0.005, "jitter of the normal smoothness loss (normalised units: the sphere's "
                                        "radius is 1)", minimum=0.0)
-    error_sampling: float = opt(0.0, "share of each step's rays drawn in the image tiles whose colour error is "
-                                     "highest (a running error per 16x16-pixel tile); the rest uniform (0: all)",
-                                minimum=0.0)
+    error_sampling: float = opt(0.0, "share of each step's samples spent on rays drawn in the image tiles whose "
+                                     "colour error is highest (a running error per 16x16-pixel tile); the rest on "
+                                     "uniform rays (0: all)", minimum=0.0)
     cuda_graph: bool = opt(True, "replay each training step as a CUDA graph on GPU (--no_cuda_graph: launch "
                                  "every kernel from Python)")
     ckpt_every: int = opt(1000, "steps between checkpoints (0: only at the end)", minimum=0)

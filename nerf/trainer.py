@@ -66,8 +66,7 @@ class Trainer:
         s = config.sampler  # --cuda_ray: a fixed budget of samples, about those of the PyTorch path's coarse pass
         self.ray_budget = RayBudget(self.train_cfg.num_rays * s.num_steps, self.train_cfg.num_rays,
                                     self.device) if s.cuda_ray else None
-        share = self.train_cfg.error_sampling
-        self.error_map = ErrorMap(scene.train, share, self.device) if share > 0 else None
+        self.error_map = ErrorMap(scene.train, self.device) if self.train_cfg.error_sampling > 0 else None
         self.step, self.lr_scale, self.recoveries = 0, 1.0, 0
         self.last_validation = None  # (step, PSNR) of the latest validation render
         self.last_scalars = {}  # the latest reported training scalars (loss, PSNR, inv_s, lr), for observers
@@ -95,9 +94,14 @@ class Trainer:
         set_lrs(self.optimizer, lr_factor(self.step, t.iters, t.warmup, t.lr_final_ratio) * self.lr_scale)
 
     def draw_batch(self):
+        if self.ray_budget and self.step % self.train_cfg.check_every == 0:
+            self.ray_budget.refresh()  # where `train` has just waited on the GPU: no new wait
         n_rays = self.ray_budget.rays_per_step() if self.ray_budget else self.train_cfg.num_rays
         if self.error_map is not None:
-            batch = self.error_map.draw(self.scene.train, n_rays, self.generator)
+            # A share of the step's samples: of its rays on the PyTorch path (a fixed count of samples a ray).
+            share = self.train_cfg.error_sampling
+            n_guided = self.ray_budget.guided_rays(share, n_rays) if self.ray_budget else round(share * n_rays)
+            batch = self.error_map.draw(self.scene.train, n_rays, n_guided, self.generator)
         else:
             batch = sample_rays(self.scene.train, n_rays, self.generator)
         if self.config.field.background == "random":
@@ -139,7 +143,7 @@ class Trainer:
         self.samples_seen += out["inside"].sum()
         self.rays_seen += out["ray_valid"].sum()
         if self.ray_budget:
-            self.ray_budget.record(out["samples_per_ray"])
+            self.ray_budget.record(out["samples_per_ray"], out["ray_samples"], batch.get("guided"))
         ray_error = None
         if self.error_map is not None:
             ray_error = torch.where(out["ray_valid"], (out["rgb"].detach().float() - target).abs().mean(-1), -1.0)

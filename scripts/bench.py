@@ -51,7 +51,8 @@ def main():
     p.add_argument("--repeat", type=int, default=1, help="runs of each scene, path and variant (seeds 0..N-1)")
     p.add_argument("--budget", type=float, default=0, help="seconds: start no run that would end past this many "
                                                            "seconds after launch, going by the longest run of "
-                                                           "the scene so far (of any scene before the first); "
+                                                           "the scene and variant so far (else of the scene, "
+                                                           "else of any scene); "
                                                            "its row says 'skipped' (0: no limit)")
     opt = p.parse_args()
     variants = parse_variants(opt.variants)
@@ -75,14 +76,18 @@ def main():
         for path in opt.paths.split(","):
             for seed in range(opt.repeat):  # variants innermost: an A/B's runs sit next to each other in time
                 for variant, flags in variants:
-                    estimate = longest.get(name, max(longest.values(), default=0.0))
+                    # This variant's own time on this scene once known (a preset may take half the time of the
+                    # base), else the scene's longest run, else the longest run so far.
+                    estimate = longest.get((name, variant), longest.get(name, max(longest.values(), default=0.0)))
                     if opt.budget and time.time() - start + estimate > opt.budget:
                         rows.append({"scene": name, "path": path, "variant": variant, "seed": seed, "exit": None,
                                      "skipped": f"--budget {opt.budget:g} s: a run takes ~{estimate:.0f} s"})
                     else:
                         run_start = time.time()
                         rows.append(bench_run(opt, name, root, gt, path, evaluate_mesh, variant, flags, seed))
-                        longest[name] = max(longest.get(name, 0.0), time.time() - run_start)
+                        seconds = time.time() - run_start
+                        longest[name] = max(longest.get(name, 0.0), seconds)
+                        longest[(name, variant)] = max(longest.get((name, variant), 0.0), seconds)
                     print(json.dumps(rows[-1]), flush=True)
                     # After every run, so that a bench stopped from outside still leaves its rows.
                     write_json(os.path.join(opt.out, "bench.json"), {

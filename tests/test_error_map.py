@@ -30,36 +30,37 @@ def tiles_of(batch):
 
 def test_guided_rays_land_in_the_worst_tile_even_where_the_border_cuts_it():
     views = tile_coded_views()
-    error_map = ErrorMap(views, share=1.0, device="cpu")
+    error_map = ErrorMap(views, device="cpu")
     assert error_map.error.numel() == 2 * 3 * 3
     generator = torch.Generator().manual_seed(0)
     for worst in range(error_map.error.numel()):  # every tile, the cut ones too
         error_map.error.zero_()
         error_map.error[worst] = 0.5
-        batch = error_map.draw(views, 200, generator)
-        assert (tiles_of(batch) == worst).all() and (batch["tile"] == worst).all()
+        batch = error_map.draw(views, 200, 200, generator)
+        assert (tiles_of(batch) == worst).all() and (batch["tile"] == worst).all() and batch["guided"].all()
 
 
 def test_the_uniform_share_reaches_every_tile():
     views = tile_coded_views()
-    error_map = ErrorMap(views, share=0.25, device="cpu")
+    error_map = ErrorMap(views, device="cpu")
     error_map.error.zero_()
     error_map.error[4] = 1.0
-    batch = error_map.draw(views, 4000, torch.Generator().manual_seed(1))
+    batch = error_map.draw(views, 4000, 1000, torch.Generator().manual_seed(1))
     tiles = tiles_of(batch)
     assert torch.equal(tiles, batch["tile"])
-    assert (tiles[3000:] == 4).all()  # round(0.25 * 4000) guided rays, after the uniform ones
-    assert set(tiles[:3000].tolist()) == set(range(18))
+    assert (tiles[:1000] == 4).all()  # the guided rays come first (a fixed-budget march drops the last rays)
+    assert batch["guided"][:1000].all() and not batch["guided"][1000:].any()
+    assert set(tiles[1000:].tolist()) == set(range(18))
 
 
 def test_the_running_error_follows_the_reports_and_steers_the_draws():
     """A model wrong in two tiles only: once every tile has been seen, the guided rays go there."""
     views = tile_coded_views()
-    error_map = ErrorMap(views, share=0.5, device="cpu")
+    error_map = ErrorMap(views, device="cpu")
     wrong = torch.tensor([2, 13])
     generator = torch.Generator().manual_seed(2)
     for _ in range(20):
-        batch = error_map.draw(views, 256, generator)
+        batch = error_map.draw(views, 256, 128, generator)
         ray_error = torch.where(torch.isin(batch["tile"], wrong), 0.3, 0.001)
         ray_error[:3] = float("nan")  # a diverging ray, and a dropped one below: neither counts
         ray_error[3] = -1.0
@@ -69,20 +70,20 @@ def test_the_running_error_follows_the_reports_and_steers_the_draws():
     others = torch.ones(18, dtype=torch.bool)
     others[wrong] = False
     assert torch.allclose(error_map.error[others], torch.tensor(0.001))
-    guided = error_map.draw(views, 1000, generator)["tile"][500:]
+    guided = error_map.draw(views, 1000, 500, generator)["tile"][:500]
     assert torch.isin(guided, wrong).float().mean() > 0.9  # 0.6 of the error mass of 0.616
 
 
 def test_a_map_of_zeros_still_draws():
     views = tile_coded_views(1)
-    error_map = ErrorMap(views, share=1.0, device="cpu")
+    error_map = ErrorMap(views, device="cpu")
     error_map.error.zero_()
-    assert len(error_map.draw(views, 64, torch.Generator().manual_seed(3))["tile"]) == 64
+    assert len(error_map.draw(views, 64, 64, torch.Generator().manual_seed(3))["tile"]) == 64
 
 
 def test_first_visit_sets_a_tile_and_later_ones_average():
     views = tile_coded_views(1)
-    error_map = ErrorMap(views, share=0.5, device="cpu")
+    error_map = ErrorMap(views, device="cpu")
     tile = torch.tensor([0, 0, 5])
     error_map.update(tile, torch.tensor([0.2, 0.4, 0.1]))
     assert torch.allclose(error_map.error[[0, 5, 1]], torch.tensor([0.3, 0.1, 1.0]))  # 1: never seen

@@ -177,9 +177,30 @@ def test_ray_budget_is_a_slowly_changing_power_of_two():
     counts = []
     for samples_per_ray in (1000.0, 200.0, 150.0, 120.0, 100.0, 60.0, 400.0, 10.0, 2.0):
         budget.record(torch.tensor(samples_per_ray))
+        assert budget.rays_per_step() == (counts[-1] if counts else 4096)  # records count from the next refresh
+        budget.refresh()
         counts.append(budget.rays_per_step())
     # 1.25 * 2^18 / spr, rounded up to a power of two, kept until 2.5x too many, capped at 16 * 4096.
     assert counts == [512, 2048, 4096, 4096, 4096, 8192, 1024, 32768, 65536]
+
+
+def test_guided_rays_fill_their_share_of_the_samples_not_of_the_rays():
+    """Guided rays that take 4x the samples of the others: half the budget's samples is an eighth of 4096 rays,
+    where a half of the rays would leave the uniform ones a fifth of the budget."""
+    budget = RayBudget(capacity=2**16, num_rays=4096, device="cpu")
+    assert budget.guided_rays(0.5, 4096) == 2048  # nothing measured yet: a share of the rays
+    ray_samples = torch.cat([torch.full((512,), 64.0), torch.full((2048,), 16.0), torch.zeros(1536)])  # 0: dropped
+    guided = torch.arange(4096) < 512
+    budget.record(ray_samples.sum() / (ray_samples > 0).sum(), ray_samples, guided)
+    budget.refresh()
+    assert budget.measured == pytest.approx((25.6, 64.0))  # 2^16 samples over 2560 kept rays; 64 a guided one
+    assert budget.guided_rays(0.5, 4096) == 512  # 0.5 * 2^16 / 64
+    assert budget.guided_rays(1.0, 512) == 512  # never more than the step's rays
+    assert budget.guided_rays(0.0, 4096) == 0
+    state = budget.state_dict()
+    resumed = RayBudget(capacity=2**16, num_rays=4096, device="cpu")
+    resumed.load_state_dict(state)
+    assert resumed.guided_rays(0.5, 4096) == 512
 
 
 class ShellModel(SphereModel):

@@ -124,9 +124,11 @@ def test_train_step_advances_the_step(small_scene, tmp_path):
     assert trainer.step == 2
 
 
-@pytest.mark.parametrize("extra", [[], ["--error_sampling", "0.5"]], ids=["uniform", "error_map"])
+@pytest.mark.parametrize("extra", [[], ["--error_sampling", "0.5"], ["--error_sampling", "0.5", "--cuda_ray"]],
+                         ids=["uniform", "error_map", "error_map_cuda_ray"])
 def test_resume_after_interrupt_matches_an_uninterrupted_run(small_scene, tmp_path, extra):
-    """(With --error_sampling the error map travels in the checkpoint: the resumed run draws the same rays.)"""
+    """(With --error_sampling the error map travels in the checkpoint, and under --cuda_ray the guided rays'
+    samples: the resumed run draws the same rays.)"""
     root, _ = small_scene
     flags = ["--iters", "20", "--ckpt_every", "10", *TINY_MODEL, *extra]
     _, _, straight = make_trainer(root, str(tmp_path / "a"), *flags)
