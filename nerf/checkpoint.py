@@ -5,6 +5,7 @@ import io
 import os
 import random
 import re
+import threading
 
 import numpy as np
 import torch
@@ -22,6 +23,10 @@ def checkpoint_dir(workspace):
     return os.path.join(workspace, "checkpoints")
 
 
+def checkpoint_path(folder, step):
+    return os.path.join(folder, f"ckpt_{step:07d}.pth")
+
+
 def list_checkpoints(folder):
     """Paths of the complete checkpoints in `folder`, oldest first (a temporary file never matches)."""
     if not os.path.isdir(folder):
@@ -36,7 +41,7 @@ def latest_checkpoint(folder):
 
 def save_checkpoint(folder, state, keep):
     """Write `state` (a dict with "step") as folder/ckpt_NNNNNNN.pth and keep only the newest `keep`."""
-    path = os.path.join(folder, f"ckpt_{state['step']:07d}.pth")
+    path = checkpoint_path(folder, state["step"])
     # Serialised in memory first: torch.save into a file on a full disk raises a RuntimeError from its zip
     # writer; a plain write raises the OSError (ENOSPC) that the run reports as one line.
     buffer = io.BytesIO()
@@ -50,6 +55,55 @@ def save_checkpoint(folder, state, keep):
     for old in list_checkpoints(folder)[:-keep]:
         os.remove(old)
     return path
+
+
+def to_host(state):
+    """A copy of `state` (nested dicts, lists, tuples) whose tensors are on the CPU and share no memory with the
+    originals, which training goes on changing."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {k: to_host(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(to_host(v) for v in state)
+    return state
+
+
+class CheckpointWriter:
+    """Saves checkpoints one at a time, in order; a background save copies the state to the host at once (the
+    only wait for the GPU) and serialises and writes it on a thread while training goes on (a 146-MB checkpoint
+    takes ~0.7 s on a 2-core CPU). The error of a background write is raised by the next `save` or `wait`."""
+
+    def __init__(self, folder, keep):
+        self.folder, self.keep = folder, keep
+        self.thread = self.error = None
+
+    def save(self, state, background=False):
+        """Path of the checkpoint of `state` (written, or being written when `background`)."""
+        self.wait()
+        state = to_host(state)
+        if not background:
+            return save_checkpoint(self.folder, state, self.keep)
+
+        def write():
+            try:
+                save_checkpoint(self.folder, state, self.keep)
+            except BaseException as e:  # raised in the loop's thread by the next save or wait
+                self.error = e
+
+        # Not a daemon: a run that stops meanwhile (an error, Ctrl-C) still finishes the file before exiting.
+        self.thread = threading.Thread(target=write, name="checkpoint-writer")
+        self.thread.start()
+        return checkpoint_path(self.folder, state["step"])
+
+    def wait(self):
+        """Until the background save (if any) is on disk; raises its error."""
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
 
 
 def load_checkpoint(path, device):

@@ -13,7 +13,7 @@ import torch
 import tqdm
 
 from . import losses
-from .checkpoint import all_finite, checkpoint_dir, load_latest_valid, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import CheckpointWriter, all_finite, checkpoint_dir, load_latest_valid, rng_state, set_rng_state
 from .config import to_dict
 from .cuda_graph import GraphedStep
 from .error_map import ErrorMap
@@ -55,6 +55,7 @@ class Trainer:
         self.model = renderer.model
         self.scene, self.workspace, self.logger, self.quiet = scene, workspace, logger, quiet
         self.ckpt_dir = checkpoint_dir(workspace)
+        self.checkpoints = CheckpointWriter(self.ckpt_dir, self.train_cfg.ckpt_keep)
         self.optimizer = make_optimizer(self.model, self.train_cfg, self.device)
         self.use_amp = self.train_cfg.fp16 and self.device.type == "cuda"
         # The scaler also skips steps whose gradients are not finite (with fused Adam, without waiting for the
@@ -201,8 +202,8 @@ class Trainer:
                         self.report(bar, loss, terms, (self.step - start_step) / (time.time() - start_time))
                 if self.eval_interval and self.step % self.eval_interval == 0 and self.step < t.iters:
                     self.validate()
-                if t.ckpt_every > 0 and self.step % t.ckpt_every == 0:
-                    self.save()
+                if t.ckpt_every > 0 and self.step % t.ckpt_every == 0 and self.step < end:
+                    self.save(background=True)  # (the last step's is the save below)
                 if interrupt.requested:
                     path = self.save()
                     self.logger.log(f"interrupted at step {self.step}; saved {path}")
@@ -245,6 +246,7 @@ class Trainer:
     def recover(self, loss_value, first_bad_step):
         """Divergence: reload the last checkpoint with a lower learning rate, a few times at most; else stop."""
         t = self.train_cfg
+        self.checkpoints.wait()
         latest, state = load_latest_valid(self.ckpt_dir, self.device, self.logger.log)
         if latest is None or self.recoveries >= t.max_recoveries:
             raise TrainingDiverged(
@@ -287,10 +289,10 @@ class Trainer:
     def weights_finite(self):
         return all_finite(self.model.parameters())
 
-    def save(self):
-        """A checkpoint of the current state, unless the last loss or a weight is not finite (it would betray a
-        resume or a recovery)."""
+    def save(self, background=False):
+        """A checkpoint of the current state (written on a thread while training goes on, if `background`),
+        unless the last loss or a weight is not finite (it would betray a resume or a recovery)."""
         if int(self.bad_streak) > 0 or not self.weights_finite():
             self.logger.log(f"step {self.step}: loss or weights not finite, checkpoint not saved")
             return None
-        return save_checkpoint(self.ckpt_dir, self.state_dict(), self.train_cfg.ckpt_keep)
+        return self.checkpoints.save(self.state_dict(), background)

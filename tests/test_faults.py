@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import main_sdf
-from nerf.checkpoint import list_checkpoints
+from nerf.checkpoint import CheckpointWriter, list_checkpoints
 from train_helpers import TINY_MODEL
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -156,6 +156,35 @@ def test_a_failed_sync_gives_one_line_and_leaves_nothing_corrupt(small_scene, tm
     assert sorted(os.listdir(folder)) == ["ckpt_0000004.pth"]  # no temporary file left
     monkeypatch.setattr(nerf.files.os, "fsync", real_fsync)
     assert main_sdf.main(args) == 0  # resumes from step 4
+
+
+def test_a_background_checkpoint_holds_the_state_of_its_step_and_reports_a_failed_write(tmp_path, monkeypatch):
+    """Training goes on changing the weights while the thread writes: the file holds them as they were; a write
+    that fails on the thread is raised by the next save, naming the file, and leaves no temporary file."""
+    import errno
+
+    import nerf.files
+
+    weights = torch.arange(1000.0)
+    writer = CheckpointWriter(str(tmp_path), keep=2)
+    path = writer.save({"step": 1, "model": {"w": weights}}, background=True)
+    weights += 1  # the next steps, in place, as the optimizer does
+    writer.wait()
+    assert torch.equal(torch.load(path, weights_only=False)["model"]["w"], torch.arange(1000.0))
+
+    def failing_fsync(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(nerf.files.os, "fsync", failing_fsync)
+    writer.save({"step": 2, "model": {"w": weights}}, background=True)
+    writer.thread.join()  # (the write has failed; undo the fault only now)
+    monkeypatch.undo()
+    with pytest.raises(OSError) as failure:
+        writer.save({"step": 3, "model": {"w": weights}})
+    assert failure.value.errno == errno.ENOSPC and failure.value.filename.endswith("ckpt_0000002.pth")
+    assert sorted(os.listdir(tmp_path)) == ["ckpt_0000001.pth"]
+    writer.save({"step": 3, "model": {"w": weights}})  # the error was raised once; the writer goes on
+    assert sorted(os.listdir(tmp_path)) == ["ckpt_0000001.pth", "ckpt_0000003.pth"]
 
 
 @pytest.fixture
