@@ -36,7 +36,7 @@ class RayBudget:
 
     def wait_for_latest(self):
         if self.latest.is_pinned():  # free right after the loop's own wait on the GPU
-            torch.cuda.current_stream().synchronize()
+            torch.cuda.synchronize()
 
     def refresh(self):
         """The counts follow the latest record from now on (the copies are waited for)."""
