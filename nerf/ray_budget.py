@@ -6,8 +6,8 @@ samples per ray (copied to the host without waiting for the GPU), and every `che
 wait on the GPU it makes anyway, it `refresh`es the counts from the latest record. So the counts depend on the
 step alone, never on how far the host ran ahead of the GPU, and a resumed run draws what the uninterrupted one drew.
 With error-guided rays (`error_map.py`) the guided share is one of the budget's samples, not of its rays: guided
-rays hit the object and take several times the samples of a uniform ray, so a share of the rays would leave few
-uniform ones (a thin object's scene: 64 % fewer rays a step at share 0.5).
+rays hit the object and take several times the samples of a uniform ray (which often crosses empty space), so a
+share of the rays says little about where the budget goes; drawn first, they are never the rays the march drops.
 """
 import math
 

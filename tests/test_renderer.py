@@ -185,8 +185,8 @@ def test_ray_budget_is_a_slowly_changing_power_of_two():
 
 
 def test_guided_rays_fill_their_share_of_the_samples_not_of_the_rays():
-    """Guided rays that take 4x the samples of the others: half the budget's samples is an eighth of 4096 rays,
-    where a half of the rays would leave the uniform ones a fifth of the budget."""
+    """Guided rays that take 4x the samples of the others: half the budget's samples is an eighth of 4096 rays
+    (half of the rays, 2048 x 64 samples, would not even fit the budget of 2^16)."""
     budget = RayBudget(capacity=2**16, num_rays=4096, device="cpu")
     assert budget.guided_rays(0.5, 4096) == 2048  # nothing measured yet: a share of the rays
     ray_samples = torch.cat([torch.full((512,), 64.0), torch.full((2048,), 16.0), torch.zeros(1536)])  # 0: dropped
