@@ -81,9 +81,9 @@ class CheckpointWriter:
     def save(self, state, background=False):
         """Path of the checkpoint of `state` (written, or being written when `background`)."""
         self.wait()
-        state = to_host(state)
-        if not background:
+        if not background:  # (torch.save copies device tensors to the host itself)
             return save_checkpoint(self.folder, state, self.keep)
+        state = to_host(state)
 
         def write():
             try:

@@ -25,10 +25,11 @@ class RayBudget:
         self.latest = torch.zeros(2, pin_memory=pinned)  # samples per kept ray, per kept guided ray
         self.measured = (0.0, 0.0)  # the same, as of the last refresh: what the counts follow
 
-    def record(self, samples_per_ray, ray_samples=None, guided=None):
-        """samples_per_ray: 0-d device tensor of the step just rendered; with error-guided rays also each ray's
-        real samples ray_samples [R] (0 for a dropped ray) and which rays were guided, guided [R] bool. Copied
-        without waiting."""
+    def record(self, ray_samples, ray_valid, guided=None):
+        """The step just rendered: each ray's real samples ray_samples [R] (0 for a dropped ray), which rays
+        the march kept, ray_valid [R] bool, and with error-guided rays which were guided, guided [R] bool. The
+        means are copied to the host without waiting."""
+        samples_per_ray = ray_samples.sum() / ray_valid.sum().clamp_min(1)
         self.latest[0].copy_(samples_per_ray.clamp_min(1.0), non_blocking=True)
         if guided is not None:
             kept = guided & (ray_samples > 0)

@@ -37,8 +37,7 @@ def render_packed(model, rays_o, rays_d, samples: PackedSamples, bg_color, creat
         [R, 3] (world axes, opacity-weighted), opacity [R]; per sample gradient [M, 3] and inside [M] (real
         samples inside the sphere: where the Eikonal loss applies), points [M, 3], normals [M, 3] (unit) and
         weights [M] (for the normal smoothness loss); ray_valid [R] (False: dropped by a
-        fixed-capacity march), ray_samples [R] (real samples of each ray) and samples_per_ray (0-d: real
-        samples per kept ray).
+        fixed-capacity march) and ray_samples [R] (real samples of each ray; 0 for a dropped one).
     """
     real = samples.t_ends > samples.t_starts
     mid = (samples.t_starts + samples.t_ends) * 0.5
@@ -62,7 +61,6 @@ def render_packed(model, rays_o, rays_d, samples: PackedSamples, bg_color, creat
         "ray_valid": ray_valid,
         "ray_samples": torch.zeros(len(ray_valid), device=real.device).index_add_(0, samples.ray_indices,
                                                                                real.float()),
-        "samples_per_ray": real.sum() / ray_valid.sum().clamp_min(1),
     }
 
 

@@ -144,7 +144,7 @@ class Trainer:
         self.samples_seen += out["inside"].sum()
         self.rays_seen += out["ray_valid"].sum()
         if self.ray_budget:
-            self.ray_budget.record(out["samples_per_ray"], out["ray_samples"], batch.get("guided"))
+            self.ray_budget.record(out["ray_samples"], out["ray_valid"], batch.get("guided"))
         ray_error = None
         if self.error_map is not None:
             ray_error = torch.where(out["ray_valid"], (out["rgb"].detach().float() - target).abs().mean(-1), -1.0)

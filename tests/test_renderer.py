@@ -176,7 +176,7 @@ def test_ray_budget_is_a_slowly_changing_power_of_two():
     assert budget.rays_per_step() == 4096  # nothing measured yet
     counts = []
     for samples_per_ray in (1000.0, 200.0, 150.0, 120.0, 100.0, 60.0, 400.0, 10.0, 2.0):
-        budget.record(torch.tensor(samples_per_ray))
+        budget.record(torch.full((4,), samples_per_ray), torch.ones(4, dtype=torch.bool))
         assert budget.rays_per_step() == (counts[-1] if counts else 4096)  # records count from the next refresh
         budget.refresh()
         counts.append(budget.rays_per_step())
@@ -191,7 +191,7 @@ def test_guided_rays_fill_their_share_of_the_samples_not_of_the_rays():
     assert budget.guided_rays(0.5, 4096) == 2048  # nothing measured yet: a share of the rays
     ray_samples = torch.cat([torch.full((512,), 64.0), torch.full((2048,), 16.0), torch.zeros(1536)])  # 0: dropped
     guided = torch.arange(4096) < 512
-    budget.record(ray_samples.sum() / (ray_samples > 0).sum(), ray_samples, guided)
+    budget.record(ray_samples, ray_samples > 0, guided)
     budget.refresh()
     assert budget.measured == pytest.approx((25.6, 64.0))  # 2^16 samples over 2560 kept rays; 64 a guided one
     assert budget.guided_rays(0.5, 4096) == 512  # 0.5 * 2^16 / 64
