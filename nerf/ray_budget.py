@@ -31,8 +31,8 @@ class RayBudget:
         means are copied to the host without waiting."""
         samples_per_ray = ray_samples.sum() / ray_valid.sum().clamp_min(1)
         self.latest[0].copy_(samples_per_ray.clamp_min(1.0), non_blocking=True)
-        if guided is not None:
-            kept = guided & (ray_samples > 0)
+        if guided is not None:  # a kept guided ray that crosses nothing counts too: drawn, it costs 0 samples
+            kept = guided & ray_valid
             self.latest[1].copy_((ray_samples * kept).sum() / kept.sum().clamp_min(1), non_blocking=True)
 
     def wait_for_latest(self):
