@@ -184,8 +184,8 @@ def write_mesh(config, scene, trainer, device, workspace):
     views = scene.train
     c2w = renormalise(views.c2w.cpu().double().numpy(), scene.to_world, np.eye(4))  # the cameras in the world
     color_fn = color_fn_in_frame(surface_color_fn(trainer.model, device), scene.to_world)
-    paths, mesh = export_meshes(mesh, color_fn, config.export, stem,
-                                cameras=(views.intrinsics.cpu().numpy(), c2w, (views.height, views.width)))
+    cameras = (views.intrinsics.cpu().numpy(), c2w, (views.height, views.width))
+    paths, mesh = export_meshes(mesh, color_fn, config.export, stem, cameras=cameras, device=device)
     trainer.logger.log(f"mesh: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces -> {', '.join(paths)}")
     return paths, replaced, mesh
 
@@ -206,8 +206,7 @@ def denormals_flushed():
 
 # What the mesh stage imports (trimesh alone takes 0.5-0.75 s on a 2-core CPU): loaded while training runs, so
 # that neither start-up nor the mesh stage waits for it.
-MESH_STAGE_MODULES = (f"{__package__}.mesh", f"{__package__}.mesh_export", f"{__package__}.texture",
-                      "scipy.sparse.csgraph")
+MESH_STAGE_MODULES = (f"{__package__}.mesh", f"{__package__}.mesh_export", f"{__package__}.texture")
 
 
 def import_in_background(names):

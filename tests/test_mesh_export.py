@@ -8,12 +8,13 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 import trimesh
 
 pytest.importorskip("xatlas", reason="texture baking needs xatlas (pip install xatlas==0.0.11)")
 pytest.importorskip("fast_simplification", reason="decimation needs fast-simplification==0.2.0")
 
-from nerf.mesh_export import clean_components, parse_formats, simplify, write_mesh_files  # noqa: E402
+from nerf.mesh_export import clean_components, component_labels, parse_formats, simplify, write_mesh_files  # noqa: E402
 from nerf.mesh_render import rasterize_mesh, surface_colors  # noqa: E402
 from nerf.synthetic.cameras import look_at_w2c  # noqa: E402
 from nerf.texture import bake_texture, color_fn_in_frame, texture_image  # noqa: E402
@@ -120,6 +121,43 @@ def test_unknown_format_writes_nothing(tmp_path):
 
 
 # cleanup and decimation
+
+
+def same_partition(a, b):
+    """Whether label arrays a [N] and b [N] split the same items the same way (the names may differ)."""
+    pairs = np.unique(np.stack([a, b], 1), axis=0)
+    return len(pairs) == len(np.unique(a)) == len(np.unique(b))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+@pytest.mark.parametrize("case", ["strips", "shuffled path", "mesh pieces"])
+def test_component_labels_split_the_vertices_as_scipy_does(case, device):
+    """Against scipy's connected components: long strips of faces with their vertices numbered at random (the
+    hooking's hard case: roots meet in any order), and real pieces of mesh; vertices no face uses are alone."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    rng = np.random.default_rng(0)
+    if case == "mesh pieces":
+        parts = [trimesh.creation.icosphere(subdivisions=s) for s in (1, 2, 3, 1)]
+        faces = np.concatenate([p.faces + sum(len(q.vertices) for q in parts[:i]) for i, p in enumerate(parts)])
+        n = sum(len(p.vertices) for p in parts) + 5  # 5 vertices no face uses
+    else:
+        lengths = [1, 2, 300, 5000] if case == "strips" else [20000]
+        faces, n = [], 0
+        for length in lengths:  # a strip: face i = (i, i + 1, i + 2)
+            faces.append(n + np.arange(length)[:, None] + np.arange(3))
+            n += length + 2
+        faces = np.concatenate(faces)
+        n += 7
+    faces = rng.permutation(n)[faces]  # vertices numbered at random
+    labels = component_labels(faces, n, device)
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
+    _, want = connected_components(coo_matrix((np.ones(len(edges)), edges.T), shape=(n, n)), directed=False)
+    assert labels.shape == (n,) and same_partition(labels, want)
+    assert (labels <= np.arange(n)).all()  # named by the smallest vertex index of the component
+    assert (labels[labels] == labels).all()
 
 
 def test_clean_components_removes_a_floater_and_keeps_colours():
