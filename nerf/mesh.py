@@ -180,10 +180,13 @@ def extract_surface(sdf_fn, resolution, radius, device, chunk=None):
     return marching_cubes(grid, radius)
 
 
-def surface_color_fn(model, device, chunk=2**16):
+def surface_color_fn(model, device, chunk=None):
     """color_fn(points [N, 3] float32 numpy, normalised space) -> rgb [N, 3] float32 in [0, 1]: the colour
-    network at each point as seen head-on (view direction = -normal, the normal from the SDF's gradient)."""
+    network at each point as seen head-on (view direction = -normal, the normal from the SDF's gradient), in
+    chunks of `chunk` points (default: 2^18 on a GPU, where each chunk waits for its copy back; 2^16 on the CPU,
+    whose field twin holds every hash level's corners at once)."""
     model.eval()
+    chunk = chunk or (2**18 if torch.device(device).type == "cuda" else 2**16)
 
     def color_fn(points):
         colors = []
