@@ -352,6 +352,32 @@ def test_bench_skips_the_runs_its_budget_leaves_no_time_for(tmp_path):
     assert not any(name.startswith("ws_") for name in os.listdir(out))  # nothing trained
 
 
+def test_profile_mesh_times_every_part_and_leaves_the_workspace_alone(tmp_path, small_scene):
+    """scripts/profile_mesh.py: every part of the mesh stage gets a row (nested parts within the whole stage), and
+    the workspace's own mesh is not rewritten."""
+    from train_helpers import TINY_MODEL
+
+    workspace = tmp_path / "ws"
+    res = subprocess.run([sys.executable, "main_sdf.py", small_scene[0], "--workspace", str(workspace), "--device",
+                          "cpu", "--quiet", "--iters", "2", "--mc_resolution", "32", *TINY_MODEL],
+                         capture_output=True, text=True, cwd=REPO_ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    mesh = workspace / "meshes" / "mesh.ply"
+    before = (mesh.stat().st_mtime_ns, mesh.read_bytes())
+    res = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "profile_mesh.py"), "--workspace",
+                          str(workspace), "--device", "cpu", "--repeat", "2", "--mc_resolution", "48"],
+                         capture_output=True, text=True, cwd=REPO_ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "48^3 lattice" in res.stdout
+    seconds = {line.split()[0]: float(line.split()[1]) for line in res.stdout.splitlines()[1:]}
+    parts = ["block_corners", "surface_blocks", "upsample", "fill_blocks", "weld_lattice_points", "marching_cubes",
+             "extract_surface", "extract_mesh", "component_labels", "drop_unseen", "write_mesh_files", "write_mesh"]
+    assert set(parts) <= set(seconds), res.stdout
+    assert seconds["write_mesh"] >= max(seconds[p] for p in parts) > 0
+    assert seconds["extract_surface"] >= seconds["fill_blocks"] + seconds["marching_cubes"]
+    assert (mesh.stat().st_mtime_ns, mesh.read_bytes()) == before
+
+
 # --------------------------------------------------------------------------
 # setup.py files (metadata only: nothing is compiled)
 # --------------------------------------------------------------------------
