@@ -23,6 +23,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import main_sdf  # noqa: E402
 from nerf import run  # noqa: E402
+from nerf.checkpoint import CheckpointError  # noqa: E402
+from nerf.config import ConfigError  # noqa: E402
+from nerf.input_checks import DatasetError  # noqa: E402
 
 # (module, function) pairs timed: each looked up through its module at call time, so wrapping the attribute times it
 PARTS = [("nerf.mesh", "block_corners"), ("nerf.mesh", "surface_blocks"), ("nerf.mesh", "upsample"),
@@ -54,10 +57,14 @@ def main():
     p.add_argument("--mc_resolution", type=int, help="lattice resolution (default: the checkpoint's)")
     p.add_argument("--device", help="cuda or cpu (default: cuda when present)")
     args = p.parse_args()
-    device = run.pick_device(args.device)
-    flags = ["--workspace", args.workspace, "--test", "--quiet", "--device", device]
-    flags += ["--mc_resolution", str(args.mc_resolution)] if args.mc_resolution else []
-    config, scene, trainer = run.prepare(main_sdf.parse_args(flags), device, run.StageClock(time.time()))
+    try:  # bad input as main_sdf.py reports it: one line, exit code 2
+        device = run.pick_device(args.device)
+        flags = ["--workspace", args.workspace, "--test", "--quiet", "--device", device]
+        flags += ["--mc_resolution", str(args.mc_resolution)] if args.mc_resolution else []
+        config, scene, trainer = run.prepare(main_sdf.parse_args(flags), device, run.StageClock(time.time()))
+    except (main_sdf.UsageError, ConfigError, DatasetError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     times, stage = {}, [0]
     for module, name in PARTS:
@@ -79,7 +86,8 @@ def main():
         if seconds:
             per_stage = [seconds[k] for k in range(args.repeat)]
             print(f"  {name:22s} {np.median(per_stage):8.3f}  ({per_stage[0]:.3f})")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -354,7 +354,7 @@ def test_bench_skips_the_runs_its_budget_leaves_no_time_for(tmp_path):
 
 def test_profile_mesh_times_every_part_and_leaves_the_workspace_alone(tmp_path, small_scene):
     """scripts/profile_mesh.py: every part of the mesh stage gets a row (nested parts within the whole stage), and
-    the workspace's own mesh is not rewritten."""
+    the workspace's own mesh is not rewritten; a missing workspace or a bad flag is one error line, exit code 2."""
     from train_helpers import TINY_MODEL
 
     workspace = tmp_path / "ws"
@@ -376,6 +376,13 @@ def test_profile_mesh_times_every_part_and_leaves_the_workspace_alone(tmp_path, 
     assert seconds["write_mesh"] >= max(seconds[p] for p in parts) > 0
     assert seconds["extract_surface"] >= seconds["fill_blocks"] + seconds["marching_cubes"]
     assert (mesh.stat().st_mtime_ns, mesh.read_bytes()) == before
+    for flags, message in ((["--workspace", str(tmp_path / "none")], "no checkpoint to test"),
+                           (["--workspace", str(workspace), "--mc_resolution", "1"], "--mc_resolution: ")):
+        res = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "profile_mesh.py"), *flags],
+                             capture_output=True, text=True, cwd=REPO_ROOT)
+        assert res.returncode == 2 and res.stderr.count("\n") == 1 and res.stderr.startswith("error: "), res.stderr
+        assert message in res.stderr
+    assert not (tmp_path / "none").exists()
 
 
 # --------------------------------------------------------------------------
