@@ -5,7 +5,8 @@
 Loads the workspace's checkpoint (as `--test` does), then runs the mesh stage (nerf.run.write_mesh: lattice,
 marching cubes, colours, dropping unseen parts, files) `--repeat` times into a temporary folder (the workspace's
 mesh is left alone) and prints, per part, the median seconds over the repeats. Parts nest (marching cubes holds
-the kernel and the welding; the stage holds everything), so the rows do not add up to the stage.
+the kernel, `raymarching.marching_cubes` on a GPU, and the welding; the stage holds everything), so the rows do
+not add up to the stage.
 """
 import argparse
 import collections
@@ -28,9 +29,10 @@ from nerf.config import ConfigError  # noqa: E402
 from nerf.input_checks import DatasetError  # noqa: E402
 
 # (module, function) pairs timed: each looked up through its module at call time, so wrapping the attribute times it
+# (rows are named by the function; a second function of the same name by module.function)
 PARTS = [("nerf.mesh", "block_corners"), ("nerf.mesh", "surface_blocks"), ("nerf.mesh", "upsample"),
-         ("nerf.mesh", "fill_blocks"), ("raymarching", "marching_cubes"), ("nerf.mesh", "weld_lattice_points"),
-         ("nerf.mesh", "marching_cubes"), ("nerf.mesh", "extract_surface"), ("nerf.mesh", "extract_mesh"),
+         ("nerf.mesh", "fill_blocks"), ("nerf.mesh", "marching_cubes"), ("raymarching", "marching_cubes"),
+         ("nerf.mesh", "weld_lattice_points"), ("nerf.mesh", "extract_surface"), ("nerf.mesh", "extract_mesh"),
          ("nerf.mesh_export", "component_labels"), ("nerf.mesh_export", "drop_unseen"),
          ("nerf.mesh_export", "clean_components"), ("nerf.mesh_export", "write_mesh_files"),
          ("nerf.texture", "evaluate_colors"), ("nerf.run", "write_mesh")]
@@ -67,13 +69,15 @@ def main():
         return 2
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     times, stage = {}, [0]
+    modules = {name: importlib.import_module(name) for name in dict.fromkeys(module for module, _ in PARTS)}
     for module, name in PARTS:
-        mod = importlib.import_module(module)
-        times[name] = collections.defaultdict(float)  # stage -> seconds
+        fn = getattr(modules[module], name)
+        row = name if name not in times else f"{module}.{name}"
+        times[row] = collections.defaultdict(float)  # stage -> seconds
         # the stage's callers import some parts by name: wrap the name in every module that holds it
-        for holder in {mod, *(importlib.import_module(m) for m in ("nerf.mesh", "nerf.mesh_export", "nerf.run"))}:
-            if getattr(holder, name, None) is getattr(mod, name):
-                setattr(holder, name, timed(getattr(mod, name), times[name], stage, sync))
+        for holder in modules.values():
+            if getattr(holder, name, None) is fn:
+                setattr(holder, name, timed(fn, times[row], stage, sync))
     faces = 0
     with tempfile.TemporaryDirectory() as out:
         os.makedirs(os.path.join(out, "meshes"))
@@ -85,7 +89,7 @@ def main():
     for name, seconds in times.items():
         if seconds:
             per_stage = [seconds[k] for k in range(args.repeat)]
-            print(f"  {name:22s} {np.median(per_stage):8.3f}  ({per_stage[0]:.3f})")
+            print(f"  {name:26s} {np.median(per_stage):8.3f}  ({per_stage[0]:.3f})")
     return 0
 
 

@@ -78,9 +78,9 @@ def counting(sdf_fn):
 
 
 def dot(x, v):
-    """x [N, 3] . v [3] or [N, 3] -> [N], element by element: a point's value must not depend on the batch it comes in
-    (matmul and reductions may round differently with the batch's size or alignment, and the comparisons of the
-    sparse and the whole lattice below are exact)."""
+    """x [N, 3] . v [3] or [N, 3] -> [N], element by element: a point's value must not depend on the batch it
+    comes in (matmul and reductions may round differently with the batch's size or alignment, and the comparisons
+    of the sparse and the whole lattice below are exact)."""
     return x[:, 0] * v[..., 0] + x[:, 1] * v[..., 1] + x[:, 2] * v[..., 2]
 
 
