@@ -37,11 +37,11 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.step = step
 
 
-def train_stats(steps, seconds, samples, rays):
-    """What a training run did, for WORKSPACE/train_stats.json."""
+def train_stats(steps, seconds, samples, rays, inv_s):
+    """What a training run did, for WORKSPACE/train_stats.json (inv_s: the NeuS sharpness it ended at)."""
     return {"steps": steps, "seconds": seconds, "it_per_s": steps / max(seconds, 1e-9),
             "samples_per_s": samples / max(seconds, 1e-9), "samples_per_step": samples / max(steps, 1),
-            "rays_per_step": rays / max(steps, 1)}
+            "rays_per_step": rays / max(steps, 1), "inv_s": inv_s}
 
 
 class Trainer:
@@ -210,7 +210,8 @@ class Trainer:
                     raise TrainingInterrupted(self.step)
         self.save()
         elapsed, steps = time.time() - start_time, self.step - start_step
-        stats = train_stats(steps, elapsed, int(self.samples_seen), int(self.rays_seen))
+        stats = train_stats(steps, elapsed, int(self.samples_seen), int(self.rays_seen),
+                            float(self.model.inv_s().detach()))
         write_json(os.path.join(self.workspace, "train_stats.json"), stats)
         self.logger.log(f"trained {steps} steps in {elapsed:.1f} s: {stats['it_per_s']:.2f} it/s, "
                         f"{stats['samples_per_s']:.3g} samples/s")

@@ -12,8 +12,8 @@ group's medians. `--budget S` skips the runs that would end more than S seconds 
 by the minute); bench.json is rewritten after every run. Synthetic scenes are rendered first with
 `scripts/make_synthetic.py` (49 views, DTU-like camera cap, 800x600 by default); their meshes are scored over the
 whole true surface and over the part the cameras see (nerf/seen_surface.py). Prints a markdown table and writes
-OUT/bench.json, whose rows also hold main_sdf.py's seconds per stage (start-up, data, model, training, mesh) and
-the held-out PSNR of each view.
+OUT/bench.json, whose rows also hold main_sdf.py's seconds per stage (start-up, data, model, training, mesh), the
+NeuS sharpness (inv_s) the training ended at and the held-out PSNR of each view.
 """
 import argparse
 import json
@@ -146,7 +146,8 @@ def bench_run(opt, name, root, gt, path, evaluate_mesh, variant="", variant_flag
     if code != 0:
         return row
     stats = json.load(open(os.path.join(workspace, "train_stats.json")))
-    row.update(it_per_s=stats["it_per_s"], samples_per_s=stats["samples_per_s"], rays_per_step=stats["rays_per_step"])
+    row.update(it_per_s=stats["it_per_s"], samples_per_s=stats["samples_per_s"], rays_per_step=stats["rays_per_step"],
+               inv_s=stats.get("inv_s"))
     timings = json.load(open(os.path.join(workspace, "timings.json")))  # main_sdf's stage seconds
     row.update({f"{stage}_s": seconds for stage, seconds in timings.items()
                 if stage != "total" and not stage.startswith("peak_")})

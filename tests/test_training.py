@@ -183,6 +183,7 @@ def test_cuda_ray_and_fd_normals_train_end_to_end_on_cpu(small_scene, tmp_path, 
     assert main_sdf.main([root, "--workspace", workspace] + flags) == 0
     stats = json.load(open(os.path.join(workspace, "train_stats.json")))
     assert stats["steps"] == 12 and 0 < stats["samples_per_step"] <= 64 * 32
+    assert 10 < stats["inv_s"] < 40  # the sharpness it ended at: 12 steps from exp(10 * 0.3) = 20
     assert main_sdf.main(["--workspace", workspace, "--test", "--device", "cpu", "--quiet"]) == 0
     assert os.path.isfile(os.path.join(workspace, "results", "metrics.json"))
 
