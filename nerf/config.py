@@ -43,7 +43,8 @@ class DataConfig:
     radius: Optional[float] = opt(None, "radius of the region of interest in world units (with --center)",
                                   minimum=0.0)
     no_masks: bool = opt(False, "ignore the scene's masks (and alpha channels): train it as an unmasked capture, "
-                                "with the background field")
+                                "with the background field (--test still scores the object and the backdrop apart "
+                                "by the held-out views' masks)")
 
 
 @dataclass(frozen=True)

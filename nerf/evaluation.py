@@ -55,6 +55,16 @@ def image_scores(res):
     return {"psnr": psnr(rgb, gt), "ssim": ssim(rgb, gt)}
 
 
+def region_scores(res, mask, backdrop_rendered):
+    """PSNR of a `render_view` result on the object (inside `mask` [H, W], the scene's mask of that view) and,
+    when the backdrop was rendered rather than filled with the background colour, on the backdrop; a region with
+    no pixel gets None."""
+    inside = torch.from_numpy(np.asarray(mask) > 127)
+    rgb, gt = torch.from_numpy(res["rgb"]), torch.from_numpy(res["gt"])
+    regions = {"psnr_object": inside, **({"psnr_backdrop": ~inside} if backdrop_rendered else {})}
+    return {name: psnr(rgb[region], gt[region]) if region.any() else None for name, region in regions.items()}
+
+
 def validation_image(renderer, views, index, config, world_scale, device, use_amp=False):
     """(PSNR, gt | render | normals [H, 3W, 3]) of view `index`, downscaled as `config.export` says."""
     e = config.export
@@ -73,17 +83,27 @@ def depth_image(depth):
 
 def write_test_results(renderer, scene, bg_color, chunk, results_dir, step, use_amp=False, quiet=False):
     """Render every held-out view at full size (rgb, normal, depth PNGs, depth .npy in world units) and write
-    results_dir/metrics.json (PSNR and SSIM per view and their means); returns the metrics."""
+    results_dir/metrics.json (PSNR and SSIM per view and their means; where the scene has masks, also the PSNR on
+    the object and, when the backdrop was rendered, on the backdrop); returns the metrics."""
+    masks = scene.test.masks if scene.test.masks is not None else scene.test_score_masks
+    # render_view fills a masked view's backdrop with bg_color unless a background field renders it
+    backdrop_rendered = scene.test.masks is None or renderer.model.background is not None
     per_view = {}
     for i, name in enumerate(tqdm.tqdm(scene.test.names, desc="held-out views", disable=quiet)):
         res = render_view(renderer, scene.test, i, bg_color, scene.world_scale, chunk, use_amp=use_amp)
         per_view[name] = image_scores(res)
+        if masks is not None:
+            per_view[name].update(region_scores(res, masks[i].cpu().numpy(), backdrop_rendered))
         save_png(os.path.join(results_dir, f"{name}_rgb.png"), res["rgb"])
         save_png(os.path.join(results_dir, f"{name}_normal.png"), res["normal"])
         save_png(os.path.join(results_dir, f"{name}_depth.png"), depth_image(res["depth"]))
         write_atomic(os.path.join(results_dir, f"{name}_depth.npy"), lambda p: np.save(p, res["depth"]))
     means = {f"mean_{k}": float(np.mean([v[k] for v in per_view.values()])) if per_view else None
              for k in ("psnr", "ssim")}
+    for k in ("psnr_object", "psnr_backdrop"):  # over the views that have the region
+        values = [v[k] for v in per_view.values() if v.get(k) is not None]
+        if values:
+            means[f"mean_{k}"] = float(np.mean(values))
     metrics = {"views": per_view, **means, "step": step,
                "depth_units": "world (input frame), distance along the ray; NaN where nothing is hit"}
     write_json(os.path.join(results_dir, "metrics.json"), metrics)

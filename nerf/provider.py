@@ -61,6 +61,9 @@ class Scene:
     to_world: np.ndarray  # [4, 4] similarity: normalised space -> the input's world frame
     format: str
     root: str
+    # [T, H, W] uint8: the held-out views' masks when training ignores the scene's masks (use_masks off), kept only
+    # to score the test renders on the object and on the backdrop apart; None otherwise
+    test_score_masks: Optional[torch.Tensor] = None
 
     @property
     def world_scale(self) -> float:
@@ -179,8 +182,6 @@ def load_scene(root: str, holdout: int = 8, downscale: int = 1, use_masks: bool 
         fmt, loaded = "instant-ngp", _load_instant_ngp(root)
     images, masks, intrinsics, c2w, names, sources, to_world, split = loaded
     normalised = fmt == "neus"
-    if not use_masks:
-        masks = None
 
     if split is None:
         split = np.array([holdout > 0 and i % holdout == 0 for i in range(len(images))])
@@ -195,7 +196,7 @@ def load_scene(root: str, holdout: int = 8, downscale: int = 1, use_masks: bool 
     if roi is not None:
         to_world = sphere_similarity(np.asarray(roi[0], float), float(roi[1]))
     elif to_world is None:
-        to_world = normalise_cameras(images, masks, intrinsics, c2w, root, centre=centre)
+        to_world = normalise_cameras(images, masks if use_masks else None, intrinsics, c2w, root, centre=centre)
     c2w = renormalise(c2w, given, to_world)
 
     if downscale > 1:
@@ -203,6 +204,8 @@ def load_scene(root: str, holdout: int = 8, downscale: int = 1, use_masks: bool 
             raise DatasetError(f"--downscale: {downscale} leaves no pixel of the {images.shape[2]}x{images.shape[1]} "
                                f"images of {root}")
         images, masks, intrinsics = downscale_images(images, masks, intrinsics, downscale)
+    # Without use_masks training never sees the masks; the held-out views' are kept, only to score the renders.
+    score_masks, masks = (None, masks) if use_masks else (masks, None)
 
     def views(selected):
         idx = np.nonzero(selected)[0]
@@ -214,7 +217,9 @@ def load_scene(root: str, holdout: int = 8, downscale: int = 1, use_masks: bool 
             names=[names[i] for i in idx],
         )
 
-    return Scene(train=views(~split), test=views(split), to_world=to_world, format=fmt, root=root)
+    test_score_masks = None if score_masks is None else torch.from_numpy(score_masks[split]).to(device)
+    return Scene(train=views(~split), test=views(split), to_world=to_world, format=fmt, root=root,
+                 test_score_masks=test_score_masks)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -248,9 +248,12 @@ def train_and_export(args, config, scene, trainer, device, clock, viewer=None):
                                          config.export.eval_chunk, results, trainer.step, trainer.use_amp,
                                          args.quiet)
         clock.lap("test")
-        trainer.logger.log(f"test: {len(metrics['views'])} views, PSNR {metrics['mean_psnr']}, "
+        regions = "".join(f", {label} {metrics[key]:.2f}" for key, label in
+                          (("mean_psnr_object", "on the object"), ("mean_psnr_backdrop", "on the backdrop"))
+                          if key in metrics)
+        trainer.logger.log(f"test: {len(metrics['views'])} views, PSNR {metrics['mean_psnr']}{regions}, "
                            f"SSIM {metrics['mean_ssim']}")
-        print(f"held-out views: PSNR {metrics['mean_psnr']}, SSIM {metrics['mean_ssim']} -> "
+        print(f"held-out views: PSNR {metrics['mean_psnr']}{regions}, SSIM {metrics['mean_ssim']} -> "
               f"{os.path.join(results, 'metrics.json')}")
         e = config.export
         if e.video_frames and importlib.util.find_spec("imageio_ffmpeg") is None:

@@ -13,7 +13,8 @@ by the minute); bench.json is rewritten after every run. Synthetic scenes are re
 `scripts/make_synthetic.py` (49 views, DTU-like camera cap, 800x600 by default); their meshes are scored over the
 whole true surface and over the part the cameras see (nerf/seen_surface.py). Prints a markdown table and writes
 OUT/bench.json, whose rows also hold main_sdf.py's seconds per stage (start-up, data, model, training, mesh), the
-NeuS sharpness (inv_s) the training ended at and the held-out PSNR of each view.
+NeuS sharpness (inv_s) the training ended at and the held-out PSNR of each view (and on the object and the backdrop
+apart, where the scene has masks).
 """
 import argparse
 import json
@@ -159,6 +160,8 @@ def bench_run(opt, name, root, gt, path, evaluate_mesh, variant="", variant_flag
     if test_code == 0 and os.path.isfile(metrics_path):
         metrics = json.load(open(metrics_path))
         row["psnr"] = metrics["mean_psnr"]
+        # on the object and on the backdrop apart, where the scene has masks (an unmasked run's too: see --no_masks)
+        row.update({k[len("mean_"):]: metrics[k] for k in ("mean_psnr_object", "mean_psnr_backdrop") if k in metrics})
         row["psnr_per_view"] = {view: round(v["psnr"], 2) for view, v in metrics["views"].items()}
     else:
         print(f"--test failed ({test_code}):", open(test_log).read()[-2000:], flush=True)
@@ -178,7 +181,7 @@ def bench_run(opt, name, root, gt, path, evaluate_mesh, variant="", variant_flag
 
 def print_table(rows):
     cols = ["scene", "path", "variant", "launch_to_mesh_s", "training_s", "it_per_s", "rays_per_step", "psnr",
-            "chamfer_mm", "fscore", "seen_chamfer_mm", "seen_fscore"]
+            "psnr_object", "psnr_backdrop", "chamfer_mm", "fscore", "seen_chamfer_mm", "seen_fscore"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for row in rows:

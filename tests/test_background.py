@@ -1,5 +1,6 @@
 """The background field (nerf/network_background.py) and its rendering behind the SDF: the contraction, the
 compositing of render_background, and an unmasked scene in a textured room reconstructed on a CPU."""
+import json
 import os
 
 import pytest
@@ -120,6 +121,32 @@ def test_an_unmasked_scene_in_a_room_reconstructs_the_object(room_scene, tmp_pat
                            n_points=30000, tau=5.0)
     print(scores)
     assert scores["chamfer"] < ROOM_CHAMFER_BOUND_MM
+    # --test scores the object and the backdrop apart by the masks the training ignored; a view's whole-image
+    # PSNR lies between the two (its squared error is their pixel-weighted mean)
+    assert main_sdf.main(["--workspace", workspace, "--test", "--video_frames", "0", "--device", "cpu",
+                          "--quiet"]) == 0
+    metrics = json.load(open(os.path.join(workspace, "results", "metrics.json")))
+    for view in metrics["views"].values():
+        low, high = sorted([view["psnr_object"], view["psnr_backdrop"]])
+        assert low - 1e-4 <= view["psnr"] <= high + 1e-4, view
+    assert {"mean_psnr_object", "mean_psnr_backdrop"} <= metrics.keys()
+
+
+def test_region_scores_split_the_error_by_the_mask():
+    """PSNR inside and outside a mask of a render whose error is 0.1 on the object and 0.01 on the backdrop:
+    20 and 40 dB; the backdrop is left out when it was filled rather than rendered; an empty region is None."""
+    import numpy as np
+
+    from nerf.evaluation import region_scores
+
+    mask = np.zeros((6, 8), np.uint8)
+    mask[1:4, 2:6] = 255
+    gt = np.zeros((6, 8, 3), np.float32)
+    res = {"gt": gt, "rgb": np.where(mask[..., None] > 0, 0.1, 0.01).astype(np.float32).repeat(3, -1)}
+    scores = region_scores(res, mask, backdrop_rendered=True)
+    assert abs(scores["psnr_object"] - 20.0) < 1e-4 and abs(scores["psnr_backdrop"] - 40.0) < 1e-4
+    assert region_scores(res, mask, backdrop_rendered=False).keys() == {"psnr_object"}
+    assert region_scores(res, np.zeros_like(mask), backdrop_rendered=True)["psnr_object"] is None
 
 
 def test_the_table_backdrop_is_a_plain_white_top_through_the_sphere_in_a_dark_room(tmp_path):

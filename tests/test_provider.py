@@ -152,6 +152,20 @@ def test_nerf_synthetic_format_with_alpha_masks(small_scene, tmp_path):
     assert 0.05 < mask_fraction < 0.9
 
 
+@pytest.mark.parametrize("downscale", [1, 2])
+def test_without_masks_only_the_held_out_masks_are_kept_to_score(small_scene, downscale):
+    """use_masks off (--no_masks): no view carries masks (training never sees them) and the normalisation is the
+    same; the held-out views' masks are kept apart, equal to what a masked load gives those views."""
+    root, _ = small_scene
+    masked = load_scene(root, holdout=8, downscale=downscale)
+    unmasked = load_scene(root, holdout=8, downscale=downscale, use_masks=False)
+    assert unmasked.train.masks is None and unmasked.test.masks is None
+    assert masked.test_score_masks is None
+    assert torch.equal(unmasked.test_score_masks, masked.test.masks)
+    assert unmasked.test_score_masks.shape == (2, 72 // downscale, 96 // downscale)
+    np.testing.assert_array_equal(unmasked.to_world, masked.to_world)  # NeuS: the scale_mat, masks or not
+
+
 def test_downscale_keeps_rays_through_the_same_points(small_scene):
     root, _ = small_scene
     full = load_scene(root, holdout=8)
