@@ -39,6 +39,9 @@ from .input_checks import DatasetError
 THIN_MESH_FILE = "gt_thin.ply"
 # the fewest samples of a thin part, however small a share of the truth's area it is
 MIN_THIN_POINTS = 2000
+# the thin part's recall map: bins along each of its two principal axes, and the fewest samples a bin needs
+THIN_MAP_BINS = 6
+MIN_MAP_POINTS = 20
 
 
 class MeshReadError(DatasetError):
@@ -205,15 +208,35 @@ def thin_part_beside(gt_path):
 
 def thin_part_recall(thin, gt_mesh, to_pred, n_points, tau, seed):
     """Fraction of samples of the thin-part mesh `thin` (a path or a Trimesh) within tau of the predicted surface
-    (to_pred: its nearest_surface function), and the number of samples: as dense as the truth's samples (n_points
-    over gt_mesh's area), at least MIN_THIN_POINTS."""
+    (to_pred: its nearest_surface function), the number of samples (as dense as the truth's samples: n_points
+    over gt_mesh's area, at least MIN_THIN_POINTS) and the same recall mapped over the part (`recall_map`)."""
     import trimesh
 
     thin_mesh = load_mesh(thin, "thin-part mesh")
     n_thin = max(MIN_THIN_POINTS, int(round(n_points * thin_mesh.area / gt_mesh.area)))
     thin_pts, _ = trimesh.sample.sample_surface(thin_mesh, n_thin, seed=np.random.default_rng([seed, 2]))
     d_thin_to_pred, _ = to_pred(thin_pts)
-    return float((d_thin_to_pred < tau).mean()), n_thin
+    hit = d_thin_to_pred < tau
+    return float(hit.mean()), n_thin, recall_map(thin_pts, hit)
+
+
+def recall_map(points, hit, bins=THIN_MAP_BINS):
+    """Where a thin part is lost: the recall of hit [N] (bool) over points [N, 3] binned on the points' principal
+    plane, as bins lists of bins values (rows: the second axis from its high end down; columns: the first, the
+    axis of largest spread, from its low end), None in a bin of fewer than MIN_MAP_POINTS samples. Each axis is
+    signed so that its largest component is positive, so the map's orientation does not depend on the SVD."""
+    centred = points - points.mean(0)
+    _, _, vt = np.linalg.svd(centred[:: max(1, len(points) // 20000)], full_matrices=False)
+    axes = vt[:2] * np.sign(vt[:2][np.arange(2), np.abs(vt[:2]).argmax(1)])[:, None]
+    coords = centred @ axes.T  # [N, 2]
+    lo, span = coords.min(0), np.maximum(np.ptp(coords, 0), 1e-12)
+    cells = np.clip(((coords - lo) / span * bins).astype(int), 0, bins - 1)  # [N, 2]: (column, row)
+    grid = []
+    for row in range(bins - 1, -1, -1):
+        in_row = cells[:, 1] == row
+        grid.append([float(hit[sel].mean()) if (sel := in_row & (cells[:, 0] == col)).sum() >= MIN_MAP_POINTS
+                     else None for col in range(bins)])
+    return grid
 
 
 def distance_scores(d_pred_to_gt, d_gt_to_pred, tau):
@@ -259,8 +282,8 @@ def evaluate_mesh(pred, gt, n_points=200_000, tau=2.0, seed=0, point_to_point=Fa
     pred_normals, gt_normals = unit_face_normals(pred_mesh), unit_face_normals(gt_mesh)
     normal_pred_to_gt = float(np.nanmean(line_angle_deg(pred_normals[pred_faces], gt_normals[gt_face_of_pred])))
     normal_gt_to_pred = float(np.nanmean(line_angle_deg(gt_normals[gt_faces], pred_normals[pred_face_of_gt])))
-    thin_recall, n_thin = (None, None) if thin is None else thin_part_recall(thin, gt_mesh, to_pred, n_points,
-                                                                              tau, seed)
+    thin_recall, n_thin, thin_map = ((None, None, None) if thin is None
+                                     else thin_part_recall(thin, gt_mesh, to_pred, n_points, tau, seed))
     seen = {} if cameras is None else seen_scores(pred_pts, d_pred_to_gt, gt_pts, d_gt_to_pred, gt_mesh, cameras,
                                                   tau)
     return {
@@ -275,5 +298,6 @@ def evaluate_mesh(pred, gt, n_points=200_000, tau=2.0, seed=0, point_to_point=Fa
         "normal_error_gt_to_pred_deg": normal_gt_to_pred,
         "thin_recall": thin_recall,
         "thin_n_points": n_thin,
+        "thin_recall_map": thin_map,
         **seen,
     }

@@ -174,6 +174,7 @@ def bench_run(opt, name, root, gt, path, evaluate_mesh, variant="", variant_flag
                           cameras=neus_cameras(root))
         row.update(chamfer_mm=m["chamfer"], accuracy_mm=m["accuracy"], completeness_mm=m["completeness"],
                    fscore=m["fscore"], normal_error_deg=m["normal_error_deg"], thin_recall=m["thin_recall"],
+                   thin_recall_map=m["thin_recall_map"],
                    seen_chamfer_mm=m.get("seen_chamfer"), seen_fscore=m.get("seen_fscore"),
                    seen_fraction=m["seen_fraction"])
     return row

@@ -3,11 +3,11 @@
 F-score at tau, in world units, the mean normal-angle error in degrees and, where the truth has a thin part, its
 recall at tau (the method is described in nerf/mesh_metrics.py).
 
-    python scripts/eval_mesh.py PRED GT [--tau 2] [--thin auto|none|THIN.ply] [--seen auto|none|SCENE]
+    python scripts/eval_mesh.py PRED GT [--tau 2] [--thin auto|none|THIN.ply] [--thin_map] [--seen auto|none|SCENE]
         [--json OUT.json]
 
 --thin auto (the default) scores the thin part when a gt_thin.ply lies beside GT (nerf.synthetic's blade and wire
-scenes write one). --seen auto (the default) also scores what the scene's cameras see when GT lies in a
+scenes write one); --thin_map also prints that recall over a grid on the part's own plane (where it is lost). --seen auto (the default) also scores what the scene's cameras see when GT lies in a
 NeuS-format scene folder (cameras_sphere.npz beside it), as nerf.synthetic writes them.
 """
 import argparse
@@ -30,6 +30,13 @@ def format_row(name, m):
             + ("" if m.get("thin_recall") is None else f" | thin R@{m['tau']:g} {m['thin_recall']:.4f}")
             + ("" if "seen_chamfer" not in m else f" | seen ({m['seen_fraction']:.1%}): chamfer {m['seen_chamfer']:.4f}"
                f" F@{m['tau']:g} {m['seen_fscore']:.4f}"))
+
+
+def format_map(grid):
+    """The thin part's recall map (nerf.mesh_metrics.recall_map) as text, a row a line ('-': too few samples)."""
+    lines = ["thin recall over the part's own plane (columns: its longer axis; rows: the other, high end first):"]
+    lines += ["  " + " ".join("  -  " if v is None else f"{v:.2f} " for v in row) for row in grid]
+    return "\n".join(lines)
 
 
 def thin_mesh_path(choice, gt):
@@ -62,6 +69,8 @@ def main(argv=None):
                         help="nearest-sample distances (DTU style) instead of point-to-triangle")
     parser.add_argument("--thin", default="auto",
                         help="thin-part mesh for thin_recall: auto (gt_thin.ply beside GT, if any), none, or a path")
+    parser.add_argument("--thin_map", action="store_true",
+                        help="also print where the thin part is lost: its recall over a grid on its own plane")
     parser.add_argument("--seen", default="auto",
                         help="also score what a scene's cameras see: auto (GT's folder, if a NeuS scene), none, or a "
                              "scene folder")
@@ -75,6 +84,8 @@ def main(argv=None):
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(format_row(args.pred, metrics))
+    if args.thin_map and metrics["thin_recall_map"] is not None:
+        print(format_map(metrics["thin_recall_map"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(metrics, pred=str(args.pred), gt=str(args.gt)), f, indent=1)

@@ -87,6 +87,21 @@ def test_a_prediction_missing_the_plate_has_thin_recall_near_zero():
     assert missing["thin_recall"] is not None and evaluate_mesh(base, whole, n_points=5000)["thin_recall"] is None
 
 
+def test_the_thin_recall_map_shows_which_part_of_the_plate_is_lost():
+    """The plate (30 mm wide along x, 60 mm high along z) predicted only where x < 0: the map's columns run up the
+    plate (its longer axis), its rows across it from +x down; the rows of x > 5 mm are lost (but at the plate's
+    foot, within tau of the base), the rows of x < 0 kept."""
+    whole, base, plate = plate_on_base()
+    half = trimesh.creation.box(extents=[15.0, 1.0, 60.0])
+    half.apply_translation([-7.5, 0.0, 50.0])
+    m = evaluate_mesh(trimesh.util.concatenate([base, half]), whole, n_points=N_EVAL, tau=2.0, thin=plate)
+    grid = np.array(m["thin_recall_map"], dtype=float)
+    assert grid.shape == (6, 6)
+    assert (grid[:2, 1:] < 0.05).all() and (grid[:2, 0] > 0.05).all(), grid  # x in 5..15 mm; the foot column
+    assert (grid[3:] > 0.95).all(), grid  # x in -15..0 mm
+    assert evaluate_mesh(base, whole, n_points=5000)["thin_recall_map"] is None
+
+
 def row_keys(rows):
     """One hashable key [N] per row of rows [N, 3] (float64), equal for bit-identical rows."""
     rows = np.ascontiguousarray(rows, dtype=np.float64)
@@ -138,6 +153,9 @@ def test_eval_cli_reports_normals_and_finds_the_thin_part(tmp_path, capsys):
     plate.export(tmp_path / THIN_MESH_FILE)
     line, m = run()  # --thin auto: the gt_thin.ply beside GT
     assert len(line.splitlines()) == 1 and "thin R@2" in line and m["thin_recall"] < 0.1
+    lines, _ = run("--thin_map")  # the map's header and its 6 rows after the line: lost but at the foot
+    assert len(lines.splitlines()) == 8
+    assert all(row.split()[1:] == ["0.00"] * 5 for row in lines.splitlines()[2:]), lines
     line, m = run("--thin", "none")
     assert m["thin_recall"] is None
     line, m = run("--thin", str(gt_path))
