@@ -7,8 +7,9 @@ recall at tau (the method is described in nerf/mesh_metrics.py).
         [--json OUT.json]
 
 --thin auto (the default) scores the thin part when a gt_thin.ply lies beside GT (nerf.synthetic's blade and wire
-scenes write one); --thin_map also prints that recall over a grid on the part's own plane (where it is lost). --seen auto (the default) also scores what the scene's cameras see when GT lies in a
-NeuS-format scene folder (cameras_sphere.npz beside it), as nerf.synthetic writes them.
+scenes write one); --thin_map also prints that recall over a grid on the part's own plane (where it is lost).
+--seen auto (the default) also scores what the scene's cameras see when GT lies in a NeuS-format scene folder
+(cameras_sphere.npz beside it), as nerf.synthetic writes them.
 """
 import argparse
 import json
