@@ -1,6 +1,7 @@
 """Meshes for other tools (nerf/mesh_export.py, nerf/texture.py, nerf/mesh_render.py, scripts/render_mesh.py):
 PLY/OBJ/GLB round trips, floater removal, decimation, texture baking checked by rendering against the colour
 field it was baked from, and the render/PSNR command line on a synthetic scene."""
+import importlib.util
 import os
 import re
 import subprocess
@@ -16,17 +17,10 @@ from nerf.mesh_render import rasterize_mesh, surface_colors
 from nerf.synthetic.cameras import look_at_w2c
 from nerf.texture import bake_texture, color_fn_in_frame, texture_image
 
-
-def has_module(name):
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
-
-
 # Only the tests that bake or decimate need these (the GPU machine, for one, lacks them): the rest run anyway.
-needs_xatlas = pytest.mark.skipif(not has_module("xatlas"), reason="texture baking needs xatlas (pip install "
-                                  "xatlas==0.0.11)")
-needs_simplification = pytest.mark.skipif(not has_module("fast_simplification"),
+needs_xatlas = pytest.mark.skipif(importlib.util.find_spec("xatlas") is None,
+                                  reason="texture baking needs xatlas (pip install xatlas==0.0.11)")
+needs_simplification = pytest.mark.skipif(importlib.util.find_spec("fast_simplification") is None,
                                           reason="decimation needs fast-simplification==0.2.0")
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
