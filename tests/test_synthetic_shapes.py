@@ -94,6 +94,31 @@ def test_blade_truth_keeps_a_plate_thinner_than_1_2_percent(scenes):
     assert np.abs(obj.to_unit(plate.vertices)[:, 1]).max() * obj.scale < 0.51 * thin["thickness_mm"]
 
 
+def test_sphere_tracing_hits_the_plate_at_a_grazing_angle():
+    """A ray that closes in on the blade's face at 0.2 degrees needs ~1 700 steps (each shrinks its distance by
+    only 0.95 sin 0.2°): it must still hit the face where the plane meets it, not count as background (a few
+    hundred steps rendered such rays in near edge-on views as empty)."""
+    obj, _ = place_object("blade", RADIUS, None, np.random.default_rng(SEED))
+    half = 0.5 * obj.spec.thin_part.size  # the faces are at unit y = -half and +half
+    angle = np.radians(0.2)
+    start = np.array([-0.5, -half - 0.0025, 0.3])  # beside the plate's edge, just off its -y face
+    direction = np.array([np.cos(angle), np.sin(angle), 0.0])
+    expected = start + direction * 0.0025 / np.sin(angle)  # where the ray meets the face's plane
+    assert -0.45 < expected[0] < 0.45  # on the plate
+
+    def world(q):  # the inverse of obj.to_unit
+        return obj.offset + obj.scale * obj.rot @ q
+
+    origin = world(start)
+    dirs = (world(start + direction) - origin)[None] / obj.scale
+    t_hit = obj.sphere_trace(origin, dirs)
+    assert np.isfinite(t_hit[0])
+    hit = obj.to_unit(origin + t_hit[0] * dirs[0])
+    # on the face (the trace stops within 1e-5 radii of it, which at 0.2° is up to 0.003 short along the ray)
+    assert abs(hit[1] + half) < 1e-4 and abs(hit[2] - expected[2]) < 1e-6
+    assert expected[0] - 0.005 < hit[0] <= expected[0] + 1e-6
+
+
 def test_wire_truth_is_one_loop_of_tube_radius_1_percent(scenes):
     root, info, gt, obj = scenes("wire")
     # a ball with one handle: genus 1
