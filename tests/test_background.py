@@ -3,12 +3,14 @@ compositing of render_background, and an unmasked scene in a textured room recon
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
 import main_sdf
-from nerf.mesh_metrics import evaluate_mesh
 from nerf.config import resolve
+from nerf.evaluation import region_scores
+from nerf.mesh_metrics import evaluate_mesh
 from nerf.network_background import BackgroundField, build_background, contract
 from nerf.renderer_sdf import render_background
 
@@ -135,10 +137,6 @@ def test_an_unmasked_scene_in_a_room_reconstructs_the_object(room_scene, tmp_pat
 def test_region_scores_split_the_error_by_the_mask():
     """PSNR inside and outside a mask of a render whose error is 0.1 on the object and 0.01 on the backdrop:
     20 and 40 dB; the backdrop is left out when it was filled rather than rendered; an empty region is None."""
-    import numpy as np
-
-    from nerf.evaluation import region_scores
-
     mask = np.zeros((6, 8), np.uint8)
     mask[1:4, 2:6] = 255
     gt = np.zeros((6, 8, 3), np.float32)
@@ -153,7 +151,6 @@ def test_the_table_backdrop_is_a_plain_white_top_through_the_sphere_in_a_dark_ro
     """make_synthetic's 'table' (DTU's set-up): around the object, the lower part of each view is the plain white
     table, the upper part the dark room; the table top lies inside the scene's unit sphere (its cap)."""
     import cv2
-    import numpy as np
 
     from nerf.synthetic import make_scene
     from nerf.synthetic.backdrop import TABLE_BELOW
