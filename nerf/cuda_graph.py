@@ -3,6 +3,8 @@
 """
 import torch
 
+from .input_checks import error_line
+
 
 class GraphedStep:
     """Runs `body(batch)` (forward, backward, optimizer step) as a CUDA graph: captured once per batch shape,
@@ -47,7 +49,7 @@ class GraphedStep:
             with torch.cuda.graph(self.graph, stream=self.stream, capture_error_mode="thread_local"):
                 self.static_out = self.body(self.static_batch)
         except RuntimeError as e:  # something in the step waits for the GPU (e.g. a twin on CUDA): stay eager
-            self.log(f"CUDA graph capture failed, training without graphs: {str(e).splitlines()[0]}")
+            self.log(f"CUDA graph capture failed, training without graphs: {error_line(e)}")
             self.enabled = False
             self.reset()
         torch.cuda.current_stream().wait_stream(self.stream)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .input_checks import DatasetError, describe
+from .input_checks import DatasetError, check_file, describe, error_line
 from .mesh_metrics import load_mesh
 
 DOWNSAMPLE_MM = 0.2  # sampling step and thinning radius
@@ -64,20 +64,6 @@ class DTUReference:
 # Reading the inputs (each problem raises DatasetError "PATH: problem")
 
 
-def first_line(err):
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-def check_input_file(path, what):
-    if os.path.isdir(path):
-        raise DatasetError(f"{path}: is a folder, not {what}")
-    if not os.path.isfile(path):
-        raise DatasetError(f"{path}: no such file ({what})")
-    if os.path.getsize(path) == 0:
-        raise DatasetError(f"{path}: empty file (0 bytes), expected {what}")
-
-
 def read_mesh(mesh):
     """(vertices [N, 3] float64, faces [F, 3] int64) of a mesh file or a trimesh.Trimesh."""
     loaded = load_mesh(mesh)
@@ -88,12 +74,12 @@ def read_points(path):
     """Points [S, 3] float64 of a point-cloud (or mesh) PLY file."""
     import trimesh
 
-    check_input_file(path, "a point cloud")
+    check_file(path, "a point cloud")
     try:
         loaded = trimesh.load(path, process=False)
         points = np.asarray(loaded.vertices, dtype=np.float64)
     except Exception as err:
-        raise DatasetError(f"{path}: unreadable point cloud ({first_line(err)})") from None
+        raise DatasetError(f"{path}: unreadable point cloud ({error_line(err)})") from None
     if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0:
         raise DatasetError(f"{path}: the point cloud has no points")
     if not np.isfinite(points).all():
@@ -105,14 +91,14 @@ def read_mat(path, names):
     """The variables `names` of a MATLAB file (v4, v5, or v7 with compression) as a dict of arrays."""
     from scipy.io import loadmat
 
-    check_input_file(path, "a MATLAB file")
+    check_file(path, "a MATLAB file")
     try:
         contents = loadmat(path, variable_names=list(names))
     except NotImplementedError:  # scipy's answer to a v7.3 file, which is HDF5
         raise DatasetError(f"{path}: a MATLAB v7.3 (HDF5) file, which scipy cannot read; re-save it in MATLAB "
                            f"with save(..., '-v7')") from None
     except Exception as err:  # a truncated, damaged or non-MATLAB file
-        raise DatasetError(f"{path}: unreadable MATLAB file ({first_line(err)})") from None
+        raise DatasetError(f"{path}: unreadable MATLAB file ({error_line(err)})") from None
     for name in names:
         if name not in contents:
             raise DatasetError(f"{path}: variable {name} missing")
@@ -176,7 +162,7 @@ def load_mask_views(scene_dir):
     if not os.path.isdir(scene_dir):
         raise DatasetError(f"{scene_dir}: no such folder (the scene whose masks cull the mesh)")
     cams_path = os.path.join(scene_dir, "cameras_sphere.npz")
-    check_input_file(cams_path, "a cameras file")
+    check_file(cams_path, "a cameras file")
     try:
         cams = np.load(cams_path)  # allow_pickle=False: object arrays are refused
         if not isinstance(cams, np.lib.npyio.NpzFile):
@@ -196,7 +182,7 @@ def load_mask_views(scene_dir):
     except DatasetError:
         raise
     except Exception as err:  # a truncated or non-npz file, a damaged member
-        raise DatasetError(f"{cams_path}: unreadable cameras file ({first_line(err)})") from None
+        raise DatasetError(f"{cams_path}: unreadable cameras file ({error_line(err)})") from None
     if not world_mats:
         raise DatasetError(f"{cams_path}: no world_mat_i")
     mask_dir = os.path.join(scene_dir, "mask")
@@ -207,7 +193,7 @@ def load_mask_views(scene_dir):
         raise DatasetError(f"{mask_dir}: {len(mask_paths)} masks for {len(world_mats)} cameras in {cams_path}")
 
     def read(path):
-        check_input_file(path, "a mask")
+        check_file(path, "a mask")
         return imread(path, cv2.IMREAD_GRAYSCALE, "mask")
 
     masks = read_all(read, mask_paths)

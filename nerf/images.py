@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from .camera_geometry import downscale_intrinsics
-from .input_checks import DatasetError
+from .input_checks import DatasetError, check_file, error_line
 from .native_stderr import native_stderr_silenced
 
 
@@ -38,15 +38,6 @@ def list_images(folder: str, what: str):
     return files
 
 
-def check_file(path, what):
-    if os.path.isdir(path):
-        raise DatasetError(f"{path}: is a folder, not {'an' if what[0] in 'aeiou' else 'a'} {what} file")
-    if not os.path.isfile(path):
-        raise DatasetError(f"{path}: {what} file missing")
-    if os.path.getsize(path) == 0:
-        raise DatasetError(f"{path}: empty {what} file (0 bytes)")
-
-
 JPEG_EXTENSIONS = (".jpg", ".jpeg")
 
 
@@ -66,7 +57,7 @@ def imread(path, flags, what):
     try:
         img = cv2.imread(path, flags)
     except cv2.error as e:
-        raise DatasetError(f"{path}: unreadable {what} (OpenCV: {str(e).strip().splitlines()[-1]})") from None
+        raise DatasetError(f"{path}: unreadable {what} (OpenCV: {error_line(e, last=True)})") from None
     if img is None or img.size == 0:
         raise DatasetError(f"{path}: unreadable {what} (damaged, or not a format OpenCV decodes)")
     return img
@@ -75,7 +66,7 @@ def imread(path, flags, what):
 def read_image(path: str):
     """(rgb [H, W, 3] uint8, alpha [H, W] uint8 or None); 16-bit images are reduced to 8 bits, float images
     (values in [0, 1]) quantised."""
-    check_file(path, "image")
+    check_file(path, "an image")
     img = imread(path, cv2.IMREAD_UNCHANGED, "image")
     if img.dtype == np.uint16:
         img = (img // 257).astype(np.uint8)
@@ -98,7 +89,7 @@ def read_image(path: str):
 
 
 def read_mask(path: str, shape):
-    check_file(path, "mask")
+    check_file(path, "a mask")
     img = imread(path, cv2.IMREAD_GRAYSCALE, "mask")
     if img.shape != shape:
         raise DatasetError(f"{path}: mask is {img.shape[1]}x{img.shape[0]} but its image is {shape[1]}x{shape[0]}")

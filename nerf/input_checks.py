@@ -1,11 +1,32 @@
 """Checks of the values an input file holds, one helper per kind of value, shared by every format: each returns
 the value converted (a float, a float64 matrix) or raises DatasetError with one line naming the file and the
-field, saying what the value is and what was expected."""
+field, saying what the value is and what was expected; and the two helpers every reader uses before and after
+reading a file: `check_file` (present, a file, not empty) and `error_line` (a library's exception as one line)."""
+import os
+
 import numpy as np
 
 
 class DatasetError(Exception):
     """A problem with the input folder; the message is one line naming the file and the problem."""
+
+
+def check_file(path, what, error=DatasetError):
+    """Raise `error` with one line naming `path` unless it is a non-empty file; `what` is what was expected there,
+    with its article ('an image', 'a mesh')."""
+    if os.path.isdir(path):
+        raise error(f"{path}: is a folder, not {what}")
+    if not os.path.isfile(path):
+        raise error(f"{path}: no such file ({what})")
+    if os.path.getsize(path) == 0:
+        raise error(f"{path}: empty file (0 bytes), expected {what}")
+
+
+def error_line(err, last=False):
+    """One line of a library's exception for an `error:` message: its first line, or with `last` its last (OpenCV
+    and COLMAP put the failed check last); the exception's type when it says nothing."""
+    lines = str(err).strip().splitlines()
+    return (lines[-1] if last else lines[0]) if lines else type(err).__name__
 
 
 ROTATION_TOLERANCE = 1e-2  # max |R^T R - I| of a pose's rotation part (rounding noise is far below this)

@@ -33,7 +33,7 @@ import numpy as np
 # excess 1e-4 mm at r = 200 mm)
 NEIGHBOURS = 16
 
-from .input_checks import DatasetError
+from .input_checks import DatasetError, check_file, error_line
 
 # the thin part's surface beside a scene's gt_mesh.ply (written by nerf.synthetic for shapes with a thin part)
 THIN_MESH_FILE = "gt_thin.ply"
@@ -58,15 +58,11 @@ def load_mesh(mesh, label="mesh"):
         name, loaded = f"<{label}>", mesh
     else:
         name = str(mesh)
-        if os.path.isdir(name):
-            raise MeshReadError(f"{name}: is a folder, not a mesh file")
-        if not os.path.isfile(name):
-            raise MeshReadError(f"{name}: no such file ({label})")
+        check_file(name, f"a {label}", MeshReadError)
         try:
             loaded = trimesh.load(name, force="mesh", process=False)
         except Exception as err:  # trimesh raises many types for bad files
-            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise MeshReadError(f"{name}: unreadable {label} ({msg})") from None
+            raise MeshReadError(f"{name}: unreadable {label} ({error_line(err)})") from None
     if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
         raise MeshReadError(f"{name}: the {label} has no triangles")
     if not np.isfinite(loaded.vertices).all():

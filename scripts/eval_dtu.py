@@ -14,10 +14,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nerf.dtu_eval import (DOWNSAMPLE_MM, MAX_DIST_MM, check_input_file, evaluate_dtu,  # noqa: E402
-                           load_mask_views, load_reference)
+from nerf.dtu_eval import DOWNSAMPLE_MM, MAX_DIST_MM, evaluate_dtu, load_mask_views, load_reference  # noqa: E402
 from nerf.files import write_json  # noqa: E402
-from nerf.input_checks import DatasetError  # noqa: E402
+from nerf.input_checks import DatasetError, check_file  # noqa: E402
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -96,7 +95,7 @@ def main(argv=None):
         check_output(args.out, "--out")
         check_output(args.vis, "--vis")
         # the quick checks first: the reference takes a while to read
-        check_input_file(args.mesh, "a mesh")
+        check_file(args.mesh, "a mesh")
         mask_views = None if args.data is None else load_mask_views(args.data)
         reference = load_reference(args.dtu, args.scan)
         scores = evaluate_dtu(args.mesh, reference, mask_views=mask_views, downsample=args.downsample,

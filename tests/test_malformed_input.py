@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import main_sdf
+from nerf.input_checks import error_line
 from nerf.provider import load_scene
 
 PNG_NAME = "000005.png"  # the image a broken-image case replaces
@@ -771,3 +772,14 @@ def test_nerf_synthetic_with_only_a_train_split_holds_out_every_nth_view(bases, 
     scene = load_scene(str(tmp_path), holdout=4)
     assert scene.format == "nerf-synthetic" and len(scene.train) == 9 and len(scene.test) == 3  # 12 views
     assert scene.test.names == ["train_000000", "train_000004", "train_000008"]
+
+
+def test_library_errors_become_one_line():
+    """A library's exception in an `error:` line: the first line of a many-line message (or the last, where OpenCV
+    and COLMAP put the failed check), and the exception's type when it says nothing (a message-less RuntimeError
+    used to turn a failed CUDA-graph capture into an IndexError)."""
+    many = RuntimeError("ffmpeg said:\n  a detail\nInvalid data found when processing input")
+    assert error_line(many) == "ffmpeg said:"
+    assert error_line(many, last=True) == "Invalid data found when processing input"
+    assert error_line(RuntimeError()) == "RuntimeError"
+    assert error_line(ValueError("  \n ")) == "ValueError"

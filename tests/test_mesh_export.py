@@ -313,7 +313,7 @@ def test_render_mesh_psnr_of_a_textured_mesh_against_the_scene(sphere_scene, tmp
 
 @pytest.mark.parametrize("args, message", [
     (["{gt}", "{root}", "--psnr"], "{gt}: the mesh has no colours"),
-    (["{root}/missing.glb", "{root}", "--psnr"], "{root}/missing.glb: no such file (mesh)"),
+    (["{root}/missing.glb", "{root}", "--psnr"], "{root}/missing.glb: no such file (a mesh)"),
     (["{gt}", "{root}", "--view", "99", "--out", "{tmp}/x.png"], "{root}/cameras_sphere.npz: no world_mat_99"),
     (["{gt}", "{root}"], "{gt}: nothing to do"),
 ])

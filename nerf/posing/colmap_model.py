@@ -3,13 +3,9 @@ anything is written — every registered image present, readable, and of its cam
 import os
 
 from ..images import read_all, read_image
+from ..input_checks import error_line
 from .errors import PosingError
 from .sfm import pycolmap_module, quiet_colmap
-
-
-def first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[-1] if text else type(error).__name__
 
 
 def read_model(model_dir, ext, image_dir):
@@ -23,7 +19,7 @@ def read_model(model_dir, ext, image_dir):
             else:
                 model.read_text(model_dir)
     except Exception as e:  # pycolmap turns COLMAP's failed checks into ValueError/RuntimeError
-        raise PosingError(f"{model_dir}: unreadable COLMAP model ({first_line(e)})") from None
+        raise PosingError(f"{model_dir}: unreadable COLMAP model ({error_line(e, last=True)})") from None
     ids = sorted(model.reg_image_ids(), key=lambda i: model.image(i).name)
     if not ids:
         raise PosingError(f"{model_dir}: the COLMAP model has no registered images")

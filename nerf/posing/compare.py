@@ -9,7 +9,7 @@ import numpy as np
 
 from ..camera_geometry import decompose_projection
 from ..images import list_images
-from ..input_checks import DatasetError
+from ..input_checks import DatasetError, check_file
 from .alignment import pose_errors
 
 
@@ -17,8 +17,7 @@ def read_neus_cameras(folder):
     """(image names [V], intrinsics [V, 3, 3], c2w [V, 4, 4] in the world frame, scale_mat [4, 4]) of a NeuS
     folder. world_mat alone is K [R | t] in the world frame (scale_mat is only the normalisation)."""
     path = os.path.join(folder, "cameras_sphere.npz")
-    if not os.path.isfile(path):
-        raise DatasetError(f"{path}: cameras file missing")
+    check_file(path, "a cameras file")
     names = [os.path.basename(p) for p in list_images(os.path.join(folder, "image"), "images")]
     with np.load(path) as cams:
         intrinsics, c2w = [], []

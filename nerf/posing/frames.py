@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..input_checks import error_line
 from .errors import PosingError
 
 SHARPNESS_SIZE = 640  # sharpness is measured on a grey copy at most this wide: enough to see blur, and cheap
@@ -41,8 +42,7 @@ def open_video(path):
         reader = imageio.get_reader(path, format="FFMPEG")
         meta = reader.get_meta_data()
     except Exception as e:  # imageio raises OSError, RuntimeError... with ffmpeg's whole log; keep its first line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PosingError(f"{path}: video cannot be decoded ({first})") from None
+        raise PosingError(f"{path}: video cannot be decoded ({error_line(e)})") from None
     return reader, meta
 
 
@@ -80,8 +80,7 @@ def extract_frames(video_path, out_dir, step=None, max_frames=150, blur_ratio=0.
                 best = None
     except Exception as e:  # a damaged stream; the frames decoded before it are used if there are enough
         if not kept:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise PosingError(f"{video_path}: video cannot be decoded at frame {index + 1} ({first})") from None
+            raise PosingError(f"{video_path}: video cannot be decoded at frame {index + 1} ({error_line(e)})") from None
     finally:
         reader.close()
     if best is not None:
