@@ -29,7 +29,7 @@ import torch
 from .camera_geometry import (check_camera_geometry, decompose_projection, normalise_cameras, opengl_to_opencv,
                               renormalise, sphere_similarity)
 from .images import binary_mask, downscale_images, list_images, read_all, read_image, read_mask, stack_images
-from .input_checks import DatasetError, check_rigid, describe, field_of_view, format_row, matrix, number
+from .input_checks import DatasetError, check_file, check_rigid, describe, field_of_view, format_row, matrix, number
 
 
 @dataclass
@@ -258,8 +258,7 @@ def _check_scale_mat(m, path, key):
 
 def _load_neus(root):
     path = os.path.join(root, "cameras_sphere.npz")
-    if not os.path.isfile(path):
-        raise DatasetError(f"{path}: is a folder, not a cameras file")
+    check_file(path, "a cameras file")
     try:
         cams = np.load(path)  # allow_pickle=False: object arrays are refused (see _npz_matrix)
     except Exception as e:  # a truncated or non-npz file
