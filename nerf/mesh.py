@@ -156,27 +156,71 @@ def fill_blocks(grid, sdf_fn, blocks, radius, chunk):
     return grid
 
 
+def restore_thin_parts(grid, sdf_fn, blocks, radius, chunk):
+    """Keeps parts thinner than a lattice cell, which the lattice can step over: a cell of the blocks [M, 3]
+    (see `surface_blocks`) whose eight corners in grid [R, R, R] are all outside but whose centre is inside holds
+    such a part (a thin plate between two lattice planes); its lowest corner takes the centre's SDF, so marching
+    cubes closes a sheet around that corner instead of leaving a hole (the part moves by at most half a cell
+    diagonal). Only cells whose lowest corner is within half a cell diagonal are evaluated: no other can hold an
+    inside point (the SDF is ~1-Lipschitz). Fields without such parts keep every value -> grid."""
+    resolution = grid.shape[0]
+    half_diagonal = 0.5 * 3**0.5 * 2 * radius / (resolution - 1)
+    step = torch.arange(BLOCK + 1, device=blocks.device)
+    points = torch.stack(torch.meshgrid(step, step, step, indexing="ij"), -1)  # [BLOCK + 1] * 3 + [3]
+    cells = points[:BLOCK, :BLOCK, :BLOCK].reshape(-1, 3)  # [BLOCK^3, 3], a block's cells by their first corner
+    corner = points[:2, :2, :2].reshape(8, 3).to(grid.device)
+    per = max(1, chunk // BLOCK**3)  # blocks per chunk, as fill_blocks
+    marks, depths = [], []  # applied after every cell is read, so that no chunk sees another's marks
+    for i in range(0, len(blocks), per):
+        first = blocks[i : i + per, None] * BLOCK  # [b, 1, 3]
+        index = (first + points.reshape(-1, 3)).clamp(max=resolution - 1).to(grid.device)
+        values = grid[index[..., 0], index[..., 1], index[..., 2]].reshape(-1, *points.shape[:3])
+        # each cell's lowest corner: the minimum of the eight shifted views of the block's lattice values
+        lowest = torch.stack([values[:, a : a + BLOCK, b : b + BLOCK, c : c + BLOCK]
+                              for a, b, c in corner.tolist()]).amin(0).reshape(len(first), -1)  # [b, BLOCK^3]
+        cell = (first + cells).to(grid.device)  # [b, BLOCK^3, 3]
+        near = (lowest >= 0) & (lowest < half_diagonal) & (cell < resolution - 1).all(-1)
+        cell = cell[near]  # [C, 3]
+        corners = cell[:, None] + corner  # [C, 8, 3]
+        which = grid[corners[..., 0], corners[..., 1], corners[..., 2]].argmin(-1)
+        centre = lattice_position(cell.double() + 0.5, resolution, radius).float()
+        sdf = clipped_sdf(sdf_fn, centre.to(blocks.device), radius).to(grid.device)
+        inside = sdf < 0
+        target = corners[inside, which[inside]]  # [K, 3]: the lowest corner of each cell with a part inside
+        marks.append((target[:, 0] * resolution + target[:, 1]) * resolution + target[:, 2])
+        depths.append(sdf[inside])
+    if marks:  # a corner that several cells pick takes the lowest of their centres: the same on every device
+        grid.view(-1).scatter_reduce_(0, torch.cat(marks), torch.cat(depths), reduce="amin")
+    return grid
+
+
 @torch.no_grad()
 def extract_surface(sdf_fn, resolution, radius, device, chunk=None):
     """Marching cubes of the SDF on a resolution^3 lattice over [-radius, radius]^3 -> (vertices, faces) as
     `marching_cubes` of the whole lattice gives them, evaluating the SDF exactly only in the blocks near the
-    surface (`surface_blocks`) and filling the rest from the coarse grid (`upsample`, no surface there). On CUDA
-    the grid stays on the GPU for our kernel, or goes to the host when it has no room."""
+    surface (`surface_blocks`) and filling the rest from the coarse grid (`upsample`, no surface there), with the
+    parts thinner than a cell kept (`restore_thin_parts`). On CUDA the grid stays on the GPU for our kernel, or
+    goes to the host when it has no room."""
     on_gpu = torch.device(device).type == "cuda"
     chunk = chunk or (2**20 if on_gpu else 2**18)
     coarse = block_corners(sdf_fn, resolution, radius, device, chunk)
     blocks = surface_blocks(coarse, resolution, radius)
     if len(blocks) == 0:  # no surface anywhere
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
+
+    def lattice(grid_device):
+        grid = fill_blocks(upsample(coarse, resolution, grid_device), sdf_fn, blocks, radius, chunk)
+        return restore_thin_parts(grid, sdf_fn, blocks, radius, chunk)
+
     grid = None
     if on_gpu:
         # No room for the grid beside the network: the host's grid below (PyMCubes) instead.
         try:
-            grid = fill_blocks(upsample(coarse, resolution, device), sdf_fn, blocks, radius, chunk)
+            grid = lattice(device)
         except torch.OutOfMemoryError:
             pass
     if grid is None:
-        grid = fill_blocks(upsample(coarse, resolution, "cpu"), sdf_fn, blocks, radius, chunk).numpy()
+        grid = lattice("cpu").numpy()
     return marching_cubes(grid, radius)
 
 

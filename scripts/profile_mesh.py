@@ -31,7 +31,8 @@ from nerf.input_checks import DatasetError  # noqa: E402
 # (module, function) pairs timed: each looked up through its module at call time, so wrapping the attribute times it
 # (rows are named by the function; a second function of the same name by module.function)
 PARTS = [("nerf.mesh", "block_corners"), ("nerf.mesh", "surface_blocks"), ("nerf.mesh", "upsample"),
-         ("nerf.mesh", "fill_blocks"), ("nerf.mesh", "marching_cubes"), ("raymarching", "marching_cubes"),
+         ("nerf.mesh", "fill_blocks"), ("nerf.mesh", "restore_thin_parts"), ("nerf.mesh", "marching_cubes"),
+         ("raymarching", "marching_cubes"),
          ("nerf.mesh", "weld_lattice_points"), ("nerf.mesh", "extract_surface"), ("nerf.mesh", "extract_mesh"),
          ("nerf.mesh_export", "component_labels"), ("nerf.mesh_export", "drop_unseen"),
          ("nerf.mesh_export", "clean_components"), ("nerf.mesh_export", "write_mesh_files"),

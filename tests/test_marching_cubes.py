@@ -282,3 +282,19 @@ def test_cuda_mesh_stage_equals_the_cpu_path(backend):
     # Evaluating only the blocks near the surface (the rest upsampled, on the GPU) gives the whole lattice's mesh.
     sparse = extract_surface(sdf_fn, resolution, 1.0, "cuda")
     assert_same_mesh([torch.from_numpy(x) for x in sparse], [torch.from_numpy(x) for x in gpu], atol=1e-5)
+    # A plate thinner than a cell: restore_thin_parts marks the same lattice points on both devices.
+    from nerf.mesh import BLOCK, restore_thin_parts
+
+    normal = torch.nn.functional.normalize(torch.tensor([0.2, 0.3, 1.0]), dim=0).tolist()
+
+    def plate(x):  # element by element, so that both devices round alike
+        across = x[:, 0] * normal[0] + x[:, 1] * normal[1] + x[:, 2] * normal[2] - 0.013
+        return across.abs() - 0.3 / (resolution - 1)
+
+    n = -(-resolution // BLOCK)
+    blocks = torch.stack(torch.meshgrid(*[torch.arange(n)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    grids = [restore_thin_parts(sample_sdf_grid(plate, resolution, 1.0, device, as_tensor=True), plate,
+                                blocks.to(device), 1.0, 2**18).cpu() for device in ("cpu", "cuda")]
+    before = sample_sdf_grid(plate, resolution, 1.0, "cpu", as_tensor=True)
+    assert (grids[0] != before).sum() > 100  # some corners were marked
+    assert torch.equal(grids[0] < 0, grids[1] < 0) and torch.allclose(grids[0], grids[1], atol=1e-6)
