@@ -181,6 +181,8 @@ def restore_thin_parts(grid, sdf_fn, blocks, radius, chunk):
         cell = (first + cells).to(grid.device)  # [b, BLOCK^3, 3]
         near = (lowest >= 0) & (lowest < half_diagonal) & (cell < resolution - 1).all(-1)
         cell = cell[near]  # [C, 3]
+        if len(cell) == 0:  # (a kernel may not take an empty batch)
+            continue
         corners = cell[:, None] + corner  # [C, 8, 3]
         which = grid[corners[..., 0], corners[..., 1], corners[..., 2]].argmin(-1)
         centre = lattice_position(cell.double() + 0.5, resolution, radius).float()
