@@ -169,22 +169,23 @@ def restore_thin_parts(grid, sdf_fn, blocks, radius, chunk):
     points = torch.stack(torch.meshgrid(step, step, step, indexing="ij"), -1)  # [BLOCK + 1] * 3 + [3]
     cells = points[:BLOCK, :BLOCK, :BLOCK].reshape(-1, 3)  # [BLOCK^3, 3], a block's cells by their first corner
     corner = points[:2, :2, :2].reshape(8, 3).to(grid.device)
+    shifts = corner.tolist()  # the same eight offsets, for slicing (read once: no device sync per chunk)
     per = max(1, chunk // BLOCK**3)  # blocks per chunk, as fill_blocks
     marks, depths = [], []  # applied after every cell is read, so that no chunk sees another's marks
     for i in range(0, len(blocks), per):
         first = blocks[i : i + per, None] * BLOCK  # [b, 1, 3]
         index = (first + points.reshape(-1, 3)).clamp(max=resolution - 1).to(grid.device)
         values = grid[index[..., 0], index[..., 1], index[..., 2]].reshape(-1, *points.shape[:3])
-        # each cell's lowest corner: the minimum of the eight shifted views of the block's lattice values
-        lowest = torch.stack([values[:, a : a + BLOCK, b : b + BLOCK, c : c + BLOCK]
-                              for a, b, c in corner.tolist()]).amin(0).reshape(len(first), -1)  # [b, BLOCK^3]
+        # each cell's lowest corner (value, and which of `corner`): over the eight shifted views of the block
+        lowest, which = torch.stack([values[:, a : a + BLOCK, b : b + BLOCK, c : c + BLOCK]
+                                     for a, b, c in shifts]).min(0)
+        lowest, which = lowest.reshape(len(first), -1), which.reshape(len(first), -1)  # [b, BLOCK^3]
         cell = (first + cells).to(grid.device)  # [b, BLOCK^3, 3]
         near = (lowest >= 0) & (lowest < half_diagonal) & (cell < resolution - 1).all(-1)
-        cell = cell[near]  # [C, 3]
+        cell, which = cell[near], which[near]  # [C, 3], [C]
         if len(cell) == 0:  # (a kernel may not take an empty batch)
             continue
         corners = cell[:, None] + corner  # [C, 8, 3]
-        which = grid[corners[..., 0], corners[..., 1], corners[..., 2]].argmin(-1)
         centre = lattice_position(cell.double() + 0.5, resolution, radius).float()
         sdf = clipped_sdf(sdf_fn, centre.to(blocks.device), radius).to(grid.device)
         inside = sdf < 0
