@@ -4,7 +4,7 @@ matrix, checking that the cameras can see a common object, and the normalisation
 import cv2
 import numpy as np
 
-from .input_checks import DatasetError
+from .input_checks import DatasetError, format_row
 
 
 def decompose_projection(P):
@@ -24,6 +24,21 @@ def decompose_projection(P):
     pose[:3, :3] = rotation.T
     pose[:3, 3] = (centre[:3] / centre[3])[:, 0]
     return k, pose
+
+
+def unit_projection(P):
+    """P divided by its largest entry: the same camera (a projection is defined up to scale), whose determinant
+    and decomposition cannot overflow however large the file's numbers are."""
+    largest = np.abs(P).max()
+    return P / largest if largest > 0 else P
+
+
+def check_projection(P, path, key):
+    """DatasetError naming the cameras file `path` and its entry `key` unless the projection P [3, 4] (from
+    unit_projection) has a 3x3 part of full rank, as every camera K R does."""
+    m = P[:, :3]
+    if abs(np.linalg.det(m)) <= 1e-9 * np.prod(np.linalg.norm(m, axis=1)):
+        raise DatasetError(f"{path}: {key} is singular (its 3x3 part K R has rank < 3: a zero focal length?)")
 
 
 def opengl_to_opencv(c2w):
@@ -58,6 +73,11 @@ def check_camera_geometry(intrinsics, c2w, size, sources, root, train=None, unit
     files = sorted({f for f, _ in sources})
     where = files[0] if len(files) == 1 else root
     centres = c2w[:, :3, 3]
+    overflow = ~np.isfinite(np.linalg.norm(centres - np.median(centres, axis=0), axis=1))
+    if overflow.any():  # the distances below would be inf or NaN, and every comparison with them false
+        i = int(np.argmax(overflow))
+        raise DatasetError(f"{sources[i][0]}: {sources[i][1]} is too far from the other cameras to compute with (the "
+                           f"distance overflows a float: camera at {format_row(centres[i])})")
     trained = centres if train is None else centres[train]
     if len(trained) > 1 and np.ptp(trained, axis=0).max() <= 1e-6 * np.abs(trained).max():
         what = "training cameras" if train is not None and not train.all() else "cameras"
@@ -93,11 +113,11 @@ def check_camera_geometry(intrinsics, c2w, size, sources, root, train=None, unit
     uv = np.einsum("vij,vj->vi", intrinsics, local)
     u, v = uv[:, 0] / z, uv[:, 1] / z
     h, w = size
-    off = (u < -w) | (u > 2 * w) | (v < -h) | (v > 2 * h)
+    off = ~((u >= -w) & (u <= 2 * w) & (v >= -h) & (v <= 2 * h))  # NaN (from overflow) too
     if off.any():
         i = int(np.argmax(off))
         raise DatasetError(f"{sources[i][0]}: {sources[i][1]} does not see the object: {name} projects to pixel "
-                           f"({u[i]:.0f}, {v[i]:.0f}), far outside the {w}x{h} image")
+                           f"({u[i]:.4g}, {v[i]:.4g}), far outside the {w}x{h} image")
     return centre
 
 

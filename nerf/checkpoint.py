@@ -10,9 +10,15 @@ import threading
 import numpy as np
 import torch
 
+from .config import STAGES, ConfigError, from_dict, validate
 from .files import write_atomic
 
 CHECKPOINT_NAME = re.compile(r"ckpt_(\d{7})\.pth")
+# What `Trainer.state_dict` saves, with the types a resume can use; "error_map" and "views" are missing from
+# checkpoints written before the error map and the scene's view count were saved.
+CONTENTS = {"config": dict, "step": int, "model": dict, "sampler": dict, "optimizer": dict, "scaler": dict,
+            "lr_scale": (int, float), "recoveries": int, "ray_budget": (dict, type(None)), "rng": dict}
+OPTIONAL_CONTENTS = {"error_map": (dict, type(None)), "views": str}
 
 
 class CheckpointError(Exception):
@@ -108,16 +114,42 @@ class CheckpointWriter:
 
 def load_checkpoint(path, device):
     """The dict saved by `save_checkpoint`, tensors on `device`; CheckpointError if it cannot be read, is not
-    ours, or holds non-finite weights."""
+    ours, or its contents are not what a resume needs (`check_contents`)."""
     try:
         state = torch.load(path, map_location=device, weights_only=False)
     except Exception as e:  # truncated, not a torch file, unreadable...
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__})") from None
-    if not isinstance(state, dict) or not {"config", "step", "model"} <= set(state):
+    check_contents(state, path)
+    return state
+
+
+def check_contents(state, path):
+    """CheckpointError unless the loaded `state` has every entry of `CONTENTS` with its type (and those of
+    `OPTIONAL_CONTENTS` it has), a step >= 0, weights that are finite tensors, and a saved config of dicts that
+    this version accepts."""
+    if not isinstance(state, dict) or "config" not in state:
         raise CheckpointError(f"{path}: not a checkpoint of this version (no config)")
+    for key, kind in {**CONTENTS, **{k: v for k, v in OPTIONAL_CONTENTS.items() if k in state}}.items():
+        if key not in state:
+            raise CheckpointError(f"{path}: checkpoint has no {key!r}")
+        if not isinstance(state[key], kind) or isinstance(state[key], bool):
+            raise CheckpointError(f"{path}: checkpoint's {key!r} is of type {type(state[key]).__name__}")
+    if state["step"] < 0:
+        raise CheckpointError(f"{path}: checkpoint's step is {state['step']}")
+    if not all(isinstance(t, torch.Tensor) for t in state["model"].values()):
+        raise CheckpointError(f"{path}: checkpoint's 'model' holds something other than tensors")
     if not all_finite(t for t in state["model"].values() if t.is_floating_point()):
         raise CheckpointError(f"{path}: checkpoint holds non-finite weights")
-    return state
+    saved = state["config"]
+    stage = next((name for name in STAGES if not isinstance(saved.get(name, {}), dict)), None)
+    if stage is not None:
+        raise CheckpointError(f"{path}: checkpoint's config has a {type(saved[stage]).__name__} for its {stage!r}")
+    if not isinstance(saved.get("data", {}).get("path"), str):  # training always saves the scene's folder
+        raise CheckpointError(f"{path}: checkpoint's config has no scene folder")
+    try:
+        validate(from_dict(saved))
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: checkpoint's config is not valid ({e})") from None
 
 
 def all_finite(tensors):
@@ -128,12 +160,20 @@ def all_finite(tensors):
 
 def load_latest_valid(folder, device, warn):
     """(path, state) of the newest checkpoint in `folder` that loads, or (None, None) if there is none; each
-    newer one that does not load is reported through `warn` (one line) and skipped."""
+    newer one that does not load is reported through `warn` (one line) and skipped. If there are checkpoints
+    but none loads, the newest one's CheckpointError (and no warning)."""
+    skipped = []
     for path in reversed(list_checkpoints(folder)):
         try:
-            return path, load_checkpoint(path, device)
+            state = load_checkpoint(path, device)
         except CheckpointError as e:
+            skipped.append(e)
+            continue
+        for e in skipped:
             warn(f"warning: {e}; trying the previous checkpoint")
+        return path, state
+    if skipped:
+        raise skipped[0]
     return None, None
 
 

@@ -16,6 +16,9 @@ from typing import Optional
 # The normalised space: the object lies inside the sphere of this radius at the origin (the loaders put it
 # there). The SDF is trained, sampled and meshed inside it.
 SCENE_RADIUS = 1.0
+# Upper bounds of the model's sizes: generous, but what one GPU can hold (32 levels of 2**24 rows are 2**29 rows
+# of the int32-indexed hash table, 4 GB of float32 weights); the spherical-harmonics encoder has 8 bands at most.
+MAX_LEVELS, MAX_LOG2_HASHMAP_SIZE, MAX_RESOLUTION, MAX_WIDTH, MAX_SH_DEGREE = 32, 24, 2**20, 1024, 8
 MESH_FORMATS = ("ply", "obj", "glb")
 # --preset: a share of the device's training steps (the learning-rate warm-up scaled alike; the other schedules
 # are fractions of the run already), and settings it changes. "fast": no validation renders, and half the rays
@@ -27,9 +30,11 @@ class ConfigError(ValueError):
     """A bad setting: the message is one line naming the flag (`--name: problem`)."""
 
 
-def opt(default, help, minimum=None, choices=None, cli=True):
-    """A config field: `help` is the flag's help text; `minimum` and `choices` are checked by `validate`."""
-    return field(default=default, metadata={"help": help, "minimum": minimum, "choices": choices, "cli": cli})
+def opt(default, help, minimum=None, maximum=None, exclusive=False, choices=None, cli=True):
+    """A config field: `help` is the flag's help text; `minimum`, `maximum` (bounds of the value, themselves
+    excluded when `exclusive`) and `choices` are checked by `validate`."""
+    return field(default=default, metadata={"help": help, "minimum": minimum, "maximum": maximum,
+                                            "exclusive": exclusive, "choices": choices, "cli": cli})
 
 
 @dataclass(frozen=True)
@@ -49,21 +54,26 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class FieldConfig:
-    num_levels: int = opt(16, "hash-grid levels (2 features each)", minimum=1)
-    log2_hashmap_size: int = opt(19, "log2 of each level's table", minimum=4)
+    num_levels: int = opt(16, "hash-grid levels (2 features each)", minimum=1, maximum=MAX_LEVELS)
+    log2_hashmap_size: int = opt(19, "log2 of each level's table", minimum=4, maximum=MAX_LOG2_HASHMAP_SIZE)
     base_resolution: int = opt(16, "coarsest grid resolution", minimum=2)
-    desired_resolution: int = opt(2048, "finest grid resolution", minimum=2)
-    hidden_dim: int = opt(64, "MLP width", minimum=1)
+    desired_resolution: int = opt(2048, "finest grid resolution", minimum=2, maximum=MAX_RESOLUTION)
+    hidden_dim: int = opt(64, "MLP width", minimum=1, maximum=MAX_WIDTH)
     num_layers: int = opt(1, "hidden layers of the SDF MLP", minimum=1)
     color_layers: int = opt(2, "hidden layers of the colour MLP", minimum=1)
-    feature_dim: int = opt(15, "geometry feature passed from the SDF MLP to the colour MLP", minimum=1)
-    sh_degree: int = opt(4, "spherical-harmonics degree of the view direction", minimum=1)
-    init_radius: float = opt(0.5, "radius of the sphere the SDF starts as (normalised units)", minimum=0.0)
-    init_variance: float = opt(0.3, "initial NeuS variance v (inv_s = exp(10 v))")
+    feature_dim: int = opt(15, "geometry feature passed from the SDF MLP to the colour MLP", minimum=1,
+                           maximum=MAX_WIDTH)
+    sh_degree: int = opt(4, "spherical-harmonics degree of the view direction", minimum=1, maximum=MAX_SH_DEGREE)
+    init_radius: float = opt(0.5, "radius of the sphere the SDF starts as (normalised units)", minimum=0.0,
+                             maximum=SCENE_RADIUS, exclusive=True)
+    # inv_s is clamped to [1e-6, 1e6] (v within about +-1.38): a v beyond that gets no gradient
+    init_variance: float = opt(0.3, "initial NeuS variance v (inv_s = exp(10 v))", minimum=-1.0, maximum=1.0)
     normals: str = opt("analytic", "SDF gradient by autograd double backward, or by central finite differences",
                        choices=("analytic", "fd"))
-    fd_eps_start: float = opt(5e-3, "finite-difference step at the start (--normals fd)", minimum=0.0)
-    fd_eps_end: float = opt(5e-4, "finite-difference step at the end (geometric interpolation)", minimum=0.0)
+    fd_eps_start: float = opt(5e-3, "finite-difference step at the start (--normals fd)", minimum=0.0,
+                              exclusive=True)
+    fd_eps_end: float = opt(5e-4, "finite-difference step at the end (geometric interpolation)", minimum=0.0,
+                            exclusive=True)
     levels_start: int = opt(4, "hash levels active at the start", minimum=1)
     levels_until: float = opt(0.5, "fraction of training by which every hash level is active (coarse to fine; "
                                    "0: all from the start)", minimum=0.0)
@@ -72,13 +82,16 @@ class FieldConfig:
                                           "sphere (the room of an unmasked capture), or a colour, 'random' per ray "
                                           "(masked scenes), 'white' or 'black' (default: random with masks, else "
                                           "nerf)", choices=("nerf", "random", "white", "black"))
-    bg_num_levels: int = opt(8, "hash-grid levels of the background field (--background nerf)", minimum=1)
-    bg_log2_hashmap_size: int = opt(16, "log2 of each background level's table", minimum=4)
+    bg_num_levels: int = opt(8, "hash-grid levels of the background field (--background nerf)", minimum=1,
+                             maximum=MAX_LEVELS)
+    bg_log2_hashmap_size: int = opt(16, "log2 of each background level's table", minimum=4,
+                                    maximum=MAX_LOG2_HASHMAP_SIZE)
     bg_desired_resolution: int = opt(256, "finest background grid resolution (over the contracted space)",
-                                     minimum=2)
-    bg_hidden_dim: int = opt(64, "MLP width of the background field", minimum=1)
+                                     minimum=2, maximum=MAX_RESOLUTION)
+    bg_hidden_dim: int = opt(64, "MLP width of the background field", minimum=1, maximum=MAX_WIDTH)
     bg_sh_degree: int = opt(4, "spherical-harmonics degree of the background's view direction (lower: less "
-                               "freedom to colour the backdrop per view; 1: none)", minimum=1)
+                               "freedom to colour the backdrop per view; 1: none)", minimum=1,
+                            maximum=MAX_SH_DEGREE)
 
 
 @dataclass(frozen=True)
@@ -113,15 +126,16 @@ class TrainConfig:
                                 choices=tuple(PRESETS))
     iters: int = opt(5000, "training steps", minimum=1)
     num_rays: int = opt(4096, "rays per step (--cuda_ray: sets the sample budget num_rays x num_steps)", minimum=1)
-    lr: float = opt(1e-2, "base learning rate (Adam; warm-up, then cosine decay)", minimum=0.0)
+    # (Adam's first step is 10 x the learning rate, in float32: far above any useful rate, far below overflow)
+    lr: float = opt(1e-2, "base learning rate (Adam; warm-up, then cosine decay)", minimum=0.0, maximum=1e30)
     warmup: int = opt(500, "learning-rate warm-up steps", minimum=0)
     lr_final_ratio: float = opt(0.05, "learning rate at the end, as a fraction of --lr", minimum=0.0)
     variance_lr_ratio: float = opt(0.1, "learning rate of the NeuS variance, as a fraction of --lr", minimum=0.0)
     weight_decay: float = opt(1e-6, "Adam weight decay of the MLPs (the hash grid has none)", minimum=0.0)
     fp16: bool = opt(False, "mixed precision (autocast + grad scaling) on GPU")
-    seed: int = opt(0, "seeds every random number generator")
+    seed: int = opt(0, "seeds every random number generator", minimum=0, maximum=2**32 - 1)  # NumPy's range
     rgb_weight: float = opt(10.0, "weight of the Huber colour loss", minimum=0.0)
-    huber_delta: float = opt(0.1, "Huber loss delta (about L1 above it)", minimum=0.0)
+    huber_delta: float = opt(0.1, "Huber loss delta (about L1 above it)", minimum=0.0, exclusive=True)
     lambda_eikonal: float = opt(0.1, "weight of the Eikonal loss", minimum=0.0)
     lambda_mask: float = opt(0.1, "weight of the mask BCE loss (when masks exist)", minimum=0.0)
     lambda_smoothness: float = opt(0.0, "weight of the normal smoothness loss: the surface's normals should "
@@ -156,6 +170,9 @@ class ExportConfig:
                           minimum=0)
     mesh_clean: float = opt(0.0, "drop connected pieces smaller than this fraction of the largest piece's area "
                                  "(floaters; 1: keep only the largest)", minimum=0.0)
+    unseen: str = opt("keep", "the surface no training camera sees: 'keep' the field's guess, or 'membrane': moved "
+                              "onto the smooth membrane that the seen surface's rim spans (a hidden base comes out "
+                              "flat; ~1 s more at 512^3)", choices=("keep", "membrane"))
     texture: int = opt(0, "bake the colours into a TEXTURE x TEXTURE image for OBJ and GLB (0: vertex colours "
                           "only; 2048 suits a mesh decimated to ~200k faces)", minimum=0)
     video_frames: int = opt(120, "frames of the orbit video that --test writes to results/orbit.mp4 (0: none)",
@@ -247,13 +264,19 @@ def validate(config: Config) -> Config:
         value, meta = getattr(getattr(config, stage), f.name), f.metadata
         if value is None:
             continue
+        kinds = setting_types(f)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise ConfigError(f"--{f.name}: must be {' or '.join(k.__name__ for k in kinds)}, got {value!r}")
         if meta["choices"] and value not in meta["choices"]:
             raise ConfigError(f"--{f.name}: must be one of {', '.join(meta['choices'])}, got {value!r}")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if value != value or value in (float("inf"), float("-inf")):
                 raise ConfigError(f"--{f.name}: must be a finite number, got {value}")
-            if meta["minimum"] is not None and value < meta["minimum"]:
-                raise ConfigError(f"--{f.name}: must be >= {meta['minimum']}, got {value}")
+            low, high, exclusive = meta["minimum"], meta["maximum"], meta["exclusive"]
+            if low is not None and (value <= low if exclusive else value < low):
+                raise ConfigError(f"--{f.name}: must be {'>' if exclusive else '>='} {low}, got {value}")
+            if high is not None and (value >= high if exclusive else value > high):
+                raise ConfigError(f"--{f.name}: must be {'<' if exclusive else '<='} {high}, got {value}")
     region_of_interest(config.data)
     e = config.export
     formats = [f.strip().lower() for f in e.mesh_format.split(",")]
@@ -279,6 +302,12 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"--desired_resolution: must be >= --base_resolution ({config.field.base_resolution}), "
                           f"got {config.field.desired_resolution}")
     return config
+
+
+def setting_types(f) -> tuple:
+    """The types a setting's value may have (None aside): its annotation's, an int also where a float is."""
+    kinds = tuple(t for t in (f.type, *typing.get_args(f.type)) if t is not type(None))
+    return kinds + (int,) if float in kinds else kinds
 
 
 def region_of_interest(data: DataConfig):

@@ -43,12 +43,16 @@ def write_json(path, data):
 
 
 def save_png(path, image):
-    """image: [H, W, 3] float in [0, 1] or uint8, RGB."""
+    """image: [H, W, 3] RGB or [H, W] grey, float in [0, 1] or uint8."""
     if image.dtype != np.uint8:
         image = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
     def write(p):
-        if not cv2.imwrite(p, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"{p}: could not write the image")
+        # encoded here and written by Python: cv2.imwrite crashes the process on a path that is not UTF-8
+        ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image)
+        if not ok:
+            raise OSError(f"{p}: could not encode the image")
+        with open(p, "wb") as f:
+            f.write(data.tobytes())
 
     write_atomic(path, write)

@@ -41,21 +41,25 @@ def list_images(folder: str, what: str):
 JPEG_EXTENSIONS = (".jpg", ".jpeg")
 
 
-def check_jpeg_complete(path, what):
+def check_jpeg_complete(data, path, what):
     """libjpeg decodes a truncated JPEG with a warning and fills the missing rows grey: catch it by the
     end-of-image marker, which a complete file ends with (a few bytes of padding after it are tolerated)."""
-    with open(path, "rb") as f:
-        f.seek(max(os.path.getsize(path) - 64, 0))
-        tail = f.read()
-    if b"\xff\xd9" not in tail:
+    if b"\xff\xd9" not in data[-64:]:
         raise DatasetError(f"{path}: truncated {what} (the JPEG has no end-of-image marker)")
 
 
 def imread(path, flags, what):
-    if path.lower().endswith(JPEG_EXTENSIONS):
-        check_jpeg_complete(path, what)
+    """The decoded file (cv2.imdecode `flags`). Its bytes are read by Python: cv2.imread crashes the process on a
+    file name that is not UTF-8 (one Python holds with surrogate escapes)."""
     try:
-        img = cv2.imread(path, flags)
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise DatasetError(f"{path}: unreadable {what} ({e.strerror})") from None
+    if path.lower().endswith(JPEG_EXTENSIONS):
+        check_jpeg_complete(data, path, what)
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as e:
         raise DatasetError(f"{path}: unreadable {what} (OpenCV: {error_line(e, last=True)})") from None
     if img is None or img.size == 0:

@@ -1,7 +1,8 @@
 """Checks of the values an input file holds, one helper per kind of value, shared by every format: each returns
 the value converted (a float, a float64 matrix) or raises DatasetError with one line naming the file and the
-field, saying what the value is and what was expected; and the two helpers every reader uses before and after
-reading a file: `check_file` (present, a file, not empty) and `error_line` (a library's exception as one line)."""
+field, saying what the value is and what was expected; and the helpers every reader uses before and after
+reading a file: `check_file` (present, a file, not empty; `check_folder` for a folder) and `error_line` (a
+library's exception as one line)."""
 import os
 
 import numpy as np
@@ -16,10 +17,26 @@ def check_file(path, what, error=DatasetError):
     with its article ('an image', 'a mesh')."""
     if os.path.isdir(path):
         raise error(f"{path}: is a folder, not {what}")
+    check_not_dangling(path, what, error)
     if not os.path.isfile(path):
         raise error(f"{path}: no such file ({what})")
     if os.path.getsize(path) == 0:
         raise error(f"{path}: empty file (0 bytes), expected {what}")
+
+
+def check_folder(path, what, error=DatasetError):
+    """Raise `error` with one line naming `path` unless it is a folder; `what` as for `check_file`."""
+    check_not_dangling(path, what, error)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise error(f"{path}: is a file, not {what}")
+    if not os.path.isdir(path):
+        raise error(f"{path}: no such folder ({what})")
+
+
+def check_not_dangling(path, what, error):
+    """A symbolic link to nothing is neither missing (it is there, os.path.exists notwithstanding) nor usable."""
+    if os.path.islink(path) and not os.path.exists(path):
+        raise error(f"{path}: dangling symbolic link (to {os.readlink(path)}), expected {what}")
 
 
 def error_line(err, last=False):
@@ -134,6 +151,6 @@ def check_rigid(m, path, what):
         raise DatasetError(f"{path}: {what} has bottom row {format_row(m[3])}, expected [0, 0, 0, 1]")
     if det < 0:
         raise DatasetError(f"{path}: {what} rotation part is a reflection (determinant {det:.3g}), not a rotation")
-    if error > ROTATION_TOLERANCE:
+    if not error <= ROTATION_TOLERANCE:  # also NaN: R^T R of huge entries overflows
         raise DatasetError(f"{path}: {what} rotation part is not a rotation (determinant {det:.4g}, R^T R differs "
                            f"from the identity by up to {error:.3g}; tolerance {ROTATION_TOLERANCE:g})")

@@ -55,7 +55,9 @@ class Logger:
     def log(self, msg):
         if self.log_file is None:
             os.makedirs(self.workspace, exist_ok=True)
-            self.log_file = open(os.path.join(self.workspace, "log.txt"), "a")
+            # a path that is not UTF-8 (surrogate escapes) is logged as \udcXX rather than failing the run
+            self.log_file = open(os.path.join(self.workspace, "log.txt"), "a", encoding="utf-8",
+                                 errors="backslashreplace")
         self.log_file.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}\n")
         self.log_file.flush()
 

@@ -9,7 +9,11 @@ from .camera_geometry import in_image, project_points
 from .files import write_atomic
 from .config import MESH_FORMATS as FORMATS
 from .texture import bake_texture, evaluate_colors, write_textured_glb, write_textured_obj
+from .unseen_surface import relax_unseen
 
+
+class EmptyMesh(ValueError):
+    """No face is left to write: no camera sees any part of the mesh."""
 
 
 def keep_faces(mesh, keep):
@@ -105,6 +109,25 @@ def drop_unseen(mesh, intrinsics, c2w, size, labels=None, probe=20_000, device="
     return keep_faces(mesh, component_seen[labels[faces[:, 0]]])
 
 
+def relax_unseen_part(mesh, cameras, labels, color_fn, device="cpu"):
+    """(mesh with the vertices no camera sees moved onto the membrane the seen ones span, nerf/unseen_surface.py,
+    and recoloured there by color_fn; the vertices' components, found on `device` if `labels` is None). cameras:
+    (intrinsics, c2w, (H, W)) in the mesh's frame."""
+    faces = np.asarray(mesh.faces)
+    if len(faces) == 0:
+        return mesh, labels
+    labels = component_labels(faces, len(mesh.vertices), device) if labels is None else labels
+    vertices, moved = relax_unseen(mesh.vertices, faces, labels, *cameras, device=device)
+    if not moved.any():
+        return mesh, labels
+    colors = vertex_colors_of(mesh)
+    if colors is not None:
+        colors = colors.copy()
+        rgb = evaluate_colors(color_fn, vertices[moved].astype(np.float32))
+        colors[moved, :3] = (rgb * 255 + 0.5).astype(np.uint8)
+    return trimesh.Trimesh(vertices, faces, vertex_colors=colors, process=False), labels
+
+
 def simplify(mesh, target_faces, color_fn=None, aggressiveness=7.0):
     """Quadric-error decimation (fast-simplification) to about target_faces faces; a mesh already that small is
     returned as it is. Vertex colours: with color_fn(points [N, 3] float32, in the mesh's frame) -> rgb [N, 3]
@@ -196,12 +219,17 @@ def export_meshes(mesh, color_fn, export, stem, cameras=None, device="cpu"):
     """The export stage: mesh (world frame, vertex colours) -> its cleaned, decimated, textured files as
     `export` (config.ExportConfig) says; color_fn(points [N, 3] world) -> rgb [N, 3] (the model's colours);
     cameras = (intrinsics, c2w in the world frame, (H, W)) to drop what no camera sees; connected components
-    found on `device`. Returns (paths, mesh as written)."""
+    found on `device`. Returns (paths, mesh as written); EmptyMesh, before any file is written, if no camera sees
+    any face of a mesh that had some."""
     needs_labels = len(mesh.faces) and (cameras is not None or export.mesh_clean > 0)
     labels = component_labels(np.asarray(mesh.faces), len(mesh.vertices), device) if needs_labels else None
     if cameras is not None:
         kept = drop_unseen(mesh, *cameras, labels=labels)
+        if len(mesh.faces) and not len(kept.faces):
+            raise EmptyMesh("no camera sees any part of the mesh")
         mesh, labels = kept, labels if kept is mesh else None  # components of what is left: found again
+        if export.unseen == "membrane":
+            mesh, labels = relax_unseen_part(mesh, cameras, labels, color_fn, device)
     if export.mesh_clean > 0:
         mesh = clean_components(mesh, export.mesh_clean, labels, device)
     if export.mesh_faces:

@@ -11,7 +11,9 @@ def psnr(pred, target):
 
 def ssim(pred, target, window=11, sigma=1.5):
     """Structural similarity (Wang et al. 2004) of images [H, W, 3] in [0, 1]: Gaussian window 11, sigma 1.5,
-    K1 = 0.01, K2 = 0.03, averaged over channels and valid (unpadded) positions."""
+    K1 = 0.01, K2 = 0.03, averaged over channels and valid (unpadded) positions; an image smaller than the window
+    (a tiny validation render) gets the largest odd window that fits."""
+    window = min(window, (min(pred.shape[:2]) - 1) | 1)
     x = pred.float().permute(2, 0, 1)[None]  # [1, 3, H, W]
     y = target.float().permute(2, 0, 1)[None]
     coords = torch.arange(window, dtype=torch.float32, device=x.device) - (window - 1) / 2

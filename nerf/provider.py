@@ -26,10 +26,11 @@ import cv2
 import numpy as np
 import torch
 
-from .camera_geometry import (check_camera_geometry, decompose_projection, normalise_cameras, opengl_to_opencv,
-                              renormalise, sphere_similarity)
+from .camera_geometry import (check_camera_geometry, check_projection, decompose_projection, normalise_cameras,
+                              opengl_to_opencv, renormalise, sphere_similarity, unit_projection)
 from .images import binary_mask, downscale_images, list_images, read_all, read_image, read_mask, stack_images
-from .input_checks import DatasetError, check_file, check_rigid, describe, field_of_view, format_row, matrix, number
+from .input_checks import (DatasetError, check_file, check_folder, check_rigid, describe, field_of_view, format_row,
+                           matrix, number)
 
 
 @dataclass
@@ -156,13 +157,18 @@ def image_rays(views: Views, index: int, downscale: int = 1):
 # Loading
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 CAMERA_FILES = ("cameras_sphere.npz", "transforms_train.json", "transforms.json")  # NeuS, NeRF-synthetic, ngp
 
 
 def has_cameras_file(root):
-    return any(os.path.exists(os.path.join(root, name)) for name in CAMERA_FILES)
+    """Whether `root` holds one of CAMERA_FILES; a dangling link counts (the loader then says what it is)."""
+    return any(os.path.lexists(os.path.join(root, name)) for name in CAMERA_FILES)
 
 
+# Huge (finite) numbers in a file overflow in the checks' arithmetic: no NumPy warnings, the checks refuse the
+# non-finite results instead.
+@np.errstate(all="ignore")
 def load_scene(root: str, holdout: int = 8, downscale: int = 1, use_masks: bool = True, roi=None,
                device="cpu") -> Scene:
     """Load and check a scene folder, auto-detecting its format; views whose index is a multiple of `holdout`
@@ -174,9 +180,9 @@ def load_scene(root: str, holdout: int = 8, downscale: int = 1, use_masks: bool 
         raise DatasetError(f"{root}: not a folder")
     if not has_cameras_file(root):
         raise DatasetError(f"{root}: no cameras file (expected {', '.join(CAMERA_FILES)})")
-    if os.path.exists(os.path.join(root, "cameras_sphere.npz")):
+    if os.path.lexists(os.path.join(root, "cameras_sphere.npz")):
         fmt, loaded = "neus", _load_neus(root)
-    elif os.path.exists(os.path.join(root, "transforms_train.json")):
+    elif os.path.lexists(os.path.join(root, "transforms_train.json")):
         fmt, loaded = "nerf-synthetic", _load_nerf_synthetic(root)
     else:
         fmt, loaded = "instant-ngp", _load_instant_ngp(root)
@@ -246,8 +252,10 @@ def _check_scale_mat(m, path, key):
     """scale_mat maps the unit sphere to the world: it must be a similarity (rotation, uniform scale,
     translation), else the sphere would be an ellipsoid and the outputs would not map back."""
     a = m[:3, :3]
-    s2 = np.trace(a.T @ a) / 3
-    if s2 == 0 or abs(np.linalg.det(a)) < 1e-12 * s2**1.5:
+    s2, det = np.trace(a.T @ a) / 3, np.linalg.det(a)
+    if not (np.isfinite(s2) and np.isfinite(det)):
+        raise DatasetError(f"{path}: {key} is too large (its scale overflows a float)")
+    if s2 == 0 or abs(det) < 1e-12 * s2**1.5:
         raise DatasetError(f"{path}: {key} is singular")
     if np.abs(m[3] - [0, 0, 0, 1]).max() > 1e-6 * np.abs(m).max():
         raise DatasetError(f"{path}: {key} has bottom row {format_row(m[3])}, expected [0, 0, 0, 1]")
@@ -268,8 +276,7 @@ def _load_neus(root):
     keys = set(cams.files)
     try:
         image_dir = os.path.join(root, "image")
-        if not os.path.isdir(image_dir):
-            raise DatasetError(f"{image_dir}: image folder missing")
+        check_folder(image_dir, "the image folder")
         image_paths = list_images(image_dir, "images")
         num_views = len(image_paths)
         num_cams = len([k for k in keys if k.startswith("world_mat_") and not k.startswith("world_mat_inv")])
@@ -278,7 +285,7 @@ def _load_neus(root):
         intrinsics, c2w = [], []
         scale_mat_0 = None
         for i in range(num_views):
-            world_mat = _npz_matrix(cams, f"world_mat_{i}", path)
+            world_mat = unit_projection(_npz_matrix(cams, f"world_mat_{i}", path)[:3])
             scale_mat = _npz_matrix(cams, f"scale_mat_{i}", path)
             _check_scale_mat(scale_mat, path, f"scale_mat_{i}")
             if scale_mat_0 is None:
@@ -286,12 +293,8 @@ def _load_neus(root):
             elif np.abs(scale_mat - scale_mat_0).max() > 1e-5 * np.abs(scale_mat_0).max():
                 raise DatasetError(f"{path}: scale_mat_{i} differs from scale_mat_0 (every view must share one "
                                    f"normalisation)")
-            m = world_mat[:3, :3]
-            if abs(np.linalg.det(m)) <= 1e-9 * np.prod(np.linalg.norm(m, axis=1)):
-                raise DatasetError(f"{path}: world_mat_{i} is singular (its 3x3 part K R has rank < 3: a zero "
-                                   f"focal length?)")
-            with np.errstate(all="ignore"):
-                k, pose = decompose_projection((world_mat @ scale_mat)[:3, :4])
+            check_projection(world_mat, path, f"world_mat_{i}")
+            k, pose = decompose_projection(world_mat @ scale_mat)
             if not (np.all(np.isfinite(k)) and np.all(np.isfinite(pose)) and k[0, 0] > 0 and k[1, 1] > 0):
                 raise DatasetError(f"{path}: world_mat_{i} is not a valid projection K[R|t]")
             intrinsics.append(k)
@@ -300,7 +303,8 @@ def _load_neus(root):
         cams.close()
     images, masks = stack_images(image_paths)
     mask_dir = os.path.join(root, "mask")
-    if os.path.isdir(mask_dir):
+    if os.path.lexists(mask_dir):  # optional; but a file or a dangling link there is a mistake, not "no masks"
+        check_folder(mask_dir, "the mask folder")
         mask_paths = list_images(mask_dir, "masks")
         if len(mask_paths) != num_views:
             raise DatasetError(f"{mask_dir}: {len(mask_paths)} masks for {num_views} images")
@@ -316,8 +320,7 @@ def _load_neus(root):
 
 def _read_json(path):
     """The top-level object of a JSON file."""
-    if os.path.isdir(path):
-        raise DatasetError(f"{path}: is a folder, not a JSON file")
+    check_file(path, "a JSON file")
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -482,6 +485,11 @@ def _aabb_sphere(meta, path):
     box = matrix(meta["aabb"], path, "aabb", shapes=((2, 3),))
     if np.any(box[1] <= box[0]):
         raise DatasetError(f"{path}: aabb must be [[min x, y, z], [max x, y, z]] with max > min, got {box.tolist()}")
-    return sphere_similarity(box.mean(0), 0.5 * np.linalg.norm(box[1] - box[0]))
+    centre, radius = box.mean(0), 0.5 * np.linalg.norm(box[1] - box[0])
+    # the mesh is mapped back into this box's world units, which the export handles in float32 (inf and NaN fail too)
+    if not (np.abs(centre).max() + radius < FLOAT32_MAX):
+        raise DatasetError(f"{path}: aabb is too large ({format_row(box[0])} to {format_row(box[1])}): its sphere "
+                           f"overflows a 32-bit float")
+    return sphere_similarity(centre, radius)
 
 

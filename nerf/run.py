@@ -6,16 +6,18 @@ import importlib.util
 import os
 import resource
 import shutil
+import socket
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 
 import numpy as np
 import torch
 
-from .camera_geometry import renormalise
-from .checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, load_latest_valid
+from .camera_geometry import in_image, lattice, project_points, renormalise
+from .checkpoint import CheckpointError, checkpoint_dir, list_checkpoints, load_checkpoint, load_latest_valid
 from .config import (MESH_FORMATS, SCENE_RADIUS, ConfigError, explicit_settings, override, region_of_interest, resolve,
                      restore)
 from .evaluation import view_background, write_test_results
@@ -23,9 +25,13 @@ from .files import write_json
 from .logger import Logger
 from .network_sdf import build_model
 from .orbit import render_orbit
-from .provider import DatasetError, has_cameras_file, load_scene
+from .provider import CAMERA_FILES, DatasetError, has_cameras_file, load_scene
 from .renderer_sdf import build_renderer
-from .trainer import Trainer, TrainingDiverged, TrainingInterrupted
+from .trainer import Trainer, TrainingDiverged, TrainingInterrupted, views_shape
+
+# What a run writes in the workspace: these folders, and these files at its top.
+WORKSPACE_FOLDERS = ("checkpoints", "meshes", "results", "run", "validation", "posing")
+WORKSPACE_FILES = ("log.txt", "train_stats.json", "timings.json", "timings_test.json")
 
 
 class StageClock:
@@ -86,6 +92,35 @@ def check_workspace(path):
             pass
     except OSError as e:
         raise ConfigError(f"{path}: --workspace is not writable ({e.strerror} in {existing})") from None
+    check_workspace_entries(path)
+
+
+def check_workspace_entries(path):
+    """What the run writes in the workspace must be absent or of its kind: a file where it makes a folder (or
+    the reverse) would fail only once the run gets there, after training perhaps."""
+    for name in WORKSPACE_FOLDERS:
+        entry = os.path.join(path, name)
+        if os.path.lexists(entry) and not os.path.isdir(entry):
+            raise ConfigError(f"{entry}: not a folder (the run writes into it; move it away)")
+    for name in WORKSPACE_FILES:
+        entry = os.path.join(path, name)
+        if os.path.lexists(entry) and not os.path.isfile(entry):
+            raise ConfigError(f"{entry}: not a file (the run writes it; move it away)")
+    # (a folder would stop the removal of old checkpoints in the middle of training)
+    folder = next((p for p in list_checkpoints(checkpoint_dir(path)) if os.path.isdir(p)), None)
+    if folder is not None:
+        raise ConfigError(f"{folder}: a folder where a checkpoint file belongs")
+
+
+def check_viewer_host(host):
+    """ConfigError unless the live viewer can listen on `host`: viser waits forever on an address that is not
+    this machine's or a name that does not resolve. Tried on any free port: viser moves on from a busy one."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+    except OSError as e:  # socket.gaierror too
+        raise ConfigError(f"--viewer_host: cannot listen on {host!r} ({e.strerror or e})") from None
 
 
 def run_config(args, device):
@@ -143,18 +178,53 @@ def scene_folder(data, workspace, quiet):
         raise
 
 
+def check_region_seen(scene, flags_roi):
+    """ConfigError (naming --center, when `flags_roi` says it came from there) or DatasetError (naming the
+    scene's cameras file) unless some point of the region of interest (the unit sphere of the scene's
+    normalised space) lies in front of a training camera and inside its image: else the training sees only
+    background, and the mesh of the region would be dropped whole as unseen."""
+    points, _ = lattice(-np.ones(3), np.ones(3), 17)
+    points = points[np.linalg.norm(points, axis=1) <= SCENE_RADIUS]
+    views = scene.train
+    size = (views.height, views.width)
+    for k, c2w in zip(views.intrinsics.cpu().double().numpy(), views.c2w.cpu().double().numpy()):
+        if in_image(*project_points(points, k, np.linalg.inv(c2w)), size).any():
+            return
+    if flags_roi:
+        raise ConfigError("--center: no training camera sees the region of interest that --center and --radius "
+                          "give")
+    cameras = next(os.path.join(scene.root, n) for n in CAMERA_FILES if os.path.exists(os.path.join(scene.root, n)))
+    raise DatasetError(f"{cameras}: no training camera sees the region of interest (the sphere around its aabb)")
+
+
+def check_same_views(scene, state):
+    """ConfigError naming DATA when resuming on views of another count or size than the checkpoint's (the error
+    map's state is per tile of each view); a checkpoint from before they were saved is taken as it is."""
+    saved, now = state.get("views"), views_shape(scene.train)
+    if saved is not None and saved != now:
+        raise ConfigError(f"DATA: the checkpoint was trained on {saved}, this scene has {now}")
+
+
 def prepare(args, device, clock):
     """Config, scene and trainer (with the checkpoint's state loaded); raises on bad input, writing nothing."""
     config, path, state = run_config(args, device)
     d = config.data
+    roi = region_of_interest(d)
     scene = load_scene(scene_folder(d.path, args.workspace, args.quiet), holdout=d.holdout, downscale=d.downscale, use_masks=not d.no_masks,
-                       roi=region_of_interest(d), device=device)
+                       roi=roi, device=device)
+    check_region_seen(scene, flags_roi=roi is not None)
+    if state is not None and not args.test:  # (--test may load the scene at another --downscale)
+        check_same_views(scene, state)
     clock.lap("data")
     if config.field.background is None:  # the one setting that depends on the scene
         config = override(config, {"background": "random" if scene.train.masks is not None else "nerf"})
     trainer = build_trainer(config, scene, device, args.workspace, args.quiet)
     if state is not None:
-        trainer.load_state_dict(state)
+        try:
+            trainer.load_state_dict(state)
+        except Exception as e:  # whatever the file holds that does not fit this model (shapes, states...)
+            raise CheckpointError(f"{path}: checkpoint's state does not load ({type(e).__name__}: "
+                                  f"{textwrap.shorten(str(e), 200)})") from None
         trainer.logger.log(f"continuing from step {trainer.step} of {path}")
     clock.lap("model")
     return config, scene, trainer
@@ -171,7 +241,7 @@ def write_mesh(config, scene, trainer, device, workspace):
     written)."""
     # Imported here, at the mesh stage: trimesh takes ~0.75 s to import, which start-up need not wait for.
     from .mesh import extract_mesh, surface_color_fn
-    from .mesh_export import export_meshes
+    from .mesh_export import EmptyMesh, export_meshes
     from .texture import color_fn_in_frame
 
     with denormals_flushed():
@@ -185,7 +255,11 @@ def write_mesh(config, scene, trainer, device, workspace):
     c2w = renormalise(views.c2w.cpu().double().numpy(), scene.to_world, np.eye(4))  # the cameras in the world
     color_fn = color_fn_in_frame(surface_color_fn(trainer.model, device), scene.to_world)
     cameras = (views.intrinsics.cpu().numpy(), c2w, (views.height, views.width))
-    paths, mesh = export_meshes(mesh, color_fn, config.export, stem, cameras=cameras, device=device)
+    try:
+        paths, mesh = export_meshes(mesh, color_fn, config.export, stem, cameras=cameras, device=device)
+    except EmptyMesh:
+        raise EmptySurface(f"{workspace}: no training camera sees any part of the reconstructed surface (no mesh "
+                           "written); check the region of interest and the cameras") from None
     trainer.logger.log(f"mesh: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces -> {', '.join(paths)}")
     return paths, replaced, mesh
 
@@ -283,6 +357,8 @@ def run(args, launch_time):
         clock.lap("start-up")
         if not 0 <= args.viewer <= 65535:
             raise ConfigError(f"--viewer: a port from 1 to 65535 (0: no viewer), got {args.viewer}")
+        if args.viewer and not args.test:
+            check_viewer_host(args.viewer_host)
         config, scene, trainer = prepare(args, device, clock)
         viewer = None
         if args.viewer and not args.test:

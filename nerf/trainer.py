@@ -13,7 +13,8 @@ import torch
 import tqdm
 
 from . import losses
-from .checkpoint import CheckpointWriter, all_finite, checkpoint_dir, load_latest_valid, rng_state, set_rng_state
+from .checkpoint import (CheckpointError, CheckpointWriter, all_finite, checkpoint_dir, load_latest_valid, rng_state,
+                         set_rng_state)
 from .config import to_dict
 from .cuda_graph import GraphedStep
 from .error_map import ErrorMap
@@ -42,6 +43,12 @@ def train_stats(steps, seconds, samples, rays, inv_s):
     return {"steps": steps, "seconds": seconds, "it_per_s": steps / max(seconds, 1e-9),
             "samples_per_s": samples / max(seconds, 1e-9), "samples_per_step": samples / max(steps, 1),
             "rays_per_step": rays / max(steps, 1), "inv_s": inv_s}
+
+
+def views_shape(views):
+    """'N views of WxH': what the error map's state depends on (its tiles), saved so that a resume on other
+    views is refused."""
+    return f"{len(views)} views of {views.width}x{views.height}"
 
 
 class Trainer:
@@ -248,7 +255,11 @@ class Trainer:
         """Divergence: reload the last checkpoint with a lower learning rate, a few times at most; else stop."""
         t = self.train_cfg
         self.checkpoints.wait()
-        latest, state = load_latest_valid(self.ckpt_dir, self.device, self.logger.log)
+        try:
+            latest, state = load_latest_valid(self.ckpt_dir, self.device, self.logger.log)
+        except CheckpointError as e:  # every checkpoint is broken: none to recover from
+            self.logger.log(f"warning: {e}")
+            latest = None
         if latest is None or self.recoveries >= t.max_recoveries:
             raise TrainingDiverged(
                 f"training diverged at step {first_bad_step} (loss {loss_value}) "
@@ -269,7 +280,7 @@ class Trainer:
                 "scaler": self.scaler.state_dict(), "lr_scale": self.lr_scale, "recoveries": self.recoveries,
                 "ray_budget": self.ray_budget.state_dict() if self.ray_budget else None,
                 "error_map": self.error_map.state_dict() if self.error_map else None,
-                "rng": rng_state(self.generator)}
+                "views": views_shape(self.scene.train), "rng": rng_state(self.generator)}
 
     def load_state_dict(self, state):
         self.model.load_state_dict(state["model"])

@@ -14,16 +14,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from nerf.cli import OneLineParser  # noqa: E402
 from nerf.config import join_dashed_values  # noqa: E402
 from nerf.input_checks import DatasetError  # noqa: E402
 from nerf.posing import CAMERA_MODELS, pose_images  # noqa: E402
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """A bad flag is one line `error: --flag: problem` too (no usage block), exit code 2."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message.replace('argument ', '', 1)}\n")
 
 
 def centre(text):
@@ -54,7 +48,7 @@ def main(argv=None):
     parser.add_argument("--center", type=centre, default=None, help="region of interest centre x,y,z (world units)")
     parser.add_argument("--radius", type=float, default=None, help="region of interest radius (world units)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    parser.add_argument("--threads", type=int, default=-1, help="CPU threads for pycolmap (-1: all)")
+    parser.add_argument("--threads", type=int, default=-1, help="CPU threads for pycolmap (-1 or 0: all)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(join_dashed_values(parser, sys.argv[1:] if argv is None else argv))
     if args.frame_step is not None and args.frame_step < 1:
@@ -63,6 +57,11 @@ def main(argv=None):
         parser.error(f"--max_frames: {args.max_frames} is not a positive number")
     if not 0 <= args.blur_ratio < 1:
         parser.error(f"--blur_ratio: {args.blur_ratio} is not in [0, 1)")
+    max_threads = 4 * (os.cpu_count() or 1)  # more is a typo, and COLMAP aborts when it cannot start them
+    if not -1 <= args.threads <= max_threads:
+        parser.error(f"--threads: {args.threads} is not in -1..{max_threads} (-1 or 0: all cores)")
+    if not 0 <= args.seed < 2**31:  # COLMAP's random seeds are int
+        parser.error(f"--seed: {args.seed} is not in 0..{2**31 - 1}")
     try:
         info = pose_images(args.input, args.out, camera_model=args.camera_model, matching=args.matching,
                            frame_step=args.frame_step, max_frames=args.max_frames, blur_ratio=args.blur_ratio,

@@ -8,68 +8,22 @@ it for DTU data in the NeuS format.
 --data SCENE culls the mesh first by the dilated masks of that NeuS-format scene (cameras_sphere.npz, mask/).
 Bad input: one line `error: PATH: problem` on stderr, exit 2, nothing written.
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from nerf.cli import OneLineParser, check_output_file, non_negative_int, positive_float, positive_int  # noqa: E402
 from nerf.dtu_eval import DOWNSAMPLE_MM, MAX_DIST_MM, evaluate_dtu, load_mask_views, load_reference  # noqa: E402
 from nerf.files import write_json  # noqa: E402
 from nerf.input_checks import DatasetError, check_file  # noqa: E402
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """A bad flag is one `error:` line too, not the usage text."""
-
-    def error(self, message):
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
-def positive_int(text):
-    value = int(text)
-    if value <= 0:
-        raise ValueError(text)
-    return value
-
-
-positive_int.__name__ = "positive integer"  # argparse names the type in its message
-
-
-def positive_float(text):
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise ValueError(text)
-    return value
-
-
-positive_float.__name__ = "positive number"
-
-
-def non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise ValueError(text)
-    return value
-
-
-non_negative_int.__name__ = "non-negative integer"
-
-
-def check_output(path, flag):
-    """An output path must not be a folder (file) or a file (folder): caught before the evaluation runs."""
-    if path is None:
-        return
-    if flag == "--out" and os.path.isdir(path):
-        raise DatasetError(f"{path}: is a folder ({flag} names a JSON file)")
-    if flag == "--vis" and os.path.exists(path) and not os.path.isdir(path):
-        raise DatasetError(f"{path}: is a file ({flag} names a folder)")
-    parent = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise DatasetError(f"{path}: cannot be written ({parent} is a file)")
+def check_vis_folder(path):
+    """--vis must name a folder that can be made: caught before the evaluation runs."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise DatasetError(f"{path}: is a file (--vis names a folder)")
+    check_output_file(os.path.join(path, "accuracy_points.ply"), "--vis")
 
 
 def main(argv=None):
@@ -92,8 +46,10 @@ def main(argv=None):
                         help="write accuracy_points.ply and completeness_points.ply (coloured by distance) here")
     args = parser.parse_args(argv)
     try:
-        check_output(args.out, "--out")
-        check_output(args.vis, "--vis")
+        if args.out is not None:
+            check_output_file(args.out, "--out")
+        if args.vis is not None:
+            check_vis_folder(args.vis)
         # the quick checks first: the reference takes a while to read
         check_file(args.mesh, "a mesh")
         mask_views = None if args.data is None else load_mask_views(args.data)

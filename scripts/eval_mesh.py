@@ -11,13 +11,13 @@ scenes write one); --thin_map also prints that recall over a grid on the part's 
 --seen auto (the default) also scores what the scene's cameras see when GT lies in a NeuS-format scene folder
 (cameras_sphere.npz beside it), as nerf.synthetic writes them.
 """
-import argparse
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from nerf.cli import OneLineParser, check_output_file, non_negative_int, positive_float, positive_int  # noqa: E402
+from nerf.files import write_json  # noqa: E402
 from nerf.input_checks import DatasetError  # noqa: E402
 from nerf.mesh_metrics import evaluate_mesh, thin_part_beside  # noqa: E402
 from nerf.seen_surface import neus_cameras  # noqa: E402
@@ -60,12 +60,12 @@ def scene_cameras(choice, gt):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Mesh accuracy/completeness/chamfer/F-score vs ground truth")
+    parser = OneLineParser(description="Mesh accuracy/completeness/chamfer/F-score vs ground truth")
     parser.add_argument("pred", help="predicted mesh (ply/obj/...)")
     parser.add_argument("gt", help="ground-truth mesh")
-    parser.add_argument("--n_points", type=int, default=200_000)
-    parser.add_argument("--tau", type=float, default=2.0, help="F-score threshold in world units (mm)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n_points", type=positive_int, default=200_000)
+    parser.add_argument("--tau", type=positive_float, default=2.0, help="F-score threshold in world units (mm)")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--point_to_point", action="store_true",
                         help="nearest-sample distances (DTU style) instead of point-to-triangle")
     parser.add_argument("--thin", default="auto",
@@ -78,6 +78,8 @@ def main(argv=None):
     parser.add_argument("--json", default=None, help="write metrics here")
     args = parser.parse_args(argv)
     try:
+        if args.json is not None:
+            check_output_file(args.json, "--json")
         metrics = evaluate_mesh(args.pred, args.gt, n_points=args.n_points, tau=args.tau, seed=args.seed,
                                 point_to_point=args.point_to_point, thin=thin_mesh_path(args.thin, args.gt),
                                 cameras=scene_cameras(args.seen, args.gt))
@@ -87,9 +89,8 @@ def main(argv=None):
     print(format_row(args.pred, metrics))
     if args.thin_map and metrics["thin_recall_map"] is not None:
         print(format_map(metrics["thin_recall_map"]))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(metrics, pred=str(args.pred), gt=str(args.gt)), f, indent=1)
+    if args.json is not None:
+        write_json(args.json, dict(metrics, pred=str(args.pred), gt=str(args.gt)))
     return 0
 
 

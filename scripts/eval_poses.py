@@ -4,22 +4,15 @@ alignment on the camera centres, focal length and principal point errors, region
 
     python scripts/eval_poses.py POSED REFERENCE [--json OUT.json]
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from nerf.cli import OneLineParser  # noqa: E402
 from nerf.files import write_json  # noqa: E402
 from nerf.input_checks import DatasetError  # noqa: E402
 from nerf.posing import compare_poses, format_comparison  # noqa: E402
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """A bad flag is one line `error: --flag: problem` too (no usage block), exit code 2."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message.replace('argument ', '', 1)}\n")
 
 
 def main(argv=None):

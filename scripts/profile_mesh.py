@@ -1,6 +1,6 @@
 """Where the mesh stage's time goes: each part of `main_sdf.py`'s mesh stage, timed with the device synchronised.
 
-    python scripts/profile_mesh.py --workspace W [--repeat 3] [--mc_resolution 512]
+    python scripts/profile_mesh.py --workspace W [--repeat 3] [--mc_resolution 512] [--unseen membrane]
 
 Loads the workspace's checkpoint (as `--test` does), then runs the mesh stage (nerf.run.write_mesh: lattice,
 marching cubes, colours, dropping unseen parts, files) `--repeat` times into a temporary folder (the workspace's
@@ -35,6 +35,7 @@ PARTS = [("nerf.mesh", "block_corners"), ("nerf.mesh", "surface_blocks"), ("nerf
          ("raymarching", "marching_cubes"),
          ("nerf.mesh", "weld_lattice_points"), ("nerf.mesh", "extract_surface"), ("nerf.mesh", "extract_mesh"),
          ("nerf.mesh_export", "component_labels"), ("nerf.mesh_export", "drop_unseen"),
+         ("nerf.mesh_export", "relax_unseen_part"),
          ("nerf.mesh_export", "clean_components"), ("nerf.mesh_export", "write_mesh_files"),
          ("nerf.texture", "evaluate_colors"), ("nerf.run", "write_mesh")]
 
@@ -59,11 +60,14 @@ def main():
     p.add_argument("--repeat", type=int, default=3, help="mesh stages timed (the first one included)")
     p.add_argument("--mc_resolution", type=int, help="lattice resolution (default: the checkpoint's)")
     p.add_argument("--device", help="cuda or cpu (default: cuda when present)")
+    p.add_argument("--unseen", help="keep or membrane: what the export does with the surface no camera sees "
+                                    "(default: the checkpoint's)")
     args = p.parse_args()
     try:  # bad input as main_sdf.py reports it: one line, exit code 2
         device = run.pick_device(args.device)
         flags = ["--workspace", args.workspace, "--test", "--quiet", "--device", device]
         flags += ["--mc_resolution", str(args.mc_resolution)] if args.mc_resolution else []
+        flags += ["--unseen", args.unseen] if args.unseen else []
         config, scene, trainer = run.prepare(main_sdf.parse_args(flags), device, run.StageClock(time.time()))
     except (main_sdf.UsageError, ConfigError, DatasetError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)

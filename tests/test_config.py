@@ -2,6 +2,7 @@
 what a checkpoint's saved config allows on resume and --test."""
 import argparse
 import dataclasses
+import re
 
 import pytest
 
@@ -87,10 +88,35 @@ def test_fast_preset_scales_the_device_schedule_and_flags_win_over_it():
     ({"normals": "exact"}, "--normals: must be one of analytic, fd"),
     ({"desired_resolution": 8}, "--desired_resolution: must be >= --base_resolution"),
     ({"no_such_thing": 1}, "--no_such_thing: unknown setting"),
+    ({"seed": -1}, "--seed: must be >= 0, got -1"),
+    ({"seed": 2**32}, "--seed: must be <= 4294967295"),
+    ({"sh_degree": 9}, "--sh_degree: must be <= 8, got 9"),
+    ({"bg_sh_degree": 12}, "--bg_sh_degree: must be <= 8, got 12"),
+    ({"num_levels": 100000}, "--num_levels: must be <= 32"),
+    ({"log2_hashmap_size": 40}, "--log2_hashmap_size: must be <= 24"),
+    ({"desired_resolution": 10**11}, "--desired_resolution: must be <= 1048576"),
+    ({"hidden_dim": 10**8}, "--hidden_dim: must be <= 1024"),
+    ({"feature_dim": 10**8}, "--feature_dim: must be <= 1024"),
+    ({"lr": 1e300}, "--lr: must be <= 1e+30"),
+    ({"init_variance": 1e300}, "--init_variance: must be <= 1.0"),
+    ({"huber_delta": 0.0}, "--huber_delta: must be > 0.0, got 0.0"),
+    ({"fd_eps_start": 0.0}, "--fd_eps_start: must be > 0.0"),
+    ({"fd_eps_end": 0.0}, "--fd_eps_end: must be > 0.0"),
+    ({"init_radius": 0.0}, "--init_radius: must be > 0.0"),
+    ({"init_radius": 1.0}, "--init_radius: must be < 1.0"),
+    ({"iters": "many"}, "--iters: must be int, got 'many'"),  # (a saved config's value; flags are typed)
+    ({"cuda_ray": 1}, "--cuda_ray: must be bool, got 1"),
+    ({"lr": True}, "--lr: must be float or int, got True"),
 ])
 def test_bad_settings_are_refused_naming_the_flag(flags, message):
-    with pytest.raises(cfg.ConfigError, match=message.replace("(", r"\(")):
+    with pytest.raises(cfg.ConfigError, match=re.escape(message)):
         cfg.resolve(flags, "cpu", "scene")
+
+
+def test_the_sh_degree_bound_is_the_encoders():
+    from shencoder.torch_impl import MAX_DEGREE
+
+    assert cfg.MAX_SH_DEGREE == MAX_DEGREE
 
 
 def test_saved_config_round_trips_and_ignores_unknown_settings():
@@ -139,6 +165,13 @@ def test_restore_refuses_flags_that_change_the_model(flags, testing):
     (["--ckpt", "/no/such/ckpt.pth"], "error: /no/such/ckpt.pth: checkpoint not found"),
     (["--test"], "error: {ws}/checkpoints: no checkpoint to test; train first"),
     (["--viewer", "70000"], "error: --viewer: a port from 1 to 65535"),
+    # viser would wait forever on an address not of this machine (TEST-NET-1), or a name that does not resolve
+    (["--viewer", "18767", "--viewer_host", "192.0.2.1"], "error: --viewer_host: cannot listen on '192.0.2.1'"),
+    (["--viewer", "18767", "--viewer_host", "no.such.host.invalid"],
+     "error: --viewer_host: cannot listen on 'no.such.host.invalid'"),
+    (["--center", "1e6,1e6,1e6", "--radius", "1"], "error: --center: no training camera sees the region of interest"),
+    (["--seed", "-1"], "error: --seed: must be >= 0, got -1"),
+    (["--huber_delta", "0"], "error: --huber_delta: must be > 0.0, got 0.0"),
     (["--mesh_format", "ply,stl"], "error: --mesh_format: comma-separated formats among ply, obj, glb"),
     (["--mesh_faces", "3"], "error: --mesh_faces: 0 (no decimation) or at least 4"),
     (["--texture", "32"], "error: --texture: 0 (vertex colours) or a size from 64 to 8192"),
@@ -159,11 +192,32 @@ def test_bad_flags_give_one_error_line_and_write_nothing(small_scene, tmp_path, 
     assert not (tmp_path / "ws").exists()
 
 
+def tree(folder):
+    """Every path under `folder` (relative), with whether it is a folder and a file's contents."""
+    import os
+
+    found = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            relative = os.path.relpath(path, folder)
+            found[relative] = None if os.path.isdir(path) or os.path.islink(path) else open(path, "rb").read()
+    return found
+
+
 @pytest.mark.parametrize("kind, message", [
     ("file", "{ws}: --workspace is not a folder"),
     ("under_a_file", "{ws}: --workspace cannot be created"),
     ("dangling_link", "{ws}: --workspace is a dangling symbolic link"),
     ("empty", "--workspace: empty path"),
+    # What the run writes inside, of the wrong kind: refused at once, not once the run gets there
+    ("checkpoints_a_file", "{ws}/checkpoints: not a folder (the run writes into it; move it away)"),
+    ("meshes_a_file", "{ws}/meshes: not a folder"),
+    ("run_a_file", "{ws}/run: not a folder"),
+    ("results_a_link_to_nowhere", "{ws}/results: not a folder"),
+    ("log_a_folder", "{ws}/log.txt: not a file (the run writes it; move it away)"),
+    ("timings_a_folder", "{ws}/timings.json: not a file"),
+    ("checkpoint_a_folder", "{ws}/checkpoints/ckpt_0000001.pth: a folder where a checkpoint file belongs"),
 ])
 def test_an_unusable_workspace_is_refused(small_scene, tmp_path, capsys, kind, message):
     import os
@@ -172,15 +226,24 @@ def test_an_unusable_workspace_is_refused(small_scene, tmp_path, capsys, kind, m
 
     blocker = tmp_path / "blocker"
     blocker.write_text("not a folder")
-    workspace = {"file": str(blocker), "under_a_file": str(blocker / "ws"), "empty": ""}.get(kind)
+    inside = tmp_path / "ws"
+    workspace = {"file": str(blocker), "under_a_file": str(blocker / "ws"), "empty": ""}.get(kind, str(inside))
     if kind == "dangling_link":
-        workspace = str(tmp_path / "link")
         os.symlink(tmp_path / "nowhere", workspace)
-    before = sorted(os.listdir(tmp_path))
+    elif kind.endswith("_a_file"):
+        inside.mkdir()
+        (inside / kind[:-len("_a_file")]).write_text("")
+    elif kind == "results_a_link_to_nowhere":
+        inside.mkdir()
+        os.symlink(tmp_path / "nowhere", inside / "results")
+    elif kind.endswith("_a_folder"):
+        name = {"log": "log.txt", "timings": "timings.json", "checkpoint": "checkpoints/ckpt_0000001.pth"}
+        (inside / name[kind[:-len("_a_folder")]]).mkdir(parents=True)
+    before = tree(tmp_path)
     assert main_sdf.main([small_scene[0], "--workspace", workspace, "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: " + message.format(ws=workspace)), err
-    assert sorted(os.listdir(tmp_path)) == before and blocker.read_text() == "not a folder"
+    assert tree(tmp_path) == before
 
 
 @pytest.mark.parametrize("where", ["workspace", "parent"])

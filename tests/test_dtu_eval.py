@@ -344,10 +344,10 @@ def test_script_bad_mesh_or_scene(stand_in, tmp_path, capsys, case, problem, as_
 
 
 @pytest.mark.parametrize("args, problem, as_command", [
-    (["--scan", "0", "--dtu", "DTU"], "argument --scan: invalid positive integer value: '0'", SUBPROCESS),
-    (["--scan", "1", "--dtu", "DTU", "--max_dist", "-1"], "argument --max_dist: invalid positive number value: '-1'",
+    (["--scan", "0", "--dtu", "DTU"], "--scan: invalid positive integer value: '0'", SUBPROCESS),
+    (["--scan", "1", "--dtu", "DTU", "--max_dist", "-1"], "--max_dist: invalid positive number value: '-1'",
      False),
-    (["--scan", "1", "--dtu", "DTU", "--out", "{tmp}"], "{tmp}: is a folder (--out names a JSON file)", False),
+    (["--scan", "1", "--dtu", "DTU", "--out", "{tmp}"], "{tmp}: is a folder (--out names a file)", False),
     (["--scan", "1"], "the following arguments are required: --dtu", False),
     (["--scan", "1", "--dtu", "{tmp}/none"], "{tmp}/none: no such folder (the DTU reference", False),
 ], ids=["scan", "max_dist", "out_folder", "missing_dtu", "dtu_not_a_folder"])

@@ -1,7 +1,11 @@
 """Faults on CPU: a run killed at random moments (kill -9, also inside a checkpoint write) or stopped with
-Ctrl-C resumes and ends with exactly the weights of an uninterrupted run; a broken newest checkpoint is skipped;
-weights that blow up in the last steps are caught; an empty surface is an error, not an empty mesh."""
+Ctrl-C resumes and ends with exactly the weights of an uninterrupted run; a broken newest checkpoint is skipped,
+and a broken only one (or one whose contents do not fit) is one error line; a resume on other views is refused;
+weights that blow up in the last steps are caught; an empty surface, or one no camera sees, is an error, not an
+empty mesh; a region of interest no camera sees is refused before training."""
+import json
 import os
+import shutil
 import random
 import signal
 import subprocess
@@ -118,15 +122,151 @@ def test_weights_that_blow_up_in_the_last_steps_are_caught(small_scene, tmp_path
 
 
 def test_an_empty_surface_is_an_error(small_scene, tmp_path, capsys):
-    """A field with no zero crossing in the sphere (here: the initial sphere shrunk to a point, and a learning
-    rate of 0) gives no mesh and exit 3, not an empty mesh file."""
+    """A field with no zero crossing in the sphere (here: the initial sphere shrunk to a speck between the
+    marching-cubes samples, and a learning rate of 0) gives no mesh and exit 3, not an empty mesh file."""
     workspace = tmp_path / "w"
-    args = [small_scene[0], "--workspace", str(workspace), *FLAGS, "--iters", "1", "--init_radius", "0",
+    args = [small_scene[0], "--workspace", str(workspace), *FLAGS, "--iters", "1", "--init_radius", "0.001",
             "--lr", "0"]
     assert main_sdf.main(args) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "the reconstructed surface is empty" in err[0], err
     assert not (workspace / "meshes").exists()
+
+
+def test_a_surface_no_camera_sees_is_an_error(small_scene, tmp_path, capsys, monkeypatch):
+    """A surface whose every part the export drops as unseen (here: a region of interest far from the cameras,
+    past the load-time check, which is switched off) gives no mesh and exit 3, not a failed write of no faces."""
+    import nerf.run
+
+    monkeypatch.setattr(nerf.run, "check_region_seen", lambda scene, flags_roi: None)
+    workspace = tmp_path / "w"
+    args = [small_scene[0], "--workspace", str(workspace), *FLAGS, "--iters", "1", "--center", "1e6,1e6,1e6",
+            "--radius", "1"]
+    assert main_sdf.main(args) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {workspace}: no training camera sees any part of the reconstructed surface (no mesh "
+                   "written); check the region of interest and the cameras"], err
+    assert not (workspace / "meshes").exists()
+
+
+def test_an_aabb_no_camera_sees_is_refused(small_scene, tmp_path, capsys):
+    """transforms.json's aabb far from every camera: one line naming the file, exit 2, nothing written."""
+    scene = tmp_path / "scene"
+    scene.mkdir()
+    for sub in ("image", "mask"):
+        os.symlink(os.path.join(small_scene[0], sub), scene / sub)
+    meta = json.load(open(os.path.join(small_scene[0], "transforms.json")))
+    (scene / "transforms.json").write_text(json.dumps({**meta, "aabb": [[1e6] * 3, [1e6 + 1] * 3]}))
+    workspace = tmp_path / "w"
+    assert main_sdf.main([str(scene), "--workspace", str(workspace), *FLAGS]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {scene / 'transforms.json'}: no training camera sees the region of interest (the sphere "
+                   "around its aabb)"], err
+    assert not workspace.exists()
+
+
+def snapshot(folder):
+    """{relative path: (is a folder, size, modification time)} of everything under `folder`."""
+    found = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            stat = os.lstat(path)
+            found[os.path.relpath(path, folder)] = (os.path.isdir(path), stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+@pytest.fixture(scope="module")
+def trained(small_scene, tmp_path_factory):
+    """A workspace trained for 2 steps: its only checkpoint is ckpt_0000002.pth."""
+    workspace = str(tmp_path_factory.mktemp("trained") / "w")
+    assert main_sdf.main([small_scene[0], "--workspace", workspace, *FLAGS, "--iters", "2"]) == 0
+    return workspace
+
+
+def first_weight(state):
+    return next(iter(state["model"]))
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda s: s.pop("optimizer"), "checkpoint has no 'optimizer'"),
+    (lambda s: s.pop("rng"), "checkpoint has no 'rng'"),
+    (lambda s: s.update(model=[1]), "checkpoint's 'model' is of type list"),
+    (lambda s: s.update(config=None), "checkpoint's 'config' is of type NoneType"),
+    (lambda s: s["config"].update(train=[1]), "checkpoint's config has a list for its 'train'"),
+    (lambda s: s["config"]["train"].update(iters="many"),
+     "checkpoint's config is not valid (--iters: must be int, got 'many')"),
+    (lambda s: s.update(step="x"), "checkpoint's 'step' is of type str"),
+    (lambda s: s.update(step=-1), "checkpoint's step is -1"),
+    (lambda s: s.update(views=3), "checkpoint's 'views' is of type int"),
+    (lambda s: s["config"]["data"].update(path=None), "checkpoint's config has no scene folder"),
+    (lambda s: s["model"].update({first_weight(s): torch.zeros(3)}), "checkpoint's state does not load (RuntimeError"),
+    (lambda s: s["model"].pop(first_weight(s)), "checkpoint's state does not load (RuntimeError"),
+    (lambda s: s["rng"].update(numpy=5), "checkpoint's state does not load (TypeError"),
+])
+@pytest.mark.parametrize("how", ["test", "resume"])
+def test_a_checkpoint_whose_contents_do_not_fit_is_one_error_line(small_scene, trained, tmp_path, capsys, change,
+                                                                  problem, how):
+    workspace = str(tmp_path / "w")
+    shutil.copytree(trained, workspace)
+    path = list_checkpoints(os.path.join(workspace, "checkpoints"))[-1]
+    state = torch.load(path, weights_only=False)
+    change(state)
+    torch.save(state, path)
+    before = snapshot(workspace)
+    args = (["--workspace", workspace, "--test"] if how == "test" else [small_scene[0], "--workspace", workspace])
+    assert main_sdf.main(args + ["--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {path}: {problem}"), err
+    assert snapshot(workspace) == before
+
+
+@pytest.mark.parametrize("kind, problem", [
+    ("junk", "unreadable checkpoint (UnpicklingError)"),
+    ("symlink_loop", "unreadable checkpoint (OSError)"),
+    ("folder", "a folder where a checkpoint file belongs"),
+])
+@pytest.mark.parametrize("how", ["test", "resume", "resume_without_data"])
+def test_a_broken_only_checkpoint_is_one_error_line(small_scene, tmp_path, capsys, kind, problem, how):
+    """No warning before it (nothing older to fall back on), and nothing written."""
+    folder = tmp_path / "w" / "checkpoints"
+    folder.mkdir(parents=True)
+    path = folder / "ckpt_0000001.pth"
+    if kind == "junk":
+        path.write_text("junk")
+    elif kind == "symlink_loop":
+        os.symlink(path.name, path)
+    else:
+        path.mkdir()
+    before = snapshot(tmp_path)
+    args = {"test": ["--test"], "resume": [small_scene[0]], "resume_without_data": []}[how]
+    assert main_sdf.main(args + ["--workspace", str(tmp_path / "w"), "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {path}: {problem}"], err
+    assert snapshot(tmp_path) == before
+
+
+def test_an_old_checkpoint_without_the_views_still_loads(trained, tmp_path):
+    from nerf.checkpoint import load_checkpoint
+
+    path = str(tmp_path / "ckpt_0000002.pth")
+    state = torch.load(list_checkpoints(os.path.join(trained, "checkpoints"))[-1], weights_only=False)
+    assert state.pop("views") == "14 views of 96x72"  # (16 views, every 8th held out)
+    torch.save(state, path)
+    assert load_checkpoint(path, "cpu")["step"] == 2
+
+
+def test_resuming_on_other_views_is_refused(small_scene, trained, tmp_path, capsys):
+    """The error map holds a running error per tile of each training view: a resume on views of another count
+    or size is refused (here: the same scene at half the size), and nothing written."""
+    workspace = str(tmp_path / "w")
+    shutil.copytree(trained, workspace)
+    before = snapshot(workspace)
+    assert main_sdf.main([small_scene[0], "--workspace", workspace, *FLAGS, "--downscale", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: DATA: the checkpoint was trained on 14 views of 96x72, this scene has 14 views of "
+                   "48x36"], err
+    assert snapshot(workspace) == before
 
 
 def test_a_failed_sync_gives_one_line_and_leaves_nothing_corrupt(small_scene, tmp_path, capsys, monkeypatch):

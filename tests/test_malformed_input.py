@@ -7,6 +7,7 @@ milliseconds. The run stops while loading, before any model is built.
 """
 import json
 import os
+import pathlib
 import zlib
 
 import cv2
@@ -14,7 +15,9 @@ import numpy as np
 import pytest
 
 import main_sdf
+from nerf.files import save_png
 from nerf.input_checks import error_line
+from nerf.logger import Logger
 from nerf.provider import load_scene
 
 PNG_NAME = "000005.png"  # the image a broken-image case replaces
@@ -146,6 +149,18 @@ def png_bytes(width, height, colour_type, raw):
             + chunk(b"IEND", b""))
 
 
+def non_utf8(folder, name):
+    """The str path (with surrogate escapes, as Python holds it) of `folder` / `name`, a bytes name that is not
+    UTF-8; skips the test where the filesystem refuses such names."""
+    path = os.path.join(os.fsencode(folder), name)
+    try:
+        open(path, "wb").close()
+        os.remove(path)
+    except OSError as e:
+        pytest.skip(f"the filesystem refuses the non-UTF-8 file name {name!r}: {e.strerror}")
+    return os.fsdecode(path)
+
+
 def tiff_bytes(array, mode):
     from PIL import Image
     import io
@@ -156,7 +171,8 @@ def tiff_bytes(array, mode):
 
 
 # ------------------------------------------------------------------------------------------------------
-# The cases: name -> builder(d, base) that fills folder d and returns the path the error must name.
+# The cases: name -> builder(d, base) that fills folder d and returns the path the error must name (or
+# "PATH: FIELD" where the line must name the field too).
 
 CASES = {}
 
@@ -290,6 +306,14 @@ neus_cams_case("npz scale_mats differ between views", set_cam("scale_mat_9", lam
 neus_cams_case("npz scale_mat missing", lambda cams, base: cams.pop("scale_mat_4"))
 
 
+@case("npz scale_mat huge (its scale overflows)")
+def _(d, base):
+    cams = neus_cams(base)
+    cams["scale_mat_3"][:3] *= 1e200
+    neus_folder(d, base, cams=cams)
+    return f"{d / 'cameras_sphere.npz'}: scale_mat_3"
+
+
 @case("npz truncated file")
 def _(d, base):
     data = open(os.path.join(base["neus"], "cameras_sphere.npz"), "rb").read()
@@ -307,6 +331,13 @@ def _(d, base):
 def _(d, base):
     neus_folder(d, base, cams=b"")
     np.save(open(d / "cameras_sphere.npz", "wb"), np.eye(4))
+    return d / "cameras_sphere.npz"
+
+
+@case("npz a dangling link next to a valid transforms.json")
+def _(d, base):
+    ngp_folder(d, base, ngp_meta(base))
+    os.symlink(d / "missing.npz", d / "cameras_sphere.npz")
     return d / "cameras_sphere.npz"
 
 
@@ -421,6 +452,17 @@ ngp_case("ngp transform_matrix nan", set_pose(3, lambda m: np.where(np.eye(4) > 
 ngp_case("ngp rotation scaled (det 8)", set_pose(3, with_rotation(lambda r: 2 * r)))
 ngp_case("ngp rotation sheared", set_pose(3, with_rotation(lambda r: r + 0.3 * np.outer(r[:, 0], r[:, 1]))))
 ngp_case("ngp rotation mirrored (det -1)", set_pose(3, with_rotation(lambda r: r * [-1, 1, 1])))
+
+
+@case("ngp translation 1e300 (its distances overflow)")
+def _(d, base):
+    meta = ngp_meta(base)
+    meta["frames"][3]["transform_matrix"][0][3] = 1e300
+    return f"{ngp_folder(d, base, meta)}: frame 3"
+
+
+ngp_case("ngp aabb 1e300 (its sphere overflows)", setitem("aabb", [[-1e300] * 3, [1e300] * 3]))
+ngp_case("ngp aabb 1e40 (its sphere overflows float32)", setitem("aabb", [[-1e40] * 3, [1e40] * 3]))
 ngp_case("ngp projective bottom row", set_pose(3, lambda m: np.vstack([m[:3], [0.0, 0.0, 1.0, 1.0]])))
 
 # --- instant-ngp: intrinsics
@@ -583,6 +625,43 @@ def _(d, base):
     return d / "image"
 
 
+@case("mask folder is a file")
+def _(d, base):
+    neus_folder(d, base)
+    os.remove(d / "mask")
+    (d / "mask").write_bytes(b"")
+    return d / "mask"
+
+
+@case("mask folder a dangling link")
+def _(d, base):
+    neus_folder(d, base)
+    os.remove(d / "mask")
+    os.symlink(d / "masks", d / "mask")
+    return d / "mask"
+
+
+def truncated_copy(source, path):
+    """path <- the file `source` less its last 12 bytes (a PNG cut inside its end chunk); returns path."""
+    with open(path, "wb") as f:
+        f.write(open(source, "rb").read()[:-12])
+    return path
+
+
+@case("mask with a non-UTF-8 name truncated")
+def _(d, base):
+    neus_folder(d, base, skip_mask=MASK_NAME)
+    return truncated_copy(os.path.join(base["neus"], "mask", MASK_NAME), non_utf8(d / "mask", b"005\xff.png"))
+
+
+@case("ngp file_path not UTF-8, image truncated")
+def _(d, base):
+    meta = ngp_meta(base)
+    meta["frames"][5]["file_path"] = "image/" + os.fsdecode(b"bad\xff.png")  # "\udcff" in the JSON
+    ngp_folder(d, base, meta, skip_image=PNG_NAME)
+    return truncated_copy(os.path.join(base["neus"], "image", PNG_NAME), non_utf8(d / "image", b"bad\xff.png"))
+
+
 @case("ngp image missing")
 def _(d, base):
     ngp_folder(d, base, ngp_meta(base), skip_image=PNG_NAME)
@@ -667,17 +746,24 @@ def _(d, base):
 # The test
 
 
+# the warnings Python does not show unless asked to
+HIDDEN_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_malformed_input_stops_with_one_line(name, bases, tmp_path, capfd):
+def test_malformed_input_stops_with_one_line(name, bases, tmp_path, capfd, recwarn):
     data = tmp_path / "data"
     data.mkdir()
-    expected = str(CASES[name](data, bases))
+    # as the line shows it: pytest's capture writes a file name's non-UTF-8 byte (a surrogate escape) as "?"
+    expected = str(CASES[name](data, bases)).encode("utf-8", "replace").decode()
     workspace = tmp_path / "ws"
     code = main_sdf.main([str(data), "--workspace", str(workspace), "--iters", "1", "--device", "cpu", "--quiet"])
     out, err = capfd.readouterr()
     lines = err.strip().splitlines()
     assert code == 2, (code, err)
     assert len(lines) == 1 and lines[0].startswith("error: "), err
+    shown = [str(w.message) for w in recwarn if not issubclass(w.category, HIDDEN_WARNINGS)]
+    assert not shown, shown  # outside pytest each would be lines on stderr (NumPy's overflow warnings...)
     assert expected in lines[0] or os.path.basename(expected) in lines[0], (expected, err)
     assert "Traceback" not in err and "Traceback" not in out, out + err
     assert not workspace.exists()
@@ -708,12 +794,14 @@ def test_rotation_with_numerical_noise_and_unusual_numbers_load(bases, tmp_path)
     assert scene.format == "instant-ngp" and len(scene.train) + len(scene.test) == 16
 
 
-def test_neus_3x4_and_negated_world_mats_and_extra_keys_load(bases, tmp_path):
-    """world_mat as 3x4, a world_mat times -1 (the same projective camera) and DTU's extra keys."""
+def test_neus_3x4_scaled_and_negated_world_mats_and_extra_keys_load(bases, tmp_path):
+    """world_mat as 3x4, world_mats times -1 and 1e300 (the same projective cameras; the latter's determinant
+    would overflow) and DTU's extra keys."""
     cams = neus_cams(bases)
     reference = load_scene(bases["neus"])
     cams["world_mat_0"] = cams["world_mat_0"][:3]
     cams["world_mat_1"] = -cams["world_mat_1"]
+    cams["world_mat_2"] = cams["world_mat_2"] * 1e300
     cams["world_mat_inv_1"] = np.linalg.inv(cams["world_mat_1"])
     cams["camera_mat_1"] = np.eye(4)
     neus_folder(tmp_path, bases, cams=cams)
@@ -721,6 +809,26 @@ def test_neus_3x4_and_negated_world_mats_and_extra_keys_load(bases, tmp_path):
     assert np.allclose(scene.test.c2w.numpy(), reference.test.c2w.numpy(), atol=1e-5)
     assert np.allclose(scene.train.c2w.numpy(), reference.train.c2w.numpy(), atol=1e-5)
     assert np.allclose(scene.train.intrinsics.numpy(), reference.train.intrinsics.numpy(), atol=1e-4)
+
+
+def test_non_utf8_folder_and_file_names_load_and_write(bases, tmp_path):
+    """A scene folder and a mask whose names are not UTF-8 (OpenCV's imread and imwrite crash the process on
+    them): the scene loads with its masks, and save_png writes to such a path."""
+    root = non_utf8(tmp_path, b"scene\xff")
+    os.mkdir(root)
+    neus_folder(pathlib.Path(root), bases, skip_mask=MASK_NAME)
+    mask = cv2.imread(os.path.join(bases["neus"], "mask", MASK_NAME))
+    save_png(os.path.join(root, "mask", os.fsdecode(b"005\xff.png")), mask[..., ::-1])
+    scene = load_scene(root, holdout=0)
+    assert (scene.train.masks == load_scene(bases["neus"], holdout=0).train.masks).all()
+
+
+def test_a_non_utf8_workspace_path_is_logged(tmp_path):
+    workspace = non_utf8(tmp_path, b"ws\xff")
+    logger = Logger(workspace)
+    logger.log(f"mesh -> {workspace}/mesh.ply")
+    logger.close()
+    assert open(os.path.join(workspace, "log.txt"), "rb").read().endswith(b"ws\\udcff/mesh.ply\n")
 
 
 def test_nerf_synthetic_with_val_split_and_extensions_loads(bases, tmp_path):

@@ -2,6 +2,7 @@
 (the distance metrics are tested in test_scripts.py)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -234,3 +235,100 @@ def test_eval_cli_scores_what_the_scene_cameras_see(tmp_path, capsys):
                           str(gt_path), "--seen", str(tmp_path)], capture_output=True, text=True)
     missing = tmp_path / "cameras_sphere.npz"
     assert res.returncode == 2 and res.stderr == f"error: {missing}: missing (not a NeuS-format scene)\n"
+
+
+@pytest.fixture(scope="module")
+def small_scene(tmp_path_factory):
+    """A NeuS-format sphere scene of 4 views, 32 x 24 pixels, with its gt_mesh.ply."""
+    from nerf.synthetic import make_scene
+
+    scene = tmp_path_factory.mktemp("eval") / "scene"
+    make_scene(str(scene), shape="sphere", views=4, width=32, height=24, formats=("neus",), gt_resolution=32)
+    return scene
+
+
+def run_eval(argv, capsys):
+    """scripts/eval_mesh.py's main(argv) in this process -> (exit code, stdout, stderr lines); a flag argparse
+    refuses exits from within."""
+    try:
+        code = load_script("eval_mesh").main(argv)
+    except SystemExit as stop:
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err.splitlines()
+
+
+# eval_mesh.py arguments (placeholders: {gt} a mesh, {tmp} the test's folder) -> the start of the one error line
+EVAL_BAD_ARGUMENTS = {
+    "n_points negative": (["{gt}", "{gt}", "--n_points", "-5"], "--n_points: "),
+    "n_points zero": (["{gt}", "{gt}", "--n_points", "0"], "--n_points: "),
+    "tau negative": (["{gt}", "{gt}", "--tau", "-1"], "--tau: "),
+    "tau NaN": (["{gt}", "{gt}", "--tau", "nan"], "--tau: "),
+    "tau infinite": (["{gt}", "{gt}", "--tau", "inf"], "--tau: "),
+    "seed negative": (["{gt}", "{gt}", "--seed", "-1"], "--seed: "),
+    "json empty": (["{gt}", "{gt}", "--json", ""], "--json: "),
+    "json under a file": (["{gt}", "{gt}", "--json", "{gt}/m.json"], "{gt}/m.json: cannot be written"),
+    "json a folder": (["{gt}", "{gt}", "--json", "{tmp}"], "{tmp}: "),
+    "unknown flag": (["{gt}", "{gt}", "--bogus"], "unrecognized arguments: --bogus"),
+    "no meshes": ([], "the following arguments are required: pred, gt"),
+}
+
+
+@pytest.mark.parametrize("case", EVAL_BAD_ARGUMENTS)
+def test_eval_cli_refuses_bad_arguments_before_scoring(case, tmp_path, capsys):
+    """One error line naming the flag or file, exit code 2, no metrics printed and no --json file written."""
+    argv, start = EVAL_BAD_ARGUMENTS[case]
+    gt = tmp_path / "gt.ply"
+    trimesh.creation.icosphere(subdivisions=2, radius=100.0).export(gt)
+    out_json = tmp_path / "m.json"
+    fill = {"gt": str(gt), "tmp": str(tmp_path)}
+    argv = [arg.format(**fill) for arg in argv] + ([] if "--json" in argv else ["--json", str(out_json)])
+    code, out, err = run_eval(argv, capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: " + start.format(**fill)), err
+    assert out == "" and not out_json.exists()
+
+
+# world_mat_1 of the scene beside GT (--seen auto) -> the start of the problem in the error line
+BAD_WORLD_MATS = {
+    "zero": (np.zeros((4, 4)), "world_mat_1 is singular"),
+    "rank 2": (np.diag([100.0, 100.0, 0.0, 1.0]), "world_mat_1 is singular"),
+    "huge entries": (np.full((4, 4), 1e308), "world_mat_1 is singular"),
+    "NaN": (np.full((4, 4), np.nan), "world_mat_1 contains NaN or Inf"),
+    "wrong shape": (np.ones((2, 2)), "world_mat_1 has shape (2, 2)"),
+}
+
+
+def scene_with_world_mat(scene, folder, world_mat):
+    """A copy of `scene` in `folder` with `world_mat` as its world_mat_1 and no scale_mats (scoring needs
+    none: the world_mats place the cameras in GT's frame) -> the copy's cameras file."""
+    shutil.copytree(scene, folder)
+    path = folder / "cameras_sphere.npz"
+    with np.load(path) as cams:
+        world_mats = {key: cams[key] for key in cams.files if key.startswith("world_mat_")}
+    np.savez(path, **dict(world_mats, world_mat_1=world_mat))
+    return path
+
+
+@pytest.mark.parametrize("case", BAD_WORLD_MATS)
+def test_eval_cli_refuses_a_scene_camera_that_is_no_projection(case, small_scene, tmp_path, capsys):
+    world_mat, problem = BAD_WORLD_MATS[case]
+    cameras = scene_with_world_mat(small_scene, tmp_path / "scene", world_mat)
+    gt, out_json = str(tmp_path / "scene" / "gt_mesh.ply"), tmp_path / "m.json"
+    code, out, err = run_eval([gt, gt, "--json", str(out_json)], capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {cameras}: {problem}"), err
+    assert out == "" and not out_json.exists()
+
+
+def test_eval_cli_takes_a_scaled_world_mat_for_the_same_camera(small_scene, tmp_path, capsys):
+    """A projection is defined up to scale: world_mat_1 times 1e300 (whose products overflow) is the same camera,
+    and the scene's cameras need no scale_mats."""
+    gt, out_json = str(small_scene / "gt_mesh.ply"), tmp_path / "m.json"
+    argv = ["--n_points", "2000", "--json", str(out_json)]
+    assert run_eval([gt, gt, *argv], capsys)[::2] == (0, [])
+    reference = json.loads(out_json.read_text())
+    with np.load(small_scene / "cameras_sphere.npz") as cams:
+        scaled = cams["world_mat_1"] * 1e300
+    scene_with_world_mat(small_scene, tmp_path / "scaled", scaled)
+    gt = str(tmp_path / "scaled" / "gt_mesh.ply")
+    assert run_eval([gt, gt, *argv], capsys)[::2] == (0, [])
+    assert json.loads(out_json.read_text())["seen_fraction"] == reference["seen_fraction"]

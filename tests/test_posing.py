@@ -86,7 +86,10 @@ def posed(scene, tmp_path_factory):
 
 def run_script(argv, capfd):
     """(exit code, stdout, stderr lines) of scripts/colmap2neus.py run in this process."""
-    code = colmap2neus.main([str(a) for a in argv])
+    try:
+        code = colmap2neus.main([str(a) for a in argv])
+    except SystemExit as stop:  # a bad flag value: the parser's exit
+        code = stop.code
     captured = capfd.readouterr()  # file descriptors: COLMAP logs from C++, past sys.stderr
     return code, captured.out, captured.err.splitlines()
 
@@ -342,16 +345,24 @@ def test_cached_posing_is_reused_until_the_images_change(scene, tmp_path, monkey
 # Bad inputs: exit 2, one line, nothing written
 
 
+def nearest_existing(path):
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
 def assert_refused(argv, capfd, expected_path, expected_text):
+    """Exit code 2, one line naming expected_path, and nothing written where OUT would go: no OUT, no folder
+    above it, no temporary folder beside it."""
+    existing = nearest_existing(argv[1])
+    before = sorted(os.listdir(existing))
     code, stdout, err = run_script(argv, capfd)
     assert code == 2
     assert len(err) == 1, err
     assert err[0].startswith(f"error: {expected_path}: "), err[0]
     assert expected_text in err[0], err[0]
-    out = argv[1]
-    assert not os.path.exists(out)
-    parent = os.path.dirname(os.path.abspath(out))
-    assert not [n for n in os.listdir(parent) if n.startswith((".tmp-", ".old-"))]
+    assert sorted(os.listdir(existing)) == before
 
 
 def copy_views(scene, folder, indices):
@@ -387,8 +398,9 @@ def test_refuses_a_damaged_image(scene, tmp_path, capfd):
 
 
 def test_refuses_a_video_that_cannot_be_decoded(tmp_path, capfd):
+    """Before any folder is made, the ones above OUT included."""
     (tmp_path / "broken.mp4").write_bytes(b"this is not a video" * 100)
-    assert_refused([tmp_path / "broken.mp4", tmp_path / "out"], capfd, tmp_path / "broken.mp4",
+    assert_refused([tmp_path / "broken.mp4", tmp_path / "new" / "deeper" / "out"], capfd, tmp_path / "broken.mp4",
                    "video cannot be decoded")
 
 
@@ -415,6 +427,111 @@ def test_refuses_a_colmap_model_without_its_images(posed, tmp_path, capfd):
                    "image of the COLMAP model")
 
 
+BINARY_DAMAGE = {  # file of the model, what is done to its bytes, what the error says
+    "cameras truncated": ("cameras.bin", lambda b: b[:30], "truncated"),
+    "images truncated": ("images.bin", lambda b: b[:100], "truncated"),
+    "points truncated": ("points3D.bin", lambda b: b[:300], "truncated"),  # pycolmap looped, allocating GBs
+    "points with bytes after them": ("points3D.bin", lambda b: b + b"\0\0", "2 bytes after its"),
+    "unknown camera model": ("cameras.bin", lambda b: b[:12] + (99).to_bytes(4, "little") + b[16:],
+                             "unknown camera model id 99"),
+}
+
+
+@pytest.mark.parametrize("name, damage, expected_text", BINARY_DAMAGE.values(), ids=BINARY_DAMAGE.keys())
+def test_refuses_a_damaged_binary_colmap_model(posed, tmp_path, capfd, name, damage, expected_text):
+    project = colmap_project_without_images(posed[0], tmp_path)
+    path = project / "sparse" / "0" / name
+    path.write_bytes(damage(path.read_bytes()))
+    assert_refused([project, tmp_path / "out"], capfd, path, expected_text)
+
+
+def text_project(posed_out, tmp_path):
+    """A COLMAP project holding the posed scene's model as text files as COLMAP before 3.12 wrote them (no rigs
+    or frames: the poses are in images.txt) and an empty images/."""
+    project = tmp_path / "project"
+    model = project / "sparse" / "0"
+    model.mkdir(parents=True)
+    pycolmap.Reconstruction(str(posed_out / "sparse" / "0")).write_text(str(model))
+    os.remove(model / "rigs.txt")
+    os.remove(model / "frames.txt")
+    (project / "images").mkdir()
+    return project
+
+
+def edit_first_record(path, values):
+    """Replace fields {index: text} of the first data line of the COLMAP text file path; returns its old fields."""
+    lines = path.read_text().splitlines()
+    i = next(k for k, line in enumerate(lines) if not line.startswith("#"))
+    fields = lines[i].split()
+    lines[i] = " ".join(values.get(k, field) for k, field in enumerate(fields))
+    path.write_text("\n".join(lines) + "\n")
+    return fields
+
+
+IMPOSSIBLE_CAMERAS = {  # file of the model, fields of its first record, what the error says
+    "zero focal length": ("cameras.txt", {4: "0", 5: "0"}, "camera 1 is impossible"),
+    "negative focal length": ("cameras.txt", {5: "-300"}, "camera 1 is impossible"),
+    "zero quaternion": ("images.txt", {1: "0", 2: "0", 3: "0", 4: "0"}, "has an impossible pose"),
+}
+
+
+@pytest.mark.parametrize("name, fields, expected_text", IMPOSSIBLE_CAMERAS.values(), ids=IMPOSSIBLE_CAMERAS.keys())
+def test_refuses_impossible_cameras_of_a_colmap_model(posed, tmp_path, capfd, name, fields, expected_text):
+    project = text_project(posed[0], tmp_path)
+    path = project / "sparse" / "0" / name
+    edit_first_record(path, fields)
+    assert_refused([project, tmp_path / "out"], capfd, path, expected_text)
+
+
+def test_colmap_model_quaternions_are_normalised(posed, tmp_path):
+    from nerf.posing.colmap_model import normalise_poses
+
+    model_dir = text_project(posed[0], tmp_path) / "sparse" / "0"
+    fields = edit_first_record(model_dir / "images.txt", {k: "2" for k in range(1, 5)})
+    model = pycolmap.Reconstruction(str(model_dir))
+    image_id = int(fields[0])
+    normalise_poses(pycolmap, model, model.reg_image_ids(), "test")
+    np.testing.assert_allclose(model.image(image_id).cam_from_world().rotation.quat, [0.5, 0.5, 0.5, 0.5])
+
+
+@pytest.mark.parametrize("flag, value", [("--seed", "-1"), ("--seed", str(2**70)), ("--threads", "-7"),
+                                         ("--threads", "100000")])  # 100000 threads: COLMAP aborted
+def test_refuses_bad_sfm_flags(scene, tmp_path, capfd, flag, value):
+    copy_views(scene, tmp_path / "views", [0, 1, 2])
+    assert_refused([tmp_path / "views", tmp_path / "out", flag, value], capfd, flag, "is not in")
+
+
+def tree_snapshot(folder):
+    """{path: (size, mtime)} of every file and folder under folder."""
+    snapshot = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            stat = os.stat(os.path.join(root, name))
+            snapshot[os.path.join(root, name)] = (stat.st_size, stat.st_mtime_ns)
+    return snapshot
+
+
+OUTPUT_IS_INPUT = [  # input, output (relative to tmp_path), --overwrite given
+    ("project", "project", False),
+    ("project", "project", True),
+    ("project", "project/images", True),
+    ("project", "project/sparse", True),  # holds the model folder
+    ("project/sparse/0", ".", True),  # holds the model folder given itself
+    ("views", "views", True),
+]
+
+
+@pytest.mark.parametrize("given, out, overwrite", OUTPUT_IS_INPUT)
+def test_refuses_an_output_that_is_or_holds_the_input(scene, posed, tmp_path, capfd, given, out, overwrite):
+    colmap_project(scene, *posed, tmp_path / "project")
+    copy_views(scene, tmp_path / "views", [0, 1, 2])
+    before = tree_snapshot(tmp_path)
+    code, _, err = run_script([tmp_path / given, tmp_path / out] + ["--overwrite"] * overwrite, capfd)
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: {tmp_path / out}: ") and " the input " in err[0], err[0]
+    assert tree_snapshot(tmp_path) == before
+
+
 def noise_images(folder, count, seed):
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
@@ -425,9 +542,22 @@ def noise_images(folder, count, seed):
 
 
 def test_refuses_images_without_a_common_scene(tmp_path, capfd):
-    """Unrelated pictures: no pair to start structure from motion from."""
+    """Unrelated pictures: no pair to start structure from motion from. The folders made above OUT for the
+    attempt are removed again."""
     noise_images(tmp_path / "noise", 4, seed=3)
-    assert_refused([tmp_path / "noise", tmp_path / "out"], capfd, tmp_path / "noise", "no model found")
+    assert_refused([tmp_path / "noise", tmp_path / "new" / "out"], capfd, tmp_path / "noise", "no model found")
+
+
+def test_main_failed_posing_leaves_an_existing_workspace_empty(tmp_path, capfd):
+    import main_sdf
+
+    noise_images(tmp_path / "noise", 4, seed=3)
+    (tmp_path / "ws").mkdir()
+    argv = [str(tmp_path / "noise"), "--workspace", str(tmp_path / "ws"), "--device", "cpu", "--quiet"]
+    assert main_sdf.main(argv) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'noise'}: ") and "no model found" in err[0], err
+    assert os.listdir(tmp_path / "ws") == []
 
 
 def test_refuses_when_too_few_images_register(scene, tmp_path, capfd):

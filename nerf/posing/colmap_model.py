@@ -1,16 +1,54 @@
-"""An existing COLMAP model as input: read (binary or text), and checked against its images folder before
-anything is written — every registered image present, readable, and of its camera's size."""
+"""An existing COLMAP model as input: read (binary files after their structure is checked, or text), its cameras
+and poses checked to be possible, and checked against its images folder before anything is written — every
+registered image present, readable, and of its camera's size."""
+import math
 import os
+
+import numpy as np
 
 from ..images import read_all, read_image
 from ..input_checks import error_line
+from .colmap_binary import check_binary_model
 from .errors import PosingError
 from .sfm import pycolmap_module, quiet_colmap
+
+
+def check_cameras(model, cameras_file):
+    """Every camera of the Reconstruction has finite parameters and focal lengths > 0 (its size is checked
+    against its images later)."""
+    for camera_id, camera in model.cameras.items():
+        params = np.asarray(camera.params, dtype=np.float64)
+        if not (np.all(np.isfinite(params)) and np.all(params[camera.focal_length_idxs()] > 0)):
+            raise PosingError(f"{cameras_file}: camera {camera_id} is impossible ({camera.model_name} "
+                              f"{camera.params_to_string()}: focal lengths must be positive, all parameters finite)")
+
+
+def normalise_poses(pycolmap, model, ids, poses_file):
+    """The poses of the registered images `ids` finite, their rotation quaternions of non-zero norm and made unit
+    ones in place (a text model is read as written, and a scaled quaternion would scale the rotation)."""
+    for i in ids:
+        frame = model.frame(model.image(i).frame_id)
+        pose = frame.rig_from_world
+        norm = np.linalg.norm(pose.rotation.quat)
+        if not (math.isfinite(norm) and norm > 0 and np.all(np.isfinite(pose.translation))):
+            raise PosingError(f"{poses_file}: image {i} ({model.image(i).name}) has an impossible pose (rotation "
+                              f"quaternion xyzw {pose.rotation.quat.tolist()}, "
+                              f"translation {pose.translation.tolist()})")
+        pose.rotation = pycolmap.Rotation3d(pose.rotation.quat / norm)
+        frame.rig_from_world = pose
+
+
+def poses_file(model_dir, ext):
+    """The model file the poses are read from: frames (COLMAP 3.12 and later) when present, else images."""
+    frames = os.path.join(model_dir, "frames" + ext)
+    return frames if os.path.isfile(frames) else os.path.join(model_dir, "images" + ext)
 
 
 def read_model(model_dir, ext, image_dir):
     """The pycolmap.Reconstruction in model_dir (ext '.bin' or '.txt') whose images are in image_dir."""
     pycolmap = pycolmap_module()
+    if ext == ".bin":
+        check_binary_model(model_dir, pycolmap)
     model = pycolmap.Reconstruction()
     try:
         with quiet_colmap(pycolmap):
@@ -20,9 +58,11 @@ def read_model(model_dir, ext, image_dir):
                 model.read_text(model_dir)
     except Exception as e:  # pycolmap turns COLMAP's failed checks into ValueError/RuntimeError
         raise PosingError(f"{model_dir}: unreadable COLMAP model ({error_line(e, last=True)})") from None
+    check_cameras(model, os.path.join(model_dir, "cameras" + ext))
     ids = sorted(model.reg_image_ids(), key=lambda i: model.image(i).name)
     if not ids:
         raise PosingError(f"{model_dir}: the COLMAP model has no registered images")
+    normalise_poses(pycolmap, model, ids, poses_file(model_dir, ext))
     paths = [os.path.join(image_dir, model.image(i).name) for i in ids]
     for path in paths:
         if not os.path.isfile(path):

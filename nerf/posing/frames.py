@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..files import save_png
 from ..input_checks import error_line
 from .errors import PosingError
 
@@ -46,6 +47,12 @@ def open_video(path):
     return reader, meta
 
 
+def check_video(path):
+    """PosingError unless ffmpeg can open the video (before any folder is made for its frames)."""
+    reader, _ = open_video(path)
+    reader.close()
+
+
 def extract_frames(video_path, out_dir, step=None, max_frames=150, blur_ratio=0.5, disable=None):
     """Write frames of the video as out_dir/000000.png... and return [(file name, frame index)].
 
@@ -63,8 +70,7 @@ def extract_frames(video_path, out_dir, step=None, max_frames=150, blur_ratio=0.
 
     def flush():
         name = f"{len(kept):06d}.png"
-        if not cv2.imwrite(os.path.join(out_dir, name), cv2.cvtColor(best[2], cv2.COLOR_RGB2BGR)):
-            raise OSError(f"{out_dir}: could not write a frame")
+        save_png(os.path.join(out_dir, name), best[2])
         kept.append((name, best[1]))
         scores.append(best[0])
 

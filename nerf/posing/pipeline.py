@@ -18,7 +18,7 @@ from ..images import quiet_decoders, read_image
 from .colmap_model import read_model
 from .errors import PosingError
 from .export import write_cameras, write_points_ply
-from .frames import extract_frames
+from .frames import check_video, extract_frames
 from .inputs import MIN_IMAGES, check_images, classify_input
 from .refine import refine_cameras
 from .roi import region_of_interest, scale_matrix
@@ -39,13 +39,30 @@ def check_output(out_dir, overwrite):
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
         raise PosingError(f"{out_dir}: exists and is not empty (pass --overwrite to replace it)")
     parent = os.path.dirname(os.path.abspath(out_dir))
-    probe = parent
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
+    missing = outermost_missing(parent)
+    probe = parent if missing is None else os.path.dirname(missing)
     if not os.path.isdir(probe):
         raise PosingError(f"{out_dir}: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise PosingError(f"{out_dir}: {probe} is not writable")
+
+
+def outermost_missing(folder):
+    """The outermost of the absolute path `folder` and its parents that does not exist; None when it exists."""
+    missing = None
+    while not os.path.exists(folder):
+        folder, missing = os.path.dirname(folder), folder
+    return missing
+
+
+def check_output_spares_input(out_dir, source):
+    """out_dir is neither the input (its images or model folder included) nor a folder holding it: replacing
+    out_dir would destroy the input."""
+    out = os.path.realpath(out_dir)
+    for path in (source.path, source.image_dir, source.model_dir):
+        if path is not None and os.path.commonpath([out, os.path.realpath(path)]) == out:
+            relation = "is" if os.path.realpath(path) == out else "holds"
+            raise PosingError(f"{out_dir}: {relation} the input {path} (writing the output would replace it)")
 
 
 def check_sphere(center, radius):
@@ -187,16 +204,20 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
     if matching not in ("auto", "exhaustive", "sequential"):
         raise PosingError(f"--matching: {matching!r} is not one of auto, exhaustive, sequential")
     sphere = check_sphere(center, radius)
-    check_output(out_dir, overwrite)
     source = classify_input(input_path)
+    check_output_spares_input(out_dir, source)
+    check_output(out_dir, overwrite)
     pycolmap = pycolmap_module()
     size, given = None, None
     if source.kind == "images":
         size = check_images(source.image_dir, source.image_names, input_path)
     elif source.kind == "colmap":
         given = read_model(source.model_dir, source.model_ext, source.image_dir)
+    else:
+        check_video(input_path)
 
     parent = os.path.dirname(os.path.abspath(out_dir))
+    created = outermost_missing(parent)  # removed again if posing fails
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(os.path.abspath(out_dir))}-", dir=parent)
     try:
@@ -219,6 +240,6 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
         shutil.rmtree(os.path.join(tmp, "work"), ignore_errors=True)
         replace_folder(tmp, out_dir)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(created or tmp, ignore_errors=True)
         raise
     return info

@@ -66,6 +66,8 @@ def find_texture(mesh, path, texture_path):
     OBJ's material image, else the only PNG/JPG beside the OBJ (Spot ships its texture that way); None if none."""
     import cv2
 
+    from ..images import imread
+
     if texture_path is None:
         material = getattr(mesh.visual, "material", None)
         image = getattr(material, "image", None)
@@ -77,9 +79,7 @@ def find_texture(mesh, path, texture_path):
         if len(images) != 1:
             return None
         texture_path = os.path.join(folder, images[0])
-    bgr = cv2.imread(texture_path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"cannot read texture {texture_path}")
+    bgr = imread(texture_path, cv2.IMREAD_COLOR, "texture")
     return bgr[:, :, ::-1].astype(np.float64) / 255.0
 
 

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 
+from ..files import save_png
 from .cameras import c2w_opengl, world_mat
 
 
@@ -12,8 +13,6 @@ def write_views(shape, cams, K, width, height, albedo_fn, background, out_dir, s
     'black' or 'white' background, or over a backdrop (`background` 'room' or 'table': backdrop_fn(K, R, t, width,
     height) -> [H * W, 3], see backdrop.py) and write out_dir/sub/image/NNNNNN.png and mask/NNN.png; returns the
     fraction of each view the mask covers."""
-    import cv2
-
     img_dir = os.path.join(out_dir, sub, "image")
     mask_dir = os.path.join(out_dir, sub, "mask")
     os.makedirs(img_dir, exist_ok=True)
@@ -27,9 +26,8 @@ def write_views(shape, cams, K, width, height, albedo_fn, background, out_dir, s
         image[hit] = rgb
         image8 = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
         image8 = image8.reshape(height, width, 3)
-        cv2.imwrite(os.path.join(img_dir, f"{i:06d}.png"), image8[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 6])
-        cv2.imwrite(os.path.join(mask_dir, f"{i:03d}.png"), mask.astype(np.uint8) * 255,
-                    [cv2.IMWRITE_PNG_COMPRESSION, 6])
+        save_png(os.path.join(img_dir, f"{i:06d}.png"), image8)
+        save_png(os.path.join(mask_dir, f"{i:03d}.png"), mask.astype(np.uint8) * 255)
         coverage.append(float(mask.mean()))
     return coverage
 

@@ -1,0 +1,56 @@
+"""What the command-line tools share: a parser whose errors are one line, and argument types that refuse
+impossible numbers (argparse names a type by its __name__ in its message)."""
+import argparse
+import math
+import os
+
+from .input_checks import DatasetError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A bad flag is one line `error: --flag: problem` (no usage block), exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message.replace('argument ', '', 1)}\n")
+
+
+def positive_int(text):
+    value = int(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
+def positive_float(text):
+    value = float(text)
+    if not 0 < value < math.inf:  # NaN fails too
+        raise ValueError(text)
+    return value
+
+
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+positive_int.__name__ = "positive integer"
+positive_float.__name__ = "positive number"
+non_negative_int.__name__ = "non-negative integer"
+
+
+def check_output_file(path, flag):
+    """An output file `path` (of `flag`) that cannot be written is refused before the work that would fill it:
+    DatasetError if it is a folder, or the nearest existing folder above it is a file or not writable."""
+    if not path:
+        raise DatasetError(f"{flag}: empty path")
+    if os.path.isdir(path):
+        raise DatasetError(f"{path}: is a folder ({flag} names a file)")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise DatasetError(f"{path}: cannot be written ({parent} is a file)")
+    if not os.access(path if os.path.exists(path) else parent, os.W_OK):
+        raise DatasetError(f"{path}: cannot be written ({flag}: permission denied)")
