@@ -44,7 +44,7 @@ def seen_vertices(vertices, intrinsics, c2w, size, pixel_size, device="cpu"):
         rows, cols = int(np.ceil(height / scale)), int(np.ceil(width / scale))
         focal = torch.as_tensor(K[[0, 1], [0, 1]], dtype=torch.float32, device=device)
         centre = torch.as_tensor(K[:2, 2], dtype=torch.float32, device=device)
-        uv = (cam[:, :2] / z.clamp_min(1e-12)[:, None] * focal + centre + 0.5) / scale  # pixel centres at i + 0.5
+        uv = (cam[:, :2] / z.clamp_min(1e-12)[:, None] * focal + centre + 0.5) / scale  # floor: the nearest pixel
         inside = front & (uv[:, 0] >= 0) & (uv[:, 1] >= 0) & (uv[:, 0] < width / scale) & (uv[:, 1] < height / scale)
         pixel = uv[:, 1].long().clamp(0, rows - 1) * cols + uv[:, 0].long().clamp(0, cols - 1)
         nearest = torch.full((rows * cols,), torch.inf, dtype=z.dtype, device=device)
