@@ -3,6 +3,7 @@ impossible numbers (argparse names a type by its __name__ in its message)."""
 import argparse
 import math
 import os
+import sys
 
 from .input_checks import DatasetError
 
@@ -23,7 +24,7 @@ def positive_int(text):
 
 def positive_float(text):
     value = float(text)
-    if not 0 < value < math.inf:  # NaN fails too
+    if not sys.float_info.min <= value < math.inf:  # NaN and subnormal numbers fail too
         raise ValueError(text)
     return value
 

@@ -19,6 +19,8 @@ SCENE_RADIUS = 1.0
 # Upper bounds of the model's sizes: generous, but what one GPU can hold (32 levels of 2**24 rows are 2**29 rows
 # of the int32-indexed hash table, 4 GB of float32 weights); the spherical-harmonics encoder has 8 bands at most.
 MAX_LEVELS, MAX_LOG2_HASHMAP_SIZE, MAX_RESOLUTION, MAX_WIDTH, MAX_SH_DEGREE = 32, 24, 2**20, 1024, 8
+# A marching-cubes lattice of 4096^3 is evaluated block by block in a few minutes on a GPU; beyond it, sizes overflow.
+MAX_MC_RESOLUTION = 4096
 MESH_FORMATS = ("ply", "obj", "glb")
 # --preset: a share of the device's training steps (the learning-rate warm-up scaled alike; the other schedules
 # are fractions of the run already), and settings it changes. "fast": no validation renders, and half the rays
@@ -161,7 +163,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    mc_resolution: int = opt(512, "marching-cubes grid resolution", minimum=2)
+    mc_resolution: int = opt(512, "marching-cubes grid resolution", minimum=2, maximum=MAX_MC_RESOLUTION)
     eval_downscale: int = opt(2, "validation renders downscaled by this factor", minimum=1)
     eval_chunk: int = opt(16384, "rays per chunk when rendering images", minimum=1)
     mesh_format: str = opt("ply", "comma-separated formats of WORKSPACE/meshes/mesh.*: ply, obj, glb (OBJ and GLB "

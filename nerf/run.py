@@ -198,11 +198,11 @@ def check_region_seen(scene, flags_roi):
 
 
 def check_same_views(scene, state):
-    """ConfigError naming DATA when resuming on views of another count or size than the checkpoint's (the error
+    """ConfigError naming the scene folder when resuming on views of another count or size than the checkpoint's (the error
     map's state is per tile of each view); a checkpoint from before they were saved is taken as it is."""
     saved, now = state.get("views"), views_shape(scene.train)
     if saved is not None and saved != now:
-        raise ConfigError(f"DATA: the checkpoint was trained on {saved}, this scene has {now}")
+        raise ConfigError(f"{scene.root}: the checkpoint was trained on {saved}, this scene has {now}")
 
 
 def prepare(args, device, clock):

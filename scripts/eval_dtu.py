@@ -19,6 +19,9 @@ from nerf.files import write_json  # noqa: E402
 from nerf.input_checks import DatasetError, check_file  # noqa: E402
 
 
+MIN_MM, MAX_MM = 1e-3, 1e4  # the bounds of --downsample and --max_dist
+
+
 def check_vis_folder(path):
     """--vis must name a folder that can be made: caught before the evaluation runs."""
     if os.path.exists(path) and not os.path.isdir(path):
@@ -45,6 +48,9 @@ def main(argv=None):
     parser.add_argument("--vis", default=None,
                         help="write accuracy_points.ply and completeness_points.ply (coloured by distance) here")
     args = parser.parse_args(argv)
+    for flag, value in (("--downsample", args.downsample), ("--max_dist", args.max_dist)):
+        if not MIN_MM <= value <= MAX_MM:  # finer thinning runs out of memory; the scan is ~500 mm across
+            parser.error(f"{flag}: {value:g} mm is not in {MIN_MM:g}..{MAX_MM:g} mm")
     try:
         if args.out is not None:
             check_output_file(args.out, "--out")

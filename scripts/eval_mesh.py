@@ -23,6 +23,9 @@ from nerf.mesh_metrics import evaluate_mesh, thin_part_beside  # noqa: E402
 from nerf.seen_surface import neus_cameras  # noqa: E402
 
 
+MAX_POINTS = 10**8  # samples a side; more would not fit in memory
+
+
 def format_row(name, m):
     """One line of the metrics dict `m` of mesh `name` (thin-part recall only when scored)."""
     return (f"{name} | acc {m['accuracy']:.4f} | comp {m['completeness']:.4f} | chamfer {m['chamfer']:.4f} "
@@ -77,6 +80,8 @@ def main(argv=None):
                              "scene folder")
     parser.add_argument("--json", default=None, help="write metrics here")
     args = parser.parse_args(argv)
+    if args.n_points > MAX_POINTS:
+        parser.error(f"--n_points: at most {MAX_POINTS}, got {args.n_points}")
     try:
         if args.json is not None:
             check_output_file(args.json, "--json")

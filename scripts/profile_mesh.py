@@ -8,7 +8,6 @@ mesh is left alone) and prints, per part, the median seconds over the repeats. P
 the kernel, `raymarching.marching_cubes` on a GPU, and the welding; the stage holds everything), so the rows do
 not add up to the stage.
 """
-import argparse
 import collections
 import functools
 import importlib
@@ -24,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import main_sdf  # noqa: E402
 from nerf import run  # noqa: E402
+from nerf.cli import OneLineParser, positive_int  # noqa: E402
 from nerf.checkpoint import CheckpointError  # noqa: E402
 from nerf.config import ConfigError  # noqa: E402
 from nerf.input_checks import DatasetError  # noqa: E402
@@ -55,10 +55,10 @@ def timed(fn, seconds, stage, sync):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workspace", required=True, help="a trained workspace")
-    p.add_argument("--repeat", type=int, default=3, help="mesh stages timed (the first one included)")
-    p.add_argument("--mc_resolution", type=int, help="lattice resolution (default: the checkpoint's)")
+    p.add_argument("--repeat", type=positive_int, default=3, help="mesh stages timed (the first one included)")
+    p.add_argument("--mc_resolution", type=positive_int, help="lattice resolution (default: the checkpoint's)")
     p.add_argument("--device", help="cuda or cpu (default: cuda when present)")
     p.add_argument("--unseen", help="keep or membrane: what the export does with the surface no camera sees "
                                     "(default: the checkpoint's)")
@@ -66,8 +66,8 @@ def main():
     try:  # bad input as main_sdf.py reports it: one line, exit code 2
         device = run.pick_device(args.device)
         flags = ["--workspace", args.workspace, "--test", "--quiet", "--device", device]
-        flags += ["--mc_resolution", str(args.mc_resolution)] if args.mc_resolution else []
-        flags += ["--unseen", args.unseen] if args.unseen else []
+        flags += ["--mc_resolution", str(args.mc_resolution)] if args.mc_resolution is not None else []
+        flags += ["--unseen", args.unseen] if args.unseen is not None else []
         config, scene, trainer = run.prepare(main_sdf.parse_args(flags), device, run.StageClock(time.time()))
     except (main_sdf.UsageError, ConfigError, DatasetError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)

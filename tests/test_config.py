@@ -90,6 +90,7 @@ def test_fast_preset_scales_the_device_schedule_and_flags_win_over_it():
     ({"no_such_thing": 1}, "--no_such_thing: unknown setting"),
     ({"seed": -1}, "--seed: must be >= 0, got -1"),
     ({"seed": 2**32}, "--seed: must be <= 4294967295"),
+    ({"mc_resolution": 99999999}, "--mc_resolution: must be <= 4096"),
     ({"sh_degree": 9}, "--sh_degree: must be <= 8, got 9"),
     ({"bg_sh_degree": 12}, "--bg_sh_degree: must be <= 8, got 12"),
     ({"num_levels": 100000}, "--num_levels: must be <= 32"),

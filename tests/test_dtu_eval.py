@@ -348,9 +348,10 @@ def test_script_bad_mesh_or_scene(stand_in, tmp_path, capsys, case, problem, as_
     (["--scan", "1", "--dtu", "DTU", "--max_dist", "-1"], "--max_dist: invalid positive number value: '-1'",
      False),
     (["--scan", "1", "--dtu", "DTU", "--out", "{tmp}"], "{tmp}: is a folder (--out names a file)", False),
+    (["--scan", "1", "--dtu", "DTU", "--downsample", "1e11"], "--downsample: 1e+11 mm is not in", False),
     (["--scan", "1"], "the following arguments are required: --dtu", False),
     (["--scan", "1", "--dtu", "{tmp}/none"], "{tmp}/none: no such folder (the DTU reference", False),
-], ids=["scan", "max_dist", "out_folder", "missing_dtu", "dtu_not_a_folder"])
+], ids=["scan", "max_dist", "out_folder", "downsample_huge", "missing_dtu", "dtu_not_a_folder"])
 def test_script_bad_flag(stand_in, tmp_path, capsys, args, problem, as_command):
     _, dtu, centre, _ = stand_in
     mesh_path = tmp_path / "mesh.ply"

@@ -264,8 +264,8 @@ def test_resuming_on_other_views_is_refused(small_scene, trained, tmp_path, caps
     before = snapshot(workspace)
     assert main_sdf.main([small_scene[0], "--workspace", workspace, *FLAGS, "--downscale", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: DATA: the checkpoint was trained on 14 views of 96x72, this scene has 14 views of "
-                   "48x36"], err
+    assert err == [f"error: {small_scene[0]}: the checkpoint was trained on 14 views of 96x72, this scene has 14 "
+                   "views of 48x36"], err
     assert snapshot(workspace) == before
 
 

@@ -262,6 +262,8 @@ def run_eval(argv, capsys):
 EVAL_BAD_ARGUMENTS = {
     "n_points negative": (["{gt}", "{gt}", "--n_points", "-5"], "--n_points: "),
     "n_points zero": (["{gt}", "{gt}", "--n_points", "0"], "--n_points: "),
+    "n_points huge": (["{gt}", "{gt}", "--n_points", "99999999999999999"], "--n_points: at most"),
+    "tau subnormal": (["{gt}", "{gt}", "--tau", "1e-320"], "--tau: "),
     "tau negative": (["{gt}", "{gt}", "--tau", "-1"], "--tau: "),
     "tau NaN": (["{gt}", "{gt}", "--tau", "nan"], "--tau: "),
     "tau infinite": (["{gt}", "{gt}", "--tau", "inf"], "--tau: "),

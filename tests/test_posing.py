@@ -445,6 +445,13 @@ def test_refuses_a_damaged_binary_colmap_model(posed, tmp_path, capfd, name, dam
     assert_refused([project, tmp_path / "out"], capfd, path, expected_text)
 
 
+def test_refuses_a_binary_model_whose_frames_name_images_it_lacks(posed, tmp_path, capfd):
+    """images.bin with no records while frames.bin still names them: well formed, but no model."""
+    project = colmap_project_without_images(posed[0], tmp_path)
+    (project / "sparse" / "0" / "images.bin").write_bytes(bytes(8))
+    assert_refused([project, tmp_path / "out"], capfd, project / "sparse" / "0", "unreadable COLMAP model")
+
+
 def text_project(posed_out, tmp_path):
     """A COLMAP project holding the posed scene's model as text files as COLMAP before 3.12 wrote them (no rigs
     or frames: the poses are in images.txt) and an empty images/."""

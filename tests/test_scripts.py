@@ -381,7 +381,8 @@ def test_profile_mesh_times_every_part_and_leaves_the_workspace_alone(tmp_path, 
                                           + seconds["marching_cubes"])
     assert (mesh.stat().st_mtime_ns, mesh.read_bytes()) == before
     for flags, message in ((["--workspace", str(tmp_path / "none")], "no checkpoint to test"),
-                           (["--workspace", str(workspace), "--mc_resolution", "1"], "--mc_resolution: ")):
+                           (["--workspace", str(workspace), "--mc_resolution", "1"], "--mc_resolution: "),
+                           (["--workspace", str(workspace), "--repeat", "0"], "--repeat: ")):
         res = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "profile_mesh.py"), *flags],
                              capture_output=True, text=True, cwd=REPO_ROOT)
         assert res.returncode == 2 and res.stderr.count("\n") == 1 and res.stderr.startswith("error: "), res.stderr

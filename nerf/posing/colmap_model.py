@@ -59,7 +59,10 @@ def read_model(model_dir, ext, image_dir):
     except Exception as e:  # pycolmap turns COLMAP's failed checks into ValueError/RuntimeError
         raise PosingError(f"{model_dir}: unreadable COLMAP model ({error_line(e, last=True)})") from None
     check_cameras(model, os.path.join(model_dir, "cameras" + ext))
-    ids = sorted(model.reg_image_ids(), key=lambda i: model.image(i).name)
+    try:  # pycolmap checks here that each registered frame's images exist
+        ids = sorted(model.reg_image_ids(), key=lambda i: model.image(i).name)
+    except Exception as e:
+        raise PosingError(f"{model_dir}: unreadable COLMAP model ({error_line(e, last=True)})") from None
     if not ids:
         raise PosingError(f"{model_dir}: the COLMAP model has no registered images")
     normalise_poses(pycolmap, model, ids, poses_file(model_dir, ext))
