@@ -33,12 +33,19 @@ def unit_projection(P):
     return P / largest if largest > 0 else P
 
 
-def check_projection(P, path, key):
-    """DatasetError naming the cameras file `path` and its entry `key` unless the projection P [3, 4] (from
-    unit_projection) has a 3x3 part of full rank, as every camera K R does."""
+def projection_camera(P, path, key):
+    """(K [3, 3], camera-to-world [4, 4]) of the projection P [3, 4] K [R | t], entry `key` of the cameras file
+    `path` (the error names both). DatasetError unless its 3x3 part has full rank and it decomposes into a K with
+    positive focal lengths; any scale of P is the same camera (`unit_projection`)."""
+    P = unit_projection(P)
     m = P[:, :3]
     if abs(np.linalg.det(m)) <= 1e-9 * np.prod(np.linalg.norm(m, axis=1)):
         raise DatasetError(f"{path}: {key} is singular (its 3x3 part K R has rank < 3: a zero focal length?)")
+    with np.errstate(all="ignore"):
+        K, c2w = decompose_projection(P)
+    if not (np.all(np.isfinite(K)) and np.all(np.isfinite(c2w)) and K[0, 0] > 0 and K[1, 1] > 0):
+        raise DatasetError(f"{path}: {key} is not a valid projection K[R|t]")
+    return K, c2w
 
 
 def opengl_to_opencv(c2w):

@@ -26,8 +26,8 @@ import cv2
 import numpy as np
 import torch
 
-from .camera_geometry import (check_camera_geometry, check_projection, decompose_projection, normalise_cameras,
-                              opengl_to_opencv, renormalise, sphere_similarity, unit_projection)
+from .camera_geometry import (check_camera_geometry, normalise_cameras, opengl_to_opencv, projection_camera,
+                              renormalise, sphere_similarity, unit_projection)
 from .images import binary_mask, downscale_images, list_images, read_all, read_image, read_mask, stack_images
 from .input_checks import (DatasetError, check_file, check_folder, check_rigid, describe, field_of_view, format_row,
                            matrix, number)
@@ -293,10 +293,8 @@ def _load_neus(root):
             elif np.abs(scale_mat - scale_mat_0).max() > 1e-5 * np.abs(scale_mat_0).max():
                 raise DatasetError(f"{path}: scale_mat_{i} differs from scale_mat_0 (every view must share one "
                                    f"normalisation)")
-            check_projection(world_mat, path, f"world_mat_{i}")
-            k, pose = decompose_projection(world_mat @ scale_mat)
-            if not (np.all(np.isfinite(k)) and np.all(np.isfinite(pose)) and k[0, 0] > 0 and k[1, 1] > 0):
-                raise DatasetError(f"{path}: world_mat_{i} is not a valid projection K[R|t]")
+            # (scale_mat is a similarity: the product's 3x3 part has full rank exactly when world_mat's has)
+            k, pose = projection_camera(world_mat @ scale_mat, path, f"world_mat_{i}")
             intrinsics.append(k)
             c2w.append(pose)
     finally:

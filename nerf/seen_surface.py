@@ -9,8 +9,7 @@ import os
 
 import numpy as np
 
-from .camera_geometry import (check_projection, decompose_projection, downscale_intrinsics, in_image,
-                              project_points, unit_projection)
+from .camera_geometry import downscale_intrinsics, in_image, project_points, projection_camera
 from .images import list_images, read_image
 from .input_checks import DatasetError, matrix
 from .mesh_render import neus_world_mats, rasterize_mesh
@@ -27,20 +26,6 @@ class Camera:
         self.K, self.w2c, self.width, self.height = K, w2c, int(width), int(height)
 
 
-def projection_camera(world_mat, path, key):
-    """(K [3, 3], camera-to-world [4, 4]) of the projection `world_mat` (K [R | t], 4x4 or 3x4; entry `key` of
-    the cameras file `path`). Raises DatasetError naming the file and the entry unless it is finite and
-    decomposes into a K with positive focal lengths and a rotation (as any finite P with a full-rank 3x3 part
-    does)."""
-    P = unit_projection(matrix(world_mat, path, key, ((4, 4), (3, 4)))[:3, :4])
-    check_projection(P, path, key)
-    with np.errstate(all="ignore"):
-        K, c2w = decompose_projection(P)
-    if not (np.all(np.isfinite(K)) and np.all(np.isfinite(c2w)) and K[0, 0] > 0 and K[1, 1] > 0):
-        raise DatasetError(f"{path}: {key} is not a valid projection K[R|t]")
-    return K, c2w
-
-
 def neus_cameras(folder, downscale=2):
     """The cameras of the NeuS-format scene in `folder` (cameras_sphere.npz, image/ for the size), their images
     downscaled by the integer `downscale` (visibility needs no full resolution). Raises DatasetError naming the
@@ -53,7 +38,8 @@ def neus_cameras(folder, downscale=2):
     height, width = rgb.shape[0] // downscale, rgb.shape[1] // downscale
     result = []
     for view in sorted(world_mats):
-        K, c2w = projection_camera(world_mats[view], path, f"world_mat_{view}")
+        key = f"world_mat_{view}"
+        K, c2w = projection_camera(matrix(world_mats[view], path, key, ((4, 4), (3, 4)))[:3, :4], path, key)
         result.append(Camera(downscale_intrinsics(K, downscale), np.linalg.inv(c2w), width, height))
     return result
 
