@@ -26,7 +26,7 @@ PIXEL_EDGES = 2.5
 SLACK_PIXELS = 2.0
 
 
-def seen_vertices(vertices, intrinsics, c2w, size, pixel_size, device="cpu"):
+def unoccluded_vertices(vertices, intrinsics, c2w, size, pixel_size, device="cpu"):
     """Whether some camera sees each of vertices [N, 3] (world frame) unoccluded by the others: intrinsics
     [V, 3, 3], c2w [V, 4, 4] (OpenCV axes, world frame), image size (H, W); pixel_size: the buffer's pixel width
     in world units at the vertices' median depth -> [N] bool numpy."""
@@ -85,10 +85,10 @@ def membrane(vertices, faces, free):
 def relax_unseen(vertices, faces, labels, intrinsics, c2w, size, device="cpu"):
     """vertices [V, 3] (world frame) with those no camera sees moved onto the membrane the seen ones span, and
     which moved [V] bool. Components without a seen vertex stay as they are (nothing to span from); labels [V]:
-    each vertex's component (mesh_export.component_labels); cameras as in `seen_vertices`."""
+    each vertex's component (mesh_export.component_labels); cameras as in `unoccluded_vertices`."""
     vertices = np.asarray(vertices, np.float64)
     pixel_size = PIXEL_EDGES * median_edge_length(vertices, faces)
-    seen = seen_vertices(vertices, intrinsics, c2w, size, pixel_size, device)
+    seen = unoccluded_vertices(vertices, intrinsics, c2w, size, pixel_size, device)
     component_seen = np.zeros(len(vertices), bool)
     component_seen[labels[seen]] = True
     free = ~seen & component_seen[labels]

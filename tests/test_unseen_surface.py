@@ -12,7 +12,7 @@ import trimesh
 from nerf.config import ExportConfig
 from nerf.mesh_export import component_labels, export_meshes
 from nerf.synthetic.cameras import make_cameras, make_intrinsics
-from nerf.unseen_surface import membrane, relax_unseen, seen_vertices
+from nerf.unseen_surface import membrane, relax_unseen, unoccluded_vertices
 
 WIDTH, HEIGHT = 200, 150
 RADIUS = 1.0  # of the objects' bounding sphere at the origin
@@ -54,7 +54,7 @@ def puck(points, bulge=0.0):
 
 def test_the_cap_sees_the_top_and_not_the_underside():
     vertices, faces = sphere_mesh(0.5)
-    seen = seen_vertices(vertices, *cap_cameras(), pixel_size=0.05)
+    seen = unoccluded_vertices(vertices, *cap_cameras(), pixel_size=0.05)
     z = vertices[:, 2] / 0.5
     assert seen[z > -0.5].all()
     # a camera at elevation e and distance 2.6 sees the sphere's points whose normal is within 90 - asin(0.5 /
@@ -67,7 +67,7 @@ def test_a_vertex_behind_another_surface_is_not_seen():
     # two nested spheres: the inner one is hidden from every camera
     outer, inner = sphere_mesh(0.6), sphere_mesh(0.3)
     vertices = np.concatenate([outer[0], inner[0]])
-    seen = seen_vertices(vertices, *cap_cameras(), pixel_size=0.05)
+    seen = unoccluded_vertices(vertices, *cap_cameras(), pixel_size=0.05)
     assert not seen[len(outer[0]):].any() and seen[: len(outer[0])].mean() > 0.5
 
 
@@ -111,9 +111,9 @@ def test_a_component_no_camera_sees_is_left_as_it_is():
 def test_visibility_on_the_gpu_is_the_cpus():
     vertices, _ = sdf_mesh(lambda p: puck(p, bulge=0.9), resolution=64)
     cameras = cap_cameras()
-    on_cpu = seen_vertices(vertices, *cameras, pixel_size=0.05)
+    on_cpu = unoccluded_vertices(vertices, *cameras, pixel_size=0.05)
     # float32 on either: a vertex within rounding of a buffer pixel's edge may land in the next pixel
-    assert (seen_vertices(vertices, *cameras, pixel_size=0.05, device="cuda") == on_cpu).mean() > 0.999
+    assert (unoccluded_vertices(vertices, *cameras, pixel_size=0.05, device="cuda") == on_cpu).mean() > 0.999
 
 
 @pytest.mark.parametrize("unseen", ["membrane", "keep"])
