@@ -14,6 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from nerf.input_checks import DatasetError  # noqa: E402
 from nerf.synthetic import make_scene  # noqa: E402
 from nerf.synthetic.scene import BACKGROUNDS  # noqa: E402
 
@@ -43,7 +44,7 @@ def main(argv=None):
                    radius_mm=args.radius_mm, formats=args.formats, seed=args.seed, background=args.background,
                    holdout_jitter=args.holdout_jitter, gt_resolution=args.gt_resolution, texture=args.texture,
                    verbose=True)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, DatasetError) as err:  # (DatasetError: an unreadable texture)
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0
