@@ -174,7 +174,7 @@ class ExportConfig:
                                  "(floaters; 1: keep only the largest)", minimum=0.0)
     unseen: str = opt("keep", "the surface no training camera sees: 'keep' the field's guess, or 'membrane': moved "
                               "onto the smooth membrane that the seen surface's rim spans (a hidden base comes out "
-                              "flat; ~1 s more at 512^3)", choices=("keep", "membrane"))
+                              "flat; 4.2 s more at 512^3 on a busy 2-core CPU)", choices=("keep", "membrane"))
     texture: int = opt(0, "bake the colours into a TEXTURE x TEXTURE image for OBJ and GLB (0: vertex colours "
                           "only; 2048 suits a mesh decimated to ~200k faces)", minimum=0)
     video_frames: int = opt(120, "frames of the orbit video that --test writes to results/orbit.mp4 (0: none)",
