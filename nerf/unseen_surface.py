@@ -8,13 +8,14 @@ discrete harmonic map, uniform weights) with the seen vertices fixed, a membrane
 object's unseen base comes out flat, a closed-off hollow closed across its mouth. Measured on the bunny scene
 (49 views 800x600 on the 10-60 degree cap, 11 % of the true surface unseen; BENCHMARKS.md, session 18): a CPU
 reconstruction 3.09 -> 2.30 mm Chamfer over the whole surface (seen part unchanged), the true mesh with its own
-unseen part relaxed this way 0.36 mm from itself, its visual hull's underside 14 mm off. Not the default: the
-sparse solve took 3.1 s for the 61 000 unseen vertices of a 449 000-vertex mesh on a busy 2-core CPU.
+unseen part relaxed this way 0.36 mm from itself, its visual hull's underside 14 mm off.
 
 Visibility is a z-buffer of the mesh's own vertices per camera (no rasteriser: the vertices are denser than the
 buffer's pixels, so every pixel a surface covers holds one of its vertices): a vertex is seen when some camera
 has it inside its image and no nearer vertex in its pixel by more than `SLACK_PIXELS` pixels' worth of depth.
 """
+import warnings
+
 import numpy as np
 import torch
 
@@ -60,26 +61,65 @@ def median_edge_length(vertices, faces, sample=100_000):
     return float(np.median(np.linalg.norm(vertices[faces[:, 1]] - vertices[faces[:, 0]], axis=-1)))
 
 
-def membrane(vertices, faces, free):
+def membrane(vertices, faces, free, device="cpu", tolerance=1e-7, max_iters=20_000):
     """vertices [V, 3] with those where free [V] bool is true moved to the discrete harmonic map (uniform
     weights) of the others: each free vertex the mean of its neighbours. Every connected group of free vertices
-    must touch a fixed one (else the system is singular)."""
-    import scipy.sparse as sp  # only this option needs it
-    import scipy.sparse.linalg as spla
+    must touch a fixed one (else the system is singular).
 
+    The system (the graph Laplacian on the free vertices) is solved by conjugate gradients with a Jacobi
+    preconditioner on `device`, from the vertices' own positions, to a residual `tolerance` times the right-hand
+    side's: a GPU has no sparse direct solver here, and one solver serves both devices (on a 2-core CPU, 61 000
+    free vertices of a 449 000-vertex mesh: 448 iterations, 1.6-2.1 s, within 1e-3 mm of scipy's factorisation,
+    which takes 0.5-0.8 s there)."""
     n = len(vertices)
-    faces = np.asarray(faces)
-    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    edges = np.concatenate([edges, edges[:, ::-1]])
-    adjacency = sp.csr_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
-    adjacency.data[:] = 1.0  # an edge two faces share counts once
-    laplacian = sp.diags(np.asarray(adjacency.sum(1)).ravel()) - adjacency
-    moved, fixed = np.flatnonzero(free), np.flatnonzero(~free)
-    solve = spla.factorized(laplacian[moved][:, moved].tocsc())
-    rhs = -(laplacian[moved][:, fixed] @ vertices[fixed])
-    out = np.array(vertices, np.float64)
-    out[moved] = np.stack([solve(rhs[:, k]) for k in range(3)], axis=1)
-    return out
+    faces = torch.as_tensor(np.asarray(faces), dtype=torch.long, device=device)
+    edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    edges = torch.cat([edges, edges.flip(1)])
+    edges = torch.unique(edges[:, 0] * n + edges[:, 1])
+    start, end = edges // n, edges % n  # each directed edge once (an edge two faces share counts once)
+    free = torch.as_tensor(np.asarray(free), device=device)
+    points = torch.as_tensor(np.asarray(vertices), dtype=torch.float64, device=device)
+    moved = free.nonzero().squeeze(1)
+    index = torch.full((n,), -1, dtype=torch.long, device=device)
+    index[moved] = torch.arange(len(moved), device=device)
+    degree = torch.bincount(start, minlength=n)[moved].double()[:, None]  # [M, 1]
+    inner = free[start] & free[end]  # the matrix's off-diagonal: edges between free vertices
+    rows, cols = index[start[inner]], index[end[inner]]  # sorted by row, as `edges` by start
+    row_starts = torch.zeros(len(moved) + 1, dtype=torch.long, device=device)
+    row_starts[1:] = torch.bincount(rows, minlength=len(moved)).cumsum(0)
+    with warnings.catch_warnings():  # CSR is "beta" in torch; its matrix product is 30x faster than index_add_
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+        adjacency = torch.sparse_csr_tensor(row_starts, cols, torch.ones(len(cols), dtype=torch.float64,
+                                                                         device=device),
+                                            (len(moved), len(moved)), check_invariants=False)
+    rim = free[start] & ~free[end]  # edges to a fixed vertex: the right-hand side
+    rhs = torch.zeros(len(moved), 3, dtype=torch.float64, device=device)
+    rhs.index_add_(0, index[start[rim]], points[end[rim]])
+
+    def laplacian(x):  # [M, 3] -> [M, 3]
+        return degree * x - adjacency @ x
+
+    def ratio(a, b):  # [3] / [3], 0 where b is: a coordinate already solved (a flat rim's) stays put
+        return torch.where(b > 0, a / torch.where(b > 0, b, 1.0), 0.0)
+
+    x = points[moved].clone()
+    residual = rhs - laplacian(x)
+    z = residual / degree
+    direction, rz = z.clone(), (residual * z).sum(0)
+    limit = tolerance * torch.maximum(rhs.norm(dim=0), residual.norm(dim=0))
+    for step in range(max_iters):
+        if step % 16 == 0 and bool((residual.norm(dim=0) <= limit).all()):  # a host sync: not every step
+            break
+        step_image = laplacian(direction)
+        alpha = ratio(rz, (direction * step_image).sum(0))
+        x += alpha * direction
+        residual -= alpha * step_image
+        z = residual / degree
+        rz, rz_old = (residual * z).sum(0), rz
+        direction = z + ratio(rz, rz_old) * direction
+    out = points.clone()
+    out[moved] = x
+    return out.cpu().numpy()
 
 
 def relax_unseen(vertices, faces, labels, intrinsics, c2w, size, device="cpu"):
@@ -94,4 +134,4 @@ def relax_unseen(vertices, faces, labels, intrinsics, c2w, size, device="cpu"):
     free = ~seen & component_seen[labels]
     if not free.any():
         return vertices, free
-    return membrane(vertices, faces, free), free
+    return membrane(vertices, faces, free, device), free

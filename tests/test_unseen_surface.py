@@ -107,6 +107,34 @@ def test_a_component_no_camera_sees_is_left_as_it_is():
     assert moved[: len(outer[0])].any()  # the outer sphere's underside is relaxed
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                 reason="needs a CUDA device"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_membrane_is_scipys_direct_solution(device):
+    """The conjugate gradients against scipy's sparse LU of the same system (the graph Laplacian on the free
+    vertices, uniform weights): a sphere's lower half free and jolted at random, an odd-sized system."""
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+
+    vertices, faces = sphere_mesh(0.5)
+    free = vertices[:, 2] < -0.1 * np.random.default_rng(1).uniform(0.5, 1.5)
+    jolted = vertices + np.random.default_rng(0).normal(0, 0.05, vertices.shape) * free[:, None]
+    n = len(vertices)
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    adjacency = sp.coo_matrix((np.ones(2 * len(edges)), tuple(np.concatenate([edges, edges[:, ::-1]]).T)),
+                              shape=(n, n)).tocsr()
+    adjacency.data[:] = 1.0
+    laplacian = (sp.diags(np.asarray(adjacency.sum(1)).ravel()) - adjacency).tocsr()
+    moved, fixed = np.flatnonzero(free), np.flatnonzero(~free)
+    expected = spla.spsolve(laplacian[moved][:, moved].tocsc(), -(laplacian[moved][:, fixed] @ vertices[fixed]))
+    relaxed = membrane(jolted, faces, free, device=device)
+    assert np.abs(relaxed[moved] - expected).max() < 1e-5  # of a radius 0.5
+    assert np.array_equal(relaxed[fixed], vertices[fixed])
+    assert np.abs(jolted[moved] - expected).max() > 0.1  # the start was far from it
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_visibility_on_the_gpu_is_the_cpus():
     vertices, _ = sdf_mesh(lambda p: puck(p, bulge=0.9), resolution=64)
