@@ -173,8 +173,9 @@ class ExportConfig:
     mesh_clean: float = opt(0.0, "drop connected pieces smaller than this fraction of the largest piece's area "
                                  "(floaters; 1: keep only the largest)", minimum=0.0)
     unseen: str = opt("keep", "the surface no training camera sees: 'keep' the field's guess, or 'membrane': moved "
-                              "onto the smooth membrane that the seen surface's rim spans (a hidden base comes out "
-                              "flat; 4.2 s more at 512^3 on a busy 2-core CPU)", choices=("keep", "membrane"))
+                              "onto the smooth membrane that the seen surface's rim spans (a hidden flat base comes "
+                              "out flat, a round underside too: better on the bunny, worse on spot, BENCHMARKS.md; "
+                              "0.23 s more at 512^3 on an H100)", choices=("keep", "membrane"))
     texture: int = opt(0, "bake the colours into a TEXTURE x TEXTURE image for OBJ and GLB (0: vertex colours "
                           "only; 2048 suits a mesh decimated to ~200k faces)", minimum=0)
     video_frames: int = opt(120, "frames of the orbit video that --test writes to results/orbit.mp4 (0: none)",

@@ -202,7 +202,11 @@ def tree(folder):
         for name in dirs + files:
             path = os.path.join(root, name)
             relative = os.path.relpath(path, folder)
-            found[relative] = None if os.path.isdir(path) or os.path.islink(path) else open(path, "rb").read()
+            if os.path.isdir(path) or os.path.islink(path):
+                found[relative] = None
+            else:
+                with open(path, "rb") as f:
+                    found[relative] = f.read()
     return found
 
 
@@ -300,9 +304,9 @@ def test_the_readme_lists_every_flag():
 
     from nerf.config import STAGES
 
-    import os
+    from pathlib import Path
 
-    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     listed = set(re.findall(r"^\| `--(\w+)` \|", readme, flags=re.M))
     flags = {(f"no_{f.name}" if f.type is bool and f.default else f.name)
              for cls in STAGES.values() for f in dataclasses.fields(cls) if f.metadata["cli"]}
