@@ -35,6 +35,10 @@ NEIGHBOURS = 16
 
 from .input_checks import DatasetError, check_file, error_line
 
+# the largest vertex coordinate a mesh may have, in any unit: 1e12 mm is a million km, and the squares and
+# products of such coordinates (areas, squared distances) stay far from float overflow
+MAX_COORDINATE = 1e12
+
 # the thin part's surface beside a scene's gt_mesh.ply (written by nerf.synthetic for shapes with a thin part)
 THIN_MESH_FILE = "gt_thin.ply"
 # the fewest samples of a thin part, however small a share of the truth's area it is
@@ -45,8 +49,8 @@ MIN_MAP_POINTS = 20
 
 
 class MeshReadError(DatasetError):
-    """A mesh that cannot be used: missing or unreadable file, no triangles, bad faces, non-finite vertices,
-    zero area. The message is one line, `PATH: problem`."""
+    """A mesh that cannot be used: missing or unreadable file, no triangles, bad faces, non-finite vertices or
+    ones beyond MAX_COORDINATE, zero area. The message is one line, `PATH: problem`."""
 
 
 def load_mesh(mesh, label="mesh"):
@@ -70,6 +74,10 @@ def load_mesh(mesh, label="mesh"):
     faces = np.asarray(loaded.faces)
     if faces.min() < 0 or faces.max() >= len(loaded.vertices):
         raise MeshReadError(f"{name}: the {label} has faces that index missing vertices")
+    largest = np.abs(loaded.vertices).max()
+    if largest > MAX_COORDINATE:  # checked before the area, which would overflow
+        raise MeshReadError(f"{name}: the {label} has a vertex coordinate of {largest:.3g}, beyond "
+                            f"{MAX_COORDINATE:g} (in any unit)")
     if loaded.area <= 0:
         raise MeshReadError(f"{name}: the {label} has zero surface area")
     return loaded

@@ -18,6 +18,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from nerf.cli import OneLineParser, check_output_file, non_negative_int, positive_int  # noqa: E402
 from nerf.files import save_png  # noqa: E402
 from nerf.input_checks import DatasetError  # noqa: E402
 from nerf.mesh_metrics import load_mesh  # noqa: E402
@@ -25,21 +26,21 @@ from nerf.mesh_render import load_neus_view, masked_psnr, render_colors, render_
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mesh", help="PLY / OBJ (+MTL, texture) / GLB in the scene's world frame")
     p.add_argument("data", help="NeuS-format scene folder (image/, optional mask/, cameras_sphere.npz)")
-    p.add_argument("--view", type=int, default=0)
+    p.add_argument("--view", type=non_negative_int, default=0)
     p.add_argument("--out", default=None, help="PNG to write: photo | shaded mesh | surface colours")
     p.add_argument("--psnr", action="store_true", help="print the PSNR of the surface colours against the photo")
-    p.add_argument("--downscale", type=int, default=1)
+    p.add_argument("--downscale", type=positive_int, default=1)
     opt = p.parse_args(argv)
     try:
         if opt.out is None and not opt.psnr:
             raise DatasetError(f"{opt.mesh}: nothing to do (give --out PNG and/or --psnr)")
-        if opt.downscale < 1:
-            raise DatasetError(f"{opt.data}: --downscale must be at least 1, got {opt.downscale}")
-        if opt.out is not None and not opt.out.lower().endswith(".png"):
-            raise DatasetError(f"{opt.out}: --out must be a .png file")
+        if opt.out is not None:
+            check_output_file(opt.out, "--out")
+            if not opt.out.lower().endswith(".png"):
+                raise DatasetError(f"{opt.out}: --out must be a .png file")
         mesh = load_mesh(opt.mesh)
         view = load_neus_view(opt.data, opt.view, opt.downscale)
         width, height = view.size

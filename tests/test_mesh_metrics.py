@@ -334,3 +334,21 @@ def test_eval_cli_takes_a_scaled_world_mat_for_the_same_camera(small_scene, tmp_
     gt = str(tmp_path / "scaled" / "gt_mesh.ply")
     assert run_eval([gt, gt, *argv], capsys)[::2] == (0, [])
     assert json.loads(out_json.read_text())["seen_fraction"] == reference["seen_fraction"]
+
+
+@pytest.mark.parametrize("where", ["pred", "gt", "--thin"])
+def test_eval_cli_refuses_a_mesh_with_huge_vertices(where, tmp_path, capsys):
+    """Finite vertices whose area overflows (1e300) are refused by the loader, as one line: no overflow warning
+    or traceback while scoring, no --json written."""
+    huge = tmp_path / "huge.obj"
+    huge.write_text("v 1e300 0 0\nv 0 1e300 0\nv 0 0 1e300\nf 1 2 3\n")
+    mesh = tmp_path / "gt.ply"
+    trimesh.creation.icosphere(subdivisions=2, radius=100.0).export(mesh)
+    out_json = tmp_path / "m.json"
+    pred, gt = (huge, mesh) if where == "pred" else (mesh, huge) if where == "gt" else (mesh, mesh)
+    thin = ["--thin", str(huge)] if where == "--thin" else []
+    code, out, err = run_eval([str(pred), str(gt), "--n_points", "2000", *thin, "--json", str(out_json)], capsys)
+    label = {"pred": "predicted mesh", "gt": "ground-truth mesh", "--thin": "thin-part mesh"}[where]
+    assert code == 2 and err == [f"error: {huge}: the {label} has a vertex coordinate of 1e+300, beyond 1e+12 "
+                                 f"(in any unit)"], err
+    assert out == "" and not out_json.exists()

@@ -627,3 +627,127 @@ def test_main_poses_a_folder_of_plain_photos_once_and_trains(scene, tmp_path, ca
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {one}") and "only one image" in err[0], err
     assert not (tmp_path / "ws1").exists()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Fuzzed inputs: huge numbers, duplicate names, elongated images, awkward OUT paths, bad posing.json
+
+
+def test_refuses_an_image_too_elongated_for_feature_extraction(tmp_path, capfd):
+    """20000x3 images are 3200x0 once downscaled for SIFT: COLMAP's resize crashed (segfault)."""
+    os.makedirs(tmp_path / "thin")
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / "thin" / f"{i:06d}.png"), np.full((3, 20000, 3), 40 * i, np.uint8))
+    assert_refused([tmp_path / "thin", tmp_path / "out"], capfd, tmp_path / "thin" / "000000.png",
+                   "too small or too elongated to pose")
+
+
+HUGE_VALUES = {  # file of the model, fields of its first record, extra flags, what the error says
+    "huge point": ("points3D.txt", {1: "1e300", 2: "1e300", 3: "1e300"}, [], "expected coordinates within"),
+    "huge point, given sphere": ("points3D.txt", {1: "1e300"}, ["--center", "0,0,0", "--radius", "1"],
+                                 "expected coordinates within"),
+    "huge translation": ("images.txt", {5: "1e308"}, ["--center", "0,0,0", "--radius", "1"],
+                         "has an impossible pose"),
+    "tiny focal length": ("cameras.txt", {4: "1e-300", 5: "1e-300"}, [], "camera 1 is impossible"),
+}
+
+
+@pytest.mark.parametrize("name, fields, flags, expected_text", HUGE_VALUES.values(), ids=HUGE_VALUES.keys())
+def test_refuses_huge_or_tiny_values_of_a_colmap_model(posed, tmp_path, capfd, name, fields, flags, expected_text):
+    project = text_project(posed[0], tmp_path)
+    path = project / "sparse" / "0" / name
+    edit_first_record(path, fields)
+    assert_refused([project, tmp_path / "out"] + flags, capfd, path, expected_text)
+
+
+@pytest.mark.parametrize("center, radius, flag", [("0,0,0", "1e-300", "--radius"), ("1e300,0,0", "1", "--center")])
+def test_refuses_an_unusable_sphere(posed, tmp_path, capfd, center, radius, flag):
+    project = text_project(posed[0], tmp_path)
+    assert_refused([project, tmp_path / "out", "--center", center, "--radius", radius], capfd, flag, "")
+
+
+def test_written_cameras_pass_the_loader_checks(scene, posed, tmp_path, capfd):
+    """A sphere far beside every camera: no camera is inside it, but none sees it, which the NeuS loader
+    refuses; so is the posing, naming a camera."""
+    project = colmap_project(scene, *posed, tmp_path / "project")
+    assert_refused([project, tmp_path / "out", "--center", "1e6,0,0", "--radius", "1"], capfd, project,
+                   ": the camera of ")
+
+
+def test_refuses_duplicate_image_names(posed, tmp_path, capfd):
+    project = text_project(posed[0], tmp_path)
+    images = project / "sparse" / "0" / "images.txt"
+    lines = images.read_text().splitlines()
+    records = [i for i, line in enumerate(lines) if not line.startswith("#")][::2]  # pose lines, not 2D points
+    first, second = lines[records[0]].split(), lines[records[1]].split()
+    lines[records[1]] = " ".join(second[:-1] + [first[-1]])
+    images.write_text("\n".join(lines) + "\n")
+    assert_refused([project, tmp_path / "out"], capfd, images, f"both named {first[-1]!r}")
+
+
+@pytest.mark.parametrize("out", ["x" * 250, os.path.join("newdir", "y" * 300, "x")])
+def test_refuses_an_output_name_too_long(posed, tmp_path, capfd, out):
+    project = text_project(posed[0], tmp_path)
+    assert_refused([project, tmp_path / out], capfd, tmp_path / out, "too long")
+    assert not os.path.exists(tmp_path / "newdir")
+
+
+def test_refuses_an_empty_output_path(posed, tmp_path, capfd, monkeypatch):
+    project = text_project(posed[0], tmp_path)
+    monkeypatch.chdir(tmp_path)
+    before = tree_snapshot(tmp_path)
+    code, _, err = run_script([project, ""], capfd)
+    assert code == 2 and err == ["error: OUT: empty path, expected an output folder"], err
+    assert tree_snapshot(tmp_path) == before
+
+
+def test_overwriting_a_linked_output_leaves_no_stray_link(scene, posed, tmp_path, capfd):
+    project = colmap_project(scene, *posed, tmp_path / "project")
+    (tmp_path / "target").mkdir()
+    os.symlink(tmp_path / "target", tmp_path / "link")
+    code, _, err = run_script([project, tmp_path / "link", "--overwrite"], capfd)
+    assert code == 0, err
+    assert sorted(os.listdir(tmp_path)) == ["link", "project", "target"]
+    assert (tmp_path / "link" / "cameras_sphere.npz").is_file() and not os.path.islink(tmp_path / "link")
+
+
+def test_a_path_with_a_newline_is_one_error_line(tmp_path, capfd):
+    code, _, err = run_script([tmp_path / "no\nwhere", tmp_path / "out"], capfd)
+    assert code == 2 and err == [f"error: {tmp_path}/no\\nwhere: no such file or folder"], err
+
+
+def edit_posing_json(folder, text):
+    (folder / "posing.json").write_text(text)
+
+
+def edit_first_world_mat(folder, value):
+    with np.load(folder / "cameras_sphere.npz") as cams:
+        arrays = dict(cams)
+    arrays["world_mat_0"] = np.full((4, 4), value)
+    np.savez(folder / "cameras_sphere.npz", **arrays)
+
+
+BAD_POSED_FOLDERS = {  # what is done to a copy of the posed folder, the file the error names, what it says
+    "posing.json not JSON": (lambda f: edit_posing_json(f, "{bad"), "posing.json", "unreadable posing record"),
+    "views a number": (lambda f: edit_posing_json(f, '{"views": 5}'), "posing.json", "views is the number 5"),
+    "a list": (lambda f: edit_posing_json(f, "[]"), "posing.json", "the file is an empty list"),
+    "a view without source": (lambda f: edit_posing_json(f, json.dumps({"views": [{"image": "000000.png"}] * VIEWS})),
+                              "posing.json", "views[0].source is null"),
+    "too few views": (lambda f: edit_posing_json(f, '{"views": [{"source": "000000.png"}]}'), "posing.json",
+                      "1 views for 16 images"),
+    "infinite camera": (lambda f: edit_first_world_mat(f, np.inf), "cameras_sphere.npz", "contains NaN or Inf"),
+    "singular camera": (lambda f: edit_first_world_mat(f, 1.0), "cameras_sphere.npz", "world_mat_0 is singular"),
+}
+
+
+@pytest.mark.parametrize("damage, name, expected_text", BAD_POSED_FOLDERS.values(), ids=BAD_POSED_FOLDERS.keys())
+def test_eval_poses_refuses_a_bad_posed_folder(scene, posed, tmp_path, capfd, damage, name, expected_text):
+    import eval_poses
+
+    shutil.copytree(posed[0], tmp_path / "posed")
+    damage(tmp_path / "posed")
+    code = eval_poses.main([str(tmp_path / "posed"), str(scene), "--json", str(tmp_path / "result.json")])
+    err = capfd.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: {tmp_path / 'posed' / name}: ") and expected_text in err[0], err[0]
+    assert sorted(os.listdir(tmp_path)) == ["posed"]

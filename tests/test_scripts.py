@@ -226,7 +226,8 @@ def test_cli_holdout_and_formats(tmp_path):
         [sys.executable, os.path.join(REPO_ROOT, "scripts", "make_synthetic.py"),
          str(tmp_path / "x"), "--shape", str(tmp_path / "missing.obj")],
         capture_output=True, text=True)
-    assert res.returncode == 1 and "missing.obj" in res.stderr
+    assert res.returncode == 2 and res.stderr.startswith(f"error: {tmp_path / 'missing.obj'}: ")
+    assert not (tmp_path / "x").exists()
 
 
 # --------------------------------------------------------------------------
@@ -421,3 +422,167 @@ def test_extension_sources_come_from_backend(package):
         assert [os.path.basename(s) for s in ext.sources] == backend.SOURCES
         assert all(os.path.isfile(os.path.join(setup_dir, s)) for s in ext.sources)
         assert ext.extra_compile_args == {"cxx": cuda_build.CXX_FLAGS, "nvcc": cuda_build.NVCC_FLAGS}
+
+
+def run_script(name, argv, capfd):
+    """scripts/NAME.py's main(argv) in this process -> (exit code, stdout, stderr lines); a flag argparse refuses
+    exits from within. capfd: what native libraries write to file descriptor 2 counts too."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_script", os.path.join(REPO_ROOT, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        code = module.main(argv)
+    except SystemExit as stop:
+        code = stop.code
+    out, err = capfd.readouterr()
+    return code, out, err.splitlines()
+
+
+HUGE_OBJ = "v 1e300 0 0\nv 0 1e300 0\nv 0 0 1e300\nf 1 2 3\n"
+
+
+def bad_scene(scene, folder, world_mat):
+    """A copy of the NeuS scene `scene` in `folder` with `world_mat` as its world_mat_0 -> its cameras file."""
+    import shutil
+
+    shutil.copytree(scene, folder)
+    path = os.path.join(folder, "cameras_sphere.npz")
+    with np.load(path) as cams:
+        arrays = {key: cams[key] for key in cams.files}
+    np.savez(path, **dict(arrays, world_mat_0=world_mat))
+    return path
+
+
+# render_mesh.py arguments ({mesh}, {scene}, {tmp}; --out {tmp}/r.png is added unless given) -> start of the error
+RENDER_BAD_ARGUMENTS = {
+    "view not a number": (["{mesh}", "{scene}", "--view", "abc"], "--view: invalid non-negative integer"),
+    "view negative": (["{mesh}", "{scene}", "--view", "-1"], "--view: invalid non-negative integer"),
+    "no arguments": ([], "the following arguments are required: mesh, data"),
+    "downscale zero": (["{mesh}", "{scene}", "--downscale", "0"], "--downscale: invalid positive integer"),
+    "downscale past the image": (["{mesh}", "{scene}", "--downscale", "1000"],
+                                 "{scene}/image/000000.png: 96x72 pixels, too few to downscale by 1000"),
+    "out a folder": (["{mesh}", "{scene}", "--out", "{tmp}/x.png"], "{tmp}/x.png: is a folder (--out"),
+    "out under a file": (["{mesh}", "{scene}", "--out", "{tmp}/afile/r.png"],
+                         "{tmp}/afile/r.png: cannot be written ({tmp}/afile is a file)"),
+    "huge vertices": (["{tmp}/huge.obj", "{scene}"], "{tmp}/huge.obj: the mesh has a vertex coordinate of 1e+300"),
+    "infinite world_mat": (["{mesh}", "{tmp}/inf"], "{tmp}/inf/cameras_sphere.npz: world_mat_0 contains NaN or Inf"),
+    "singular world_mat": (["{mesh}", "{tmp}/singular"],
+                           "{tmp}/singular/cameras_sphere.npz: world_mat_0 is singular"),
+}
+
+
+@pytest.mark.parametrize("case", RENDER_BAD_ARGUMENTS)
+def test_render_mesh_refuses_bad_input_with_one_line(case, small_scene, tmp_path, capfd):
+    """One error line naming the flag or file, exit code 2, no PSNR printed and no picture written."""
+    scene = small_scene[0]
+    argv, start = RENDER_BAD_ARGUMENTS[case]
+    (tmp_path / "x.png").mkdir()
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "huge.obj").write_text(HUGE_OBJ)
+    with np.load(os.path.join(scene, "cameras_sphere.npz")) as cams:
+        singular = cams["world_mat_0"].copy()
+    singular[1, :3] = 0.0  # the rank of K R drops: a zero focal length
+    bad_scene(scene, tmp_path / "inf", np.full((4, 4), np.inf))
+    bad_scene(scene, tmp_path / "singular", singular)
+    fill = {"mesh": os.path.join(scene, "gt_mesh.ply"), "scene": scene, "tmp": str(tmp_path)}
+    argv = [arg.format(**fill) for arg in argv] + ([] if "--out" in argv or not argv else
+                                                   ["--out", str(tmp_path / "r.png"), "--psnr"])
+    code, out, err = run_script("render_mesh", argv, capfd)
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: " + start.format(**fill)), err
+    assert out == "" and not (tmp_path / "r.png").exists() and not any((tmp_path / "x.png").iterdir())
+    assert not (tmp_path / "afile").read_text()
+
+
+def test_render_mesh_draws_a_downscaled_view(small_scene, tmp_path, capfd):
+    """The valid counterpart of the cases above: the same flags, within bounds, render."""
+    scene = small_scene[0]
+    out_png = tmp_path / "sub" / "r.png"
+    argv = [os.path.join(scene, "gt_mesh.ply"), scene, "--view", "1", "--downscale", "2", "--out", str(out_png)]
+    code, out, err = run_script("render_mesh", argv, capfd)
+    assert (code, err) == (0, []) and out.startswith(f"{out_png}: ")
+    assert cv2.imread(str(out_png)).shape == (36, 3 * 48, 3)
+
+
+# a textured tetrahedron (UVs; the texture comes from --texture)
+UV_OBJ = ("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nvt 0 0\nvt 1 0\nvt 0 1\nvt 1 1\n"
+          "f 1/1 3/3 2/2\nf 1/1 2/2 4/4\nf 1/1 4/4 3/3\nf 2/2 3/3 4/4\n")
+TINY_SCENE = ["--views", "1", "--width", "8", "--height", "6", "--gt_resolution", "8", "--formats", "neus"]
+# make_synthetic.py arguments after OUT ({tmp}: the test's folder) -> the start of the one error line
+SYNTHETIC_BAD_ARGUMENTS = {
+    "views not a number": (["--views", "abc"], "--views: invalid positive integer"),
+    "views zero": (["--views", "0"], "--views: invalid positive integer"),
+    "views negative": (["--views", "-3"], "--views: invalid positive integer"),
+    "width zero": (["--width", "0"], "--width: invalid positive integer"),
+    "height negative": (["--height", "-5"], "--height: invalid positive integer"),
+    "radius zero": (["--radius_mm", "0"], "--radius_mm: invalid positive number"),
+    "radius negative": (["--radius_mm", "-1"], "--radius_mm: invalid positive number"),
+    "radius infinite": (["--radius_mm", "inf"], "--radius_mm: invalid positive number"),
+    "radius NaN": (["--radius_mm", "nan"], "--radius_mm: invalid positive number"),
+    "seed negative": (["--seed", "-1"], "--seed: invalid non-negative integer"),
+    "gt_resolution zero": (["--gt_resolution", "0"], "--gt_resolution: invalid positive integer"),
+    "gt_resolution negative": (["--gt_resolution", "-2"], "--gt_resolution: invalid positive integer"),
+    "background unknown": (["--background", "bogus"], "--background: invalid choice: 'bogus'"),
+    "formats unknown": (["--formats", "neus,bogus"], "--formats: bogus given, expected a comma list of neus"),
+    "formats empty": (["--formats", ""], "--formats: none given, expected a comma list of neus"),
+    "shape unknown": (["--shape", "bogus"], "bogus: --shape is neither a shape name nor a mesh file"),
+    "shape not a mesh": (["--shape", "{tmp}/garbage.ply"], "{tmp}/garbage.ply: unreadable --shape mesh"),
+    "shape points only": (["--shape", "{tmp}/points.ply"], "{tmp}/points.ply: the --shape mesh has no triangles"),
+    "shape huge": (["--shape", "{tmp}/huge.obj"], "{tmp}/huge.obj: the --shape mesh has a vertex coordinate"),
+    "texture missing": (["--shape", "{tmp}/uv.obj", "--texture", "{tmp}/nope.png"],
+                        "{tmp}/nope.png: no such file (a --texture image)"),
+    "texture damaged": (["--shape", "{tmp}/uv.obj", "--texture", "{tmp}/bad.png"],
+                        "{tmp}/bad.png: unreadable texture"),
+}
+
+
+@pytest.mark.parametrize("case", SYNTHETIC_BAD_ARGUMENTS)
+def test_make_synthetic_refuses_bad_input_before_writing(case, tmp_path, capfd):
+    """One error line naming the flag or file (no decoder message before it), exit code 2, and no OUT left."""
+    argv, start = SYNTHETIC_BAD_ARGUMENTS[case]
+    (tmp_path / "garbage.ply").write_text("garbage\n")
+    (tmp_path / "points.ply").write_text("ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\n"
+                                         "property float y\nproperty float z\nend_header\n0 0 0\n1 0 0\n0 1 0\n")
+    (tmp_path / "huge.obj").write_text(HUGE_OBJ)
+    (tmp_path / "uv.obj").write_text(UV_OBJ)
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n damaged")
+    out_dir = tmp_path / "out" / "scene"
+    fill = {"tmp": str(tmp_path)}
+    code, out, err = run_script("make_synthetic", [str(out_dir), *TINY_SCENE, *[a.format(**fill) for a in argv]],
+                                capfd)
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: " + start.format(**fill)), err
+    assert out == "" and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("out", ["afile", "afile/scene"])
+def test_make_synthetic_refuses_an_out_that_is_or_lies_under_a_file(out, tmp_path, capfd):
+    (tmp_path / "afile").write_text("kept")
+    code, stdout, err = run_script("make_synthetic", [str(tmp_path / out), *TINY_SCENE], capfd)
+    assert code == 2 and err == [f"error: {tmp_path / out}/scene.json: cannot be written ({tmp_path}/afile is a "
+                                 f"file)"], err
+    assert stdout == "" and (tmp_path / "afile").read_text() == "kept"
+
+
+def test_make_synthetic_makes_a_tiny_textured_scene(tmp_path, capfd):
+    """The valid counterpart of the cases above: the tetrahedron with a readable --texture is rendered."""
+    (tmp_path / "uv.obj").write_text(UV_OBJ)
+    cv2.imwrite(str(tmp_path / "tex.png"), np.full((4, 4, 3), 200, np.uint8))
+    code, out, err = run_script("make_synthetic", [str(tmp_path / "out"), *TINY_SCENE, "--shape",
+                                                   str(tmp_path / "uv.obj"), "--texture", str(tmp_path / "tex.png")],
+                                capfd)
+    assert (code, err) == (0, [])
+    assert json.loads((tmp_path / "out" / "scene.json").read_text())["textured_by"] == "uv_texture"
+
+
+def test_make_scene_removes_the_out_it_made_when_writing_fails(tmp_path, monkeypatch):
+    """A failure after OUT was created (here: writing the ground-truth mesh) leaves no half-written scene."""
+    import nerf.synthetic.scene as scene_module
+
+    def fail(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(scene_module, "write_gt_meshes", fail)
+    with pytest.raises(OSError, match="disk full"):
+        make_scene(str(tmp_path / "new" / "out"), views=1, width=8, height=6, gt_resolution=8, formats=("neus",))
+    assert list(tmp_path.iterdir()) == []

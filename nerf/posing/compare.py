@@ -7,9 +7,9 @@ import os
 
 import numpy as np
 
-from ..camera_geometry import decompose_projection
+from ..camera_geometry import projection_camera
 from ..images import list_images
-from ..input_checks import DatasetError, check_file
+from ..input_checks import DatasetError, check_file, describe, error_line, matrix
 from .alignment import pose_errors
 
 
@@ -21,14 +21,50 @@ def read_neus_cameras(folder):
     names = [os.path.basename(p) for p in list_images(os.path.join(folder, "image"), "images")]
     with np.load(path) as cams:
         intrinsics, c2w = [], []
+        for key in [f"world_mat_{i}" for i in range(len(names))] + ["scale_mat_0"]:
+            if key not in cams.files:
+                raise DatasetError(f"{path}: {key} missing")
         for i in range(len(names)):
-            if f"world_mat_{i}" not in cams.files:
-                raise DatasetError(f"{path}: world_mat_{i} missing")
-            k, pose = decompose_projection(cams[f"world_mat_{i}"][:3, :4])
+            # finite, and a camera the loader takes (non-singular, positive focal lengths): the alignment's SVD
+            # and the error ratios need that
+            world_mat = matrix(cams[f"world_mat_{i}"], path, f"world_mat_{i}", ((4, 4), (3, 4)))
+            with np.errstate(all="ignore"):
+                k, pose = projection_camera(world_mat[:3], path, f"world_mat_{i}")
             intrinsics.append(k)
             c2w.append(pose)
-        scale_mat = cams["scale_mat_0"]
+        scale_mat = matrix(cams["scale_mat_0"], path, "scale_mat_0")
     return names, np.stack(intrinsics), np.stack(c2w), scale_mat
+
+
+def read_view_sources(info_path, count):
+    """The source image names (basenames) of the `count` views that posing.json at info_path records."""
+    try:
+        with open(info_path, "rb") as f:
+            info = json.loads(f.read().decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, nested too deep
+        raise DatasetError(f"{info_path}: unreadable posing record ({error_line(e)})") from None
+    views = info.get("views") if isinstance(info, dict) else None
+    if not isinstance(views, list):
+        what = describe(views) if isinstance(info, dict) else describe(info)
+        raise DatasetError(f"{info_path}: {'views' if isinstance(info, dict) else 'the file'} is {what}, expected "
+                           f"{'a list of views' if isinstance(info, dict) else 'an object with a list of views'}")
+    if len(views) != count:
+        raise DatasetError(f"{info_path}: {len(views)} views for {count} images in the posed folder")
+    for i, view in enumerate(views):
+        source = view.get("source") if isinstance(view, dict) else None
+        if not isinstance(source, str):
+            raise DatasetError(f"{info_path}: views[{i}].source is {describe(source)}, expected an image name")
+    return [os.path.basename(view["source"]) for view in views]
+
+
+def check_centres_spread(c2w, folder):
+    """The camera centres of c2w [V, 4, 4] span a plane at least: the similarity alignment is undefined for
+    centres on one line or at one point."""
+    centres = c2w[:, :3, 3]
+    spread = np.linalg.svd(centres - centres.mean(0), compute_uv=False)
+    if len(spread) < 2 or not spread[1] > 1e-9 * spread[0]:
+        raise DatasetError(f"{folder}: the {len(centres)} camera centres are on one line or at one point; they "
+                           f"cannot be aligned with the reference cameras")
 
 
 def sphere_radius(scale_mat):
@@ -44,8 +80,7 @@ def compare_poses(posed_dir, reference_dir):
     names, k, c2w, scale = read_neus_cameras(posed_dir)
     info_path = os.path.join(posed_dir, "posing.json")
     if os.path.isfile(info_path):
-        with open(info_path) as f:
-            sources = [os.path.basename(v["source"]) for v in json.load(f)["views"]]
+        sources = read_view_sources(info_path, len(names))
     elif len(names) == len(ref_names):
         sources = ref_names
     else:
@@ -56,6 +91,8 @@ def compare_poses(posed_dir, reference_dir):
     if missing:
         raise DatasetError(f"{posed_dir}: view {missing[0]} is not an image of {reference_dir}")
     ref = np.array([index[s] for s in sources])
+    check_centres_spread(c2w, posed_dir)
+    check_centres_spread(ref_c2w[ref], reference_dir)
     radius = sphere_radius(ref_scale)
     errors = pose_errors(c2w, ref_c2w[ref], radius)
     # the posed sphere in the reference frame, through the same similarity

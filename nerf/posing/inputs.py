@@ -7,6 +7,7 @@ from typing import Optional
 
 from ..images import read_all, read_image
 from .errors import PosingError
+from .sfm import check_feature_image_size
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")  # what both OpenCV and COLMAP decode
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp")
@@ -99,7 +100,8 @@ def classify_input(path):
 
 def check_images(image_dir, names, where):
     """The common (width, height) of the images `names` in image_dir: at least MIN_IMAGES, every one decodable
-    (a damaged file is named) and all of one size (NeuS stacks them; structure from motion shares one camera)."""
+    (a damaged file is named), all of one size (NeuS stacks them; structure from motion shares one camera) and
+    large enough to find features on (sfm.check_feature_image_size)."""
     if len(names) < MIN_IMAGES:
         count = "only one image" if len(names) == 1 else f"only {len(names)} images"
         raise PosingError(f"{where}: {count}; structure from motion needs at least {MIN_IMAGES} views of the object")
@@ -109,4 +111,6 @@ def check_images(image_dir, names, where):
         if size != sizes[0]:
             raise PosingError(f"{path}: image is {size[1]}x{size[0]}, {paths[0]} is {sizes[0][1]}x{sizes[0][0]} "
                               f"(all images must have one size)")
-    return sizes[0][1], sizes[0][0]
+    size = sizes[0][1], sizes[0][0]
+    check_feature_image_size(size, paths[0])
+    return size

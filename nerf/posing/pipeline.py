@@ -13,11 +13,12 @@ import time
 import numpy as np
 from tqdm import tqdm
 
+from ..camera_geometry import check_camera_geometry, projection_camera, unit_projection
 from ..files import save_png, write_json
 from ..images import quiet_decoders, read_image
-from .colmap_model import read_model
+from .colmap_model import COORDINATE_LIMIT, read_model
 from .errors import PosingError
-from .export import write_cameras, write_points_ply
+from .export import world_mat, write_cameras, write_points_ply
 from .frames import check_video, extract_frames
 from .inputs import MIN_IMAGES, check_images, classify_input
 from .refine import refine_cameras
@@ -29,10 +30,12 @@ from .undistort import undistortion
 CAMERA_MODELS = ("auto", "SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV",
                  "OPENCV_FISHEYE", "SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE")
 MIN_REGISTERED_FRACTION = 0.5
+TEMPORARY_AFFIX = len(".tmp--") + 8  # what tempfile.mkdtemp adds to OUT's name beside it (.tmp-, .old-)
 
 
 def check_output(out_dir, overwrite):
-    """out_dir can be written: not a file, empty or absent (or overwrite), its nearest existing parent a
+    """out_dir can be written: not a file, empty or absent (or overwrite), no name along it too long for its
+    file system (OUT's own with the affix of the temporary folders beside it), its nearest existing parent a
     writable folder."""
     if os.path.isfile(out_dir) or (os.path.islink(out_dir) and not os.path.exists(out_dir)):
         raise PosingError(f"{out_dir}: is a file (or a dangling link), expected an output folder")
@@ -45,6 +48,12 @@ def check_output(out_dir, overwrite):
         raise PosingError(f"{out_dir}: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise PosingError(f"{out_dir}: {probe} is not writable")
+    name_max = os.pathconf(probe, "PC_NAME_MAX")
+    made = os.path.relpath(os.path.abspath(out_dir), probe).split(os.sep)  # the names created below probe
+    for name in made[:-1] + [made[-1] + "x" * TEMPORARY_AFFIX]:
+        if len(os.fsencode(name)) > name_max:
+            raise PosingError(f"{out_dir}: a name in it is too long ({len(os.fsencode(name))} bytes with the "
+                              f"temporary folder's affix; the file system allows {name_max})")
 
 
 def outermost_missing(folder):
@@ -72,10 +81,11 @@ def check_sphere(center, radius):
     if center is None or radius is None:
         raise PosingError(f"{'--radius' if center is None else '--center'}: give --center x,y,z and --radius r together")
     centre = np.asarray(center, dtype=np.float64)
-    if centre.shape != (3,) or not np.all(np.isfinite(centre)):
-        raise PosingError(f"--center: {center!r} is not three finite numbers x,y,z")
-    if not (math.isfinite(radius) and radius > 0):
-        raise PosingError(f"--radius: {radius!r} is not a positive number")
+    if centre.shape != (3,) or not np.all(np.abs(centre) <= COORDINATE_LIMIT):  # NaN fails too
+        raise PosingError(f"--center: {center!r} is not three numbers x,y,z within +-{COORDINATE_LIMIT:g}")
+    if not 1 / COORDINATE_LIMIT <= radius <= COORDINATE_LIMIT:
+        raise PosingError(f"--radius: {radius!r} is not a number from {1 / COORDINATE_LIMIT:g} to "
+                          f"{COORDINATE_LIMIT:g}")
     return centre, float(radius)
 
 
@@ -90,7 +100,9 @@ def replace_folder(tmp, out_dir):
         os.rmdir(old)
         os.rename(out_dir, old)
     os.rename(tmp, out_dir)
-    if old:
+    if old and os.path.islink(old):  # OUT was a link to a folder: the link is replaced, its target kept
+        os.unlink(old)
+    elif old:
         shutil.rmtree(old, ignore_errors=True)
 
 
@@ -141,6 +153,18 @@ def reconstruct_input(source, input_path, size, work, camera_model, matching, fr
     return model, frames_dir, sources, len(names), {"sfm": sfm, "refinement": refinement}
 
 
+@np.errstate(all="ignore")  # huge numbers overflow in the checks' arithmetic: they refuse the results instead
+def check_loadable(intrinsics, c2w, scale_mat, size, labels, input_path):
+    """The cameras (intrinsics [V, 3, 3], c2w [V, 4, 4], scale_mat [4, 4]) pass the checks the NeuS loader
+    (nerf/provider.py _load_neus, load_scene) applies to cameras_sphere.npz, so that no scene is written that
+    main_sdf.py refuses. size: (width, height); labels[i]: what camera i is called in the one-line error."""
+    cameras = [projection_camera(unit_projection(world_mat(k, pose)[:3]) @ scale_mat, input_path, label)
+               for k, pose, label in zip(intrinsics, c2w, labels)]
+    check_camera_geometry(np.stack([k for k, _ in cameras]), np.stack([pose for _, pose in cameras]),
+                          (size[1], size[0]), [(input_path, label) for label in labels], input_path,
+                          unit_sphere=True)
+
+
 def write_scene(folder, model, image_dir, sources, sphere, input_path, disable):
     """The NeuS files of the Reconstruction (images in image_dir) into folder; returns posing.json's entries
     about them. sphere: the (centre, radius) override or None."""
@@ -159,12 +183,15 @@ def write_scene(folder, model, image_dir, sources, sphere, input_path, disable):
         if inside.any():
             raise PosingError(f"--radius: the sphere holds the camera of {sources[views[int(np.argmax(inside))][0]]} "
                               f"(a camera must be outside the region of interest)")
+    scale_mat = scale_matrix(centre, radius)
+    check_loadable(intrinsics, c2w, scale_mat, (camera.width, camera.height),
+                   [f"the camera of {sources[name]}" for name, _ in views], input_path)
     os.makedirs(os.path.join(folder, "image"))
     for i, (name, image) in enumerate(tqdm(views, desc="export", unit="image", disable=disable)):
         with quiet_decoders():
             rgb, _ = read_image(os.path.join(image_dir, name))
         save_png(os.path.join(folder, "image", f"{i:06d}.png"), undistortions[image.camera_id].apply(rgb))
-    write_cameras(os.path.join(folder, "cameras_sphere.npz"), intrinsics, c2w, scale_matrix(centre, radius))
+    write_cameras(os.path.join(folder, "cameras_sphere.npz"), intrinsics, c2w, scale_mat)
     write_points_ply(os.path.join(folder, "points3D.ply"), points, colours)
     sparse_dir = os.path.join(folder, "sparse", "0")
     os.makedirs(sparse_dir)
@@ -205,6 +232,8 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
         raise PosingError(f"--matching: {matching!r} is not one of auto, exhaustive, sequential")
     sphere = check_sphere(center, radius)
     source = classify_input(input_path)
+    if not out_dir:  # else it would be the current folder to the checks, and nothing to os.rename
+        raise PosingError("OUT: empty path, expected an output folder")
     check_output_spares_input(out_dir, source)
     check_output(out_dir, overwrite)
     pycolmap = pycolmap_module()
@@ -218,9 +247,13 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
 
     parent = os.path.dirname(os.path.abspath(out_dir))
     created = outermost_missing(parent)  # removed again if posing fails
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(os.path.abspath(out_dir))}-", dir=parent)
+    tmp = None
     try:
+        try:
+            os.makedirs(parent, exist_ok=True)
+            tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(os.path.abspath(out_dir))}-", dir=parent)
+        except OSError as e:  # what check_output could not foresee (a full disk, a path too long in all)
+            raise PosingError(f"{out_dir}: cannot be created ({e.strerror})") from None
         info = {"input": os.path.abspath(input_path), "kind": source.kind}
         if source.kind == "colmap":
             model, image_dir = given, source.image_dir
@@ -240,6 +273,7 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
         shutil.rmtree(os.path.join(tmp, "work"), ignore_errors=True)
         replace_folder(tmp, out_dir)
     except BaseException:
-        shutil.rmtree(created or tmp, ignore_errors=True)
+        if created or tmp:
+            shutil.rmtree(created or tmp, ignore_errors=True)
         raise
     return info

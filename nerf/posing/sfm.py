@@ -32,6 +32,26 @@ class SfmOptions:
     seed: int = 0
 
 
+MIN_FEATURE_IMAGE_SIDE = 32  # px: fewer rows or columns hold no SIFT feature (and 0 crashes COLMAP's resize)
+
+
+def feature_image_size(size, options=SfmOptions()):
+    """(width, height) of an image of `size` as feature extraction sees it: downscaled (COLMAP truncates the
+    sides) until its longer side is at most options.max_image_size."""
+    scale = min(1.0, options.max_image_size / max(size))
+    return tuple(int(side * scale) for side in size)
+
+
+def check_feature_image_size(size, path, options=SfmOptions()):
+    """PosingError naming the image `path` unless its short side keeps MIN_FEATURE_IMAGE_SIDE pixels after that
+    downscaling: an image too small or too elongated to pose."""
+    scaled = feature_image_size(size, options)
+    if min(scaled) < MIN_FEATURE_IMAGE_SIDE:
+        raise PosingError(f"{path}: image is {size[0]}x{size[1]}, {scaled[0]}x{scaled[1]} as features are found on "
+                          f"it (longer side at most {options.max_image_size} px); too small or too elongated to pose "
+                          f"(need at least {MIN_FEATURE_IMAGE_SIDE} px on the short side)")
+
+
 def pycolmap_module():
     try:
         import pycolmap

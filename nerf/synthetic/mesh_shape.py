@@ -4,6 +4,8 @@ import os
 
 import numpy as np
 
+from ..input_checks import DatasetError
+from ..mesh_metrics import load_mesh
 from .appearance import lambert, sample_texture_bilinear
 from .geometry import normalize
 from .rasterizer import perspective_barycentrics, rasterize
@@ -28,20 +30,21 @@ def shared_mesh_dirs():
 
 
 def resolve_mesh_path(shape):
-    """Map 'spot'/'bunny' to the shared OBJ; any other string is a path."""
+    """Map 'spot'/'bunny' to the shared OBJ; any other string is a path (DatasetError naming --shape unless a
+    file is there)."""
     if shape == "spot":
         rel = os.path.join("spot", "spot_triangulated.obj")
     elif shape == "bunny":
         rel = "bunny.obj"
     else:
         if not os.path.isfile(shape):
-            raise FileNotFoundError(f"mesh file not found: {shape}")
+            raise DatasetError(f"{shape}: --shape is neither a shape name nor a mesh file")
         return shape
     for d in shared_mesh_dirs():
         if os.path.isfile(os.path.join(d, rel)):
             return os.path.join(d, rel)
-    raise FileNotFoundError(
-        f"shape '{shape}' needs shared/data/meshes/{rel} (looked in /work/shared/data and ../shared/data; set "
+    raise DatasetError(
+        f"--shape {shape}: needs shared/data/meshes/{rel} (looked in /work/shared/data and ../shared/data; set "
         "NSR_SHARED_DATA)")
 
 
@@ -66,7 +69,7 @@ def find_texture(mesh, path, texture_path):
     OBJ's material image, else the only PNG/JPG beside the OBJ (Spot ships its texture that way); None if none."""
     import cv2
 
-    from ..images import imread
+    from ..images import imread, quiet_decoders
 
     if texture_path is None:
         material = getattr(mesh.visual, "material", None)
@@ -79,7 +82,8 @@ def find_texture(mesh, path, texture_path):
         if len(images) != 1:
             return None
         texture_path = os.path.join(folder, images[0])
-    bgr = imread(texture_path, cv2.IMREAD_COLOR, "texture")
+    with quiet_decoders():  # a damaged file's decoder messages: the DatasetError is the one line
+        bgr = imread(texture_path, cv2.IMREAD_COLOR, "texture")
     return bgr[:, :, ::-1].astype(np.float64) / 255.0
 
 
@@ -87,12 +91,9 @@ class MeshShape:
     """A triangle mesh turned z-up, scaled to radius_mm and placed at offset [3]."""
 
     def __init__(self, path, radius_mm, offset, texture_path=None):
-        import trimesh
-
         self.name = os.path.splitext(os.path.basename(path))[0]
-        mesh = trimesh.load(path, process=False, force="mesh")
-        if len(mesh.faces) == 0:
-            raise ValueError(f"mesh has no faces: {path}")
+        # the scoring's loader: a mesh it refuses (no triangles, non-finite or huge vertices...) is refused here
+        mesh = load_mesh(path, "--shape mesh")
         verts = np.asarray(mesh.vertices, dtype=np.float64) @ Y_UP_TO_Z_UP.T
         bb_centre = 0.5 * (verts.min(0) + verts.max(0))
         # bounding sphere about the bounding-box centre (a definition that is easy to reproduce; within a few % of

@@ -1,10 +1,14 @@
 """make_scene: a ground-truth synthetic scene rendered and written to a folder (conventions in __init__.py)."""
 import json
 import os
+import shutil
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
+from ..cli import check_output_file
+from ..input_checks import DatasetError, check_file
 from ..mesh_metrics import THIN_MESH_FILE
 from .analytic import UNIT_SHAPES, AnalyticShape
 from .backdrop import KINDS as BACKDROPS
@@ -36,14 +40,16 @@ BACKGROUNDS = ("black", "white") + BACKDROPS
 
 
 def check_formats(formats, background):
-    """The formats as a tuple (a comma list is split); ValueError for an unknown format or background."""
+    """The formats as a tuple (a comma list is split); DatasetError naming the flag for none, an unknown format or
+    an unknown background."""
     if isinstance(formats, str):
         formats = tuple(f for f in formats.split(",") if f)
     unknown = set(formats) - set(FORMATS)
-    if unknown:
-        raise ValueError(f"unknown formats: {sorted(unknown)}")
+    if unknown or not formats:
+        raise DatasetError(f"--formats: {', '.join(sorted(unknown)) or 'none'} given, expected a comma list of "
+                           f"{', '.join(FORMATS)}")
     if background not in BACKGROUNDS:
-        raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}")
+        raise DatasetError(f"--background: {background}, expected one of {', '.join(BACKGROUNDS)}")
     return formats
 
 
@@ -125,6 +131,23 @@ def describe_setup(shape, obj, subsets, K, width, height, seed, background, form
     }
 
 
+@contextmanager
+def removed_on_failure(out_dir):
+    """Create out_dir (and missing folders above it) for the block; if the block fails, remove what was created,
+    so that a failed run leaves no half-written scene behind (a folder that was already there is kept)."""
+    first_missing = None
+    folder = os.path.abspath(out_dir)
+    while not os.path.exists(folder):
+        first_missing, folder = folder, os.path.dirname(folder)
+    os.makedirs(out_dir, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if first_missing is not None:
+            shutil.rmtree(first_missing, ignore_errors=True)
+        raise
+
+
 def make_scene(out_dir, shape="sphere", views=32, width=400, height=300, radius_mm=200.0,
                formats=("neus", "transforms"), seed=0, background="black", holdout_jitter=False, gt_resolution=256,
                texture=None, verbose=False):
@@ -135,9 +158,14 @@ def make_scene(out_dir, shape="sphere", views=32, width=400, height=300, radius_
     marching-cubes grid for analytic shapes, raised where a shape's finest feature needs it (blade, wire, relief).
     holdout_jitter: also render views//4 (at least 2) extra cameras placed between the training ones (azimuth
     offset by half a golden angle, own random jitter) into out_dir/holdout/ in the same formats, for novel-view
-    evaluation on poses never trained on. texture: texture image for an OBJ with UVs.
+    evaluation on poses never trained on. texture: texture image for an OBJ with UVs. Raises DatasetError naming
+    the flag or file for a bad argument, before anything is written.
     """
+    # an OUT that cannot hold files is refused before the rendering
+    check_output_file(os.path.join(out_dir, "scene.json"), "OUT")
     formats = check_formats(formats, background)
+    if texture is not None:
+        check_file(texture, "a --texture image")
     t_start = time.time()
     rng = np.random.default_rng(seed)
     obj, texture_params = place_object(shape, radius_mm, texture, rng)
@@ -157,33 +185,33 @@ def make_scene(out_dir, shape="sphere", views=32, width=400, height=300, radius_
             return shape_albedo(points)
         return procedural_albedo(points, centre, radius, texture_params)
 
-    os.makedirs(out_dir, exist_ok=True)
-    t_render = time.time()
-    room_texture = make_procedural_texture(np.random.default_rng([seed, 2]))
+    with removed_on_failure(out_dir):
+        t_render = time.time()
+        room_texture = make_procedural_texture(np.random.default_rng([seed, 2]))
 
-    def backdrop_fn(K, R, t, width, height):
-        return backdrop_colors(K, R, t, width, height, centre, radius, room_texture, kind=background)
+        def backdrop_fn(K, R, t, width, height):
+            return backdrop_colors(K, R, t, width, height, centre, radius, room_texture, kind=background)
 
-    coverage = [write_views(obj, cams, K, width, height, albedo_fn, background, out_dir, sub, backdrop_fn)
-                for sub, cams in subsets]
-    render_seconds = time.time() - t_render
-    write_cameras(out_dir, subsets, formats, K, width, height, centre, SCALE_MAT_MARGIN * radius)
+        coverage = [write_views(obj, cams, K, width, height, albedo_fn, background, out_dir, sub, backdrop_fn)
+                    for sub, cams in subsets]
+        render_seconds = time.time() - t_render
+        write_cameras(out_dir, subsets, formats, K, width, height, centre, SCALE_MAT_MARGIN * radius)
 
-    t_mesh = time.time()
-    gt_info, thin_info = write_gt_meshes(out_dir, obj, gt_resolution)
-    mesh_seconds = time.time() - t_mesh
+        t_mesh = time.time()
+        gt_info, thin_info = write_gt_meshes(out_dir, obj, gt_resolution)
+        mesh_seconds = time.time() - t_mesh
 
-    info = describe_setup(shape, obj, subsets, K, width, height, seed, background, formats)
-    info["mask_coverage_mean"] = float(np.mean(coverage[0]))  # of the training views
-    info["gt_mesh"] = gt_info
-    # the thin part's surface (gt_thin.ply) for nerf.mesh_metrics' thin_recall; null for shapes without one
-    info["thin_part"] = thin_info
-    info["conventions"] = dict(CONVENTIONS)
-    info["timings_s"] = {"render": round(render_seconds, 3), "gt_mesh": round(mesh_seconds, 3),
-                         "total": round(time.time() - t_start, 3)}
-    with open(os.path.join(out_dir, "scene.json"), "w") as f:
-        json.dump(info, f, indent=1)
-    if verbose:
-        print(f"{out_dir}: {shape}, {views} views {width}x{height}, render {render_seconds:.1f}s, gt mesh "
-              f"{mesh_seconds:.1f}s, coverage {np.mean(coverage[0]):.2f}")
+        info = describe_setup(shape, obj, subsets, K, width, height, seed, background, formats)
+        info["mask_coverage_mean"] = float(np.mean(coverage[0]))  # of the training views
+        info["gt_mesh"] = gt_info
+        # the thin part's surface (gt_thin.ply) for nerf.mesh_metrics' thin_recall; null for shapes without one
+        info["thin_part"] = thin_info
+        info["conventions"] = dict(CONVENTIONS)
+        info["timings_s"] = {"render": round(render_seconds, 3), "gt_mesh": round(mesh_seconds, 3),
+                             "total": round(time.time() - t_start, 3)}
+        with open(os.path.join(out_dir, "scene.json"), "w") as f:
+            json.dump(info, f, indent=1)
+        if verbose:
+            print(f"{out_dir}: {shape}, {views} views {width}x{height}, render {render_seconds:.1f}s, gt mesh "
+                  f"{mesh_seconds:.1f}s, coverage {np.mean(coverage[0]):.2f}")
     return info
