@@ -6,6 +6,23 @@ import numpy as np
 
 from .input_checks import DatasetError, format_row
 
+# The largest |coordinate| and radius, and 1 / the smallest radius, of a region of interest and of the points and
+# camera centres it is computed from (world units): the normalisation divides by the radius and squares
+# coordinates, which must neither overflow nor leave a singular matrix.
+COORDINATE_LIMIT = 1e9
+
+
+def check_sphere(centre, radius, centre_name="--center", radius_name="--radius"):
+    """DatasetError naming the flag (or file and key) unless the region of interest (centre [3], radius) lies
+    within COORDINATE_LIMIT with a radius of at least 1 / COORDINATE_LIMIT (NaN fails too)."""
+    centre = np.asarray(centre, np.float64)
+    if centre.shape != (3,) or not np.all(np.abs(centre) <= COORDINATE_LIMIT):
+        raise DatasetError(f"{centre_name}: {centre.tolist()} is not three numbers x,y,z within "
+                           f"+-{COORDINATE_LIMIT:g}")
+    if not 1 / COORDINATE_LIMIT <= radius <= COORDINATE_LIMIT:
+        raise DatasetError(f"{radius_name}: {radius!r} is not a number from {1 / COORDINATE_LIMIT:g} to "
+                           f"{COORDINATE_LIMIT:g}")
+
 
 def decompose_projection(P):
     """Split a 3x4 projection P = K [R | t] into K (3x3, positive focal lengths, K[2,2] = 1) and the

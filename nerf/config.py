@@ -127,7 +127,9 @@ class TrainConfig:
                                       "quality: BENCHMARKS.md)",
                                 choices=tuple(PRESETS))
     iters: int = opt(5000, "training steps", minimum=1)
-    num_rays: int = opt(4096, "rays per step (--cuda_ray: sets the sample budget num_rays x num_steps)", minimum=1)
+    # (2^24 rays of 64 samples are 10^9 samples a step, beyond any GPU's memory; more only fails allocating)
+    num_rays: int = opt(4096, "rays per step (--cuda_ray: sets the sample budget num_rays x num_steps)", minimum=1,
+                        maximum=2**24)
     # (Adam's first step is 10 x the learning rate, in float32: far above any useful rate, far below overflow)
     lr: float = opt(1e-2, "base learning rate (Adam; warm-up, then cosine decay)", minimum=0.0, maximum=1e30)
     warmup: int = opt(500, "learning-rate warm-up steps", minimum=0)
@@ -323,10 +325,15 @@ def region_of_interest(data: DataConfig):
         centre = [float(v) for v in data.center.split(",")]
     except ValueError:
         centre = []
-    if len(centre) != 3 or not all(abs(v) < float("inf") for v in centre):
-        raise ConfigError(f"--center: expected three finite numbers x,y,z, got {data.center!r}")
-    if not data.radius > 0:
-        raise ConfigError(f"--radius: must be > 0, got {data.radius}")
+    if len(centre) != 3:
+        raise ConfigError(f"--center: expected three numbers x,y,z, got {data.center!r}")
+    from .camera_geometry import check_sphere  # the bound the scene formats' regions of interest share
+    from .input_checks import DatasetError
+
+    try:
+        check_sphere(centre, data.radius)
+    except DatasetError as e:
+        raise ConfigError(str(e)) from None
     return centre, data.radius
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .camera_geometry import (check_camera_geometry, normalise_cameras, opengl_to_opencv, projection_camera,
-                              renormalise, sphere_similarity, unit_projection)
+                              check_sphere, renormalise, sphere_similarity, unit_projection)
 from .images import binary_mask, downscale_images, list_images, read_all, read_image, read_mask, stack_images
 from .input_checks import (DatasetError, check_file, check_folder, check_rigid, describe, field_of_view, format_row,
                            matrix, number)
@@ -157,7 +157,6 @@ def image_rays(views: Views, index: int, downscale: int = 1):
 # Loading
 
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 CAMERA_FILES = ("cameras_sphere.npz", "transforms_train.json", "transforms.json")  # NeuS, NeRF-synthetic, ngp
 
 
@@ -199,11 +198,18 @@ def load_scene(root: str, holdout: int = 8, downscale: int = 1, use_masks: bool 
                                    unit_sphere=normalised)
     # Poses in the normalised space of `to_world`: NeuS's come so; the others are in world units (identity).
     given = to_world if normalised else np.eye(4)
+    # a region of interest not checked against the cameras yet: the flags', or a transforms file's aabb
+    region = None if normalised or to_world is None else f"{sources[0][0]}: the sphere around aabb"
     if roi is not None:
         to_world = sphere_similarity(np.asarray(roi[0], float), float(roi[1]))
+        region = "--radius: the region of interest (--center, --radius)"
     elif to_world is None:
         to_world = normalise_cameras(images, masks if use_masks else None, intrinsics, c2w, root, centre=centre)
     c2w = renormalise(c2w, given, to_world)
+    inside = np.linalg.norm(c2w[:, :3, 3], axis=1) <= 1.0
+    if region is not None and inside.any():
+        file, label = sources[int(np.argmax(inside))]
+        raise DatasetError(f"{region} holds the camera of {label} of {file} (a camera must be outside it)")
 
     if downscale > 1:
         if min(images.shape[1:3]) < downscale:
@@ -483,11 +489,9 @@ def _aabb_sphere(meta, path):
     box = matrix(meta["aabb"], path, "aabb", shapes=((2, 3),))
     if np.any(box[1] <= box[0]):
         raise DatasetError(f"{path}: aabb must be [[min x, y, z], [max x, y, z]] with max > min, got {box.tolist()}")
-    centre, radius = box.mean(0), 0.5 * np.linalg.norm(box[1] - box[0])
-    # the mesh is mapped back into this box's world units, which the export handles in float32 (inf and NaN fail too)
-    if not (np.abs(centre).max() + radius < FLOAT32_MAX):
-        raise DatasetError(f"{path}: aabb is too large ({format_row(box[0])} to {format_row(box[1])}): its sphere "
-                           f"overflows a 32-bit float")
+    with np.errstate(over="ignore"):  # an overflowing box is refused by the check
+        centre, radius = box.mean(0), 0.5 * float(np.linalg.norm(box[1] - box[0]))
+    check_sphere(centre, radius, f"{path}: aabb's centre", f"{path}: aabb's radius")
     return sphere_similarity(centre, radius)
 
 

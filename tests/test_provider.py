@@ -111,9 +111,14 @@ def test_aabb_and_flags_set_the_region_of_interest(small_scene, tmp_path):
 def test_bad_region_of_interest_flags_are_refused(small_scene, tmp_path, capsys):
     root, _ = small_scene
     for flags, message in ((["--center", "1,2"], "--center: give both"),
-                           (["--center", "1,2", "--radius", "3"], "--center: expected three finite numbers"),
-                           (["--center", "1,2,nan", "--radius", "3"], "--center: expected three finite numbers"),
-                           (["--center", "1,2,3", "--radius", "0"], "--radius: must be > 0")):
+                           (["--center", "1,2", "--radius", "3"], "--center: expected three numbers"),
+                           (["--center", "1,2,nan", "--radius", "3"], "--center: [1.0, 2.0, nan] is not three numbers"),
+                           (["--center", "1e300,2,3", "--radius", "3"], "--center: [1e+300, 2.0, 3.0] is not three"),
+                           (["--center", "1,2,3", "--radius", "0"], "--radius: 0.0 is not a number from 1e-09"),
+                           (["--center", "1,2,3", "--radius", "1e-300"], "--radius: 1e-300 is not a number from"),
+                           # a sphere that holds the cameras (the scene's are ~3 radii from its object)
+                           (["--center", "0,0,0", "--radius", "1e6"], "--radius: the region of interest (--center, "
+                                                                      "--radius) holds the camera of")):
         assert main_sdf.main([root, "--workspace", str(tmp_path / "ws"), "--device", "cpu", *flags]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: " + message), err
@@ -121,6 +126,14 @@ def test_bad_region_of_interest_flags_are_refused(small_scene, tmp_path, capsys)
     bad = ngp_copy(small_scene, tmp_path, {"aabb": [[0, 0, 0], [1, -1, 1]]})
     assert main_sdf.main([bad, "--workspace", str(tmp_path / "ws"), "--device", "cpu"]) == 2
     assert "aabb must be" in capsys.readouterr().err
+    for k, (aabb, message) in enumerate(((
+            [[0, 0, 0], [1e-300, 1e-300, 1e-300]], "aabb's radius: 0.0 is not a number from"),
+            ([[-1e6] * 3, [1e6] * 3], "the sphere around aabb holds the camera of frame 0"))):
+        bad = ngp_copy(small_scene, tmp_path / str(k), {"aabb": aabb})
+        assert main_sdf.main([bad, "--workspace", str(tmp_path / "ws"), "--device", "cpu"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "ws").exists()
 
 
 def test_nerf_synthetic_format_with_alpha_masks(small_scene, tmp_path):

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from ..camera_geometry import COORDINATE_LIMIT
 from ..images import read_all, read_image
 from ..input_checks import error_line
 from .colmap_binary import check_binary_model
@@ -15,9 +16,6 @@ from .sfm import pycolmap_module, quiet_colmap
 # Focal lengths in units of the image's longer side: beyond these a camera sees next to nothing or wraps
 # around (its projection matrix is singular to float precision, and the loader refuses it).
 FOCAL_RANGE = (1e-2, 1e4)
-# The largest |coordinate| of a camera centre or sparse point (world units): the region of interest and the
-# loader's checks square and multiply them, which must not overflow.
-COORDINATE_LIMIT = 1e9
 
 
 def check_cameras(model, cameras_file):

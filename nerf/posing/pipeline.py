@@ -14,9 +14,10 @@ import numpy as np
 from tqdm import tqdm
 
 from ..camera_geometry import check_camera_geometry, projection_camera, unit_projection
+from ..camera_geometry import check_sphere as check_region
 from ..files import save_png, write_json
 from ..images import quiet_decoders, read_image
-from .colmap_model import COORDINATE_LIMIT, read_model
+from .colmap_model import read_model
 from .errors import PosingError
 from .export import world_mat, write_cameras, write_points_ply
 from .frames import check_video, extract_frames
@@ -80,13 +81,8 @@ def check_sphere(center, radius):
         return None
     if center is None or radius is None:
         raise PosingError(f"{'--radius' if center is None else '--center'}: give --center x,y,z and --radius r together")
-    centre = np.asarray(center, dtype=np.float64)
-    if centre.shape != (3,) or not np.all(np.abs(centre) <= COORDINATE_LIMIT):  # NaN fails too
-        raise PosingError(f"--center: {center!r} is not three numbers x,y,z within +-{COORDINATE_LIMIT:g}")
-    if not 1 / COORDINATE_LIMIT <= radius <= COORDINATE_LIMIT:
-        raise PosingError(f"--radius: {radius!r} is not a number from {1 / COORDINATE_LIMIT:g} to "
-                          f"{COORDINATE_LIMIT:g}")
-    return centre, float(radius)
+    check_region(center, radius)
+    return np.asarray(center, dtype=np.float64), float(radius)
 
 
 def replace_folder(tmp, out_dir):
