@@ -10,6 +10,9 @@ from .input_checks import DatasetError, format_row
 # camera centres it is computed from (world units): the normalisation divides by the radius and squares
 # coordinates, which must neither overflow nor leave a singular matrix.
 COORDINATE_LIMIT = 1e9
+# Focal lengths in units of the image's longer side: beyond these a camera sees next to nothing or wraps
+# around (ray directions overflow, its projection matrix is singular to float precision).
+FOCAL_RANGE = (1e-2, 1e4)
 
 
 def check_sphere(centre, radius, centre_name="--center", radius_name="--radius"):
@@ -93,6 +96,13 @@ def check_camera_geometry(intrinsics, c2w, size, sources, root, train=None, unit
     (the transforms formats, in world units) the object is taken to be around the point nearest all optical
     axes, which is returned for `normalise_cameras`.
     """
+    low, high = FOCAL_RANGE
+    focal = np.stack([intrinsics[:, 0, 0], intrinsics[:, 1, 1]], 1) / max(size)
+    impossible = ~np.all((focal >= low) & (focal <= high), axis=1)  # NaN too
+    if impossible.any():
+        i = int(np.argmax(impossible))
+        raise DatasetError(f"{sources[i][0]}: {sources[i][1]} has focal lengths {format_row(focal[i] * max(size))} px "
+                           f"for {size[1]}x{size[0]} images, expected {low:g} to {high:g} times the longer side")
     n = len(c2w)
     files = sorted({f for f, _ in sources})
     where = files[0] if len(files) == 1 else root

@@ -7,6 +7,19 @@ import cv2
 import numpy as np
 
 
+def overlong_name(path, existing, affix=0):
+    """The first name that creating `path` below the existing folder `existing` would make and that the file
+    system refuses as too long (with `affix` more bytes on the last one: a temporary name made from it), as
+    (name, its bytes, the limit), or None."""
+    limit = os.pathconf(existing, "PC_NAME_MAX")
+    names = os.path.relpath(os.path.abspath(path), existing).split(os.sep)
+    for k, name in enumerate(names):
+        size = len(os.fsencode(name)) + (affix if k == len(names) - 1 else 0)
+        if size > limit:
+            return name, size, limit
+    return None
+
+
 def write_atomic(path, write_fn):
     """write_fn(tmp_path) writes the file; it is synced to disk and then replaces `path` in one rename. The
     temporary file is hidden ('.tmp-' + name: it can never match a pattern for the real files, such as

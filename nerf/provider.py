@@ -205,6 +205,9 @@ def load_scene(root: str, holdout: int = 8, downscale: int = 1, use_masks: bool 
         region = "--radius: the region of interest (--center, --radius)"
     elif to_world is None:
         to_world = normalise_cameras(images, masks if use_masks else None, intrinsics, c2w, root, centre=centre)
+        derived = f"{root}: the region of interest derived from the cameras has"  # in the cameras' world units
+        check_sphere(to_world[:3, 3], float(np.cbrt(abs(np.linalg.det(to_world[:3, :3])))), f"{derived} centre",
+                     f"{derived} radius")
     c2w = renormalise(c2w, given, to_world)
     inside = np.linalg.norm(c2w[:, :3, 3], axis=1) <= 1.0
     if region is not None and inside.any():

@@ -21,7 +21,7 @@ from .checkpoint import CheckpointError, checkpoint_dir, list_checkpoints, load_
 from .config import (MESH_FORMATS, SCENE_RADIUS, ConfigError, explicit_settings, override, region_of_interest, resolve,
                      restore)
 from .evaluation import view_background, write_test_results
-from .files import write_json
+from .files import overlong_name, write_json
 from .logger import Logger
 from .network_sdf import build_model
 from .orbit import render_orbit
@@ -87,6 +87,10 @@ def check_workspace(path):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         raise ConfigError(f"{path}: --workspace cannot be created ({existing} is not a folder)")
+    overlong = overlong_name(path, existing)
+    if overlong:
+        raise ConfigError(f"{path}: --workspace has a name of {overlong[1]} bytes, the file system allows "
+                          f"{overlong[2]}")
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass

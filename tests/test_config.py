@@ -215,6 +215,7 @@ def tree(folder):
     ("under_a_file", "{ws}: --workspace cannot be created"),
     ("dangling_link", "{ws}: --workspace is a dangling symbolic link"),
     ("empty", "--workspace: empty path"),
+    ("name_too_long", "{ws}: --workspace has a name of 300 bytes, the file system allows"),
     # What the run writes inside, of the wrong kind: refused at once, not once the run gets there
     ("checkpoints_a_file", "{ws}/checkpoints: not a folder (the run writes into it; move it away)"),
     ("meshes_a_file", "{ws}/meshes: not a folder"),
@@ -232,7 +233,8 @@ def test_an_unusable_workspace_is_refused(small_scene, tmp_path, capsys, kind, m
     blocker = tmp_path / "blocker"
     blocker.write_text("not a folder")
     inside = tmp_path / "ws"
-    workspace = {"file": str(blocker), "under_a_file": str(blocker / "ws"), "empty": ""}.get(kind, str(inside))
+    workspace = {"file": str(blocker), "under_a_file": str(blocker / "ws"), "empty": "",
+                 "name_too_long": str(tmp_path / "new" / ("w" * 300) / "ws")}.get(kind, str(inside))
     if kind == "dangling_link":
         os.symlink(tmp_path / "nowhere", workspace)
     elif kind.endswith("_a_file"):

@@ -474,6 +474,10 @@ ngp_case("ngp fl_x negative", lambda meta, base: meta.__setitem__("fl_x", -meta[
 ngp_case("ngp fl_x zero", setitem("fl_x", 0))
 ngp_case("ngp fl_x infinite", setitem("fl_x", float("inf")))
 ngp_case("ngp fl_y negative", lambda meta, base: meta.__setitem__("fl_y", -meta["fl_y"]))
+# (a focal length of 1e-300 px passed the other checks, then ray directions overflowed: training diverged)
+ngp_case("ngp fl_x tiny", setitem("fl_x", 1e-300))
+ngp_case("ngp per-frame fl_y tiny", set_frame(3, "fl_y", 1e-300))
+ngp_case("ngp fl_x huge", setitem("fl_x", 1e300))
 ngp_case("ngp per-frame fl_x a string", set_frame(6, "fl_x", "abc"))
 ngp_case("ngp cx a string", setitem("cx", "centre"))
 ngp_case("ngp cy nan", setitem("cy", float("nan")))
@@ -544,6 +548,18 @@ def camera_at_sphere_centre(meta, base):
 
 
 ngp_case("ngp camera at the object centre", camera_at_sphere_centre)
+
+
+@case("ngp a whole scene 1e-300 across")
+def _(d, base):
+    # the region of interest derived from such cameras is singular (a traceback in the normalisation before)
+    meta = ngp_meta(base)
+    for frame in meta["frames"]:
+        pose = np.array(frame["transform_matrix"])
+        pose[:3, 3] *= 1e-300
+        frame["transform_matrix"] = pose.tolist()
+    ngp_folder(d, base, meta)
+    return d
 
 # --- NeRF-synthetic
 

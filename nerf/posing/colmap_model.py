@@ -6,16 +6,13 @@ import os
 
 import numpy as np
 
-from ..camera_geometry import COORDINATE_LIMIT
+from ..camera_geometry import COORDINATE_LIMIT, FOCAL_RANGE
 from ..images import read_all, read_image
 from ..input_checks import error_line
 from .colmap_binary import check_binary_model
 from .errors import PosingError
 from .sfm import pycolmap_module, quiet_colmap
 
-# Focal lengths in units of the image's longer side: beyond these a camera sees next to nothing or wraps
-# around (its projection matrix is singular to float precision, and the loader refuses it).
-FOCAL_RANGE = (1e-2, 1e4)
 
 
 def check_cameras(model, cameras_file):

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from ..camera_geometry import check_camera_geometry, projection_camera, unit_projection
 from ..camera_geometry import check_sphere as check_region
-from ..files import save_png, write_json
+from ..files import overlong_name, save_png, write_json
 from ..images import quiet_decoders, read_image
 from .colmap_model import read_model
 from .errors import PosingError
@@ -49,12 +49,10 @@ def check_output(out_dir, overwrite):
         raise PosingError(f"{out_dir}: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise PosingError(f"{out_dir}: {probe} is not writable")
-    name_max = os.pathconf(probe, "PC_NAME_MAX")
-    made = os.path.relpath(os.path.abspath(out_dir), probe).split(os.sep)  # the names created below probe
-    for name in made[:-1] + [made[-1] + "x" * TEMPORARY_AFFIX]:
-        if len(os.fsencode(name)) > name_max:
-            raise PosingError(f"{out_dir}: a name in it is too long ({len(os.fsencode(name))} bytes with the "
-                              f"temporary folder's affix; the file system allows {name_max})")
+    overlong = overlong_name(out_dir, probe, TEMPORARY_AFFIX)
+    if overlong:
+        raise PosingError(f"{out_dir}: a name in it is too long ({overlong[1]} bytes with the temporary folder's "
+                          f"affix; the file system allows {overlong[2]})")
 
 
 def outermost_missing(folder):
