@@ -38,9 +38,6 @@ def list_images(folder: str, what: str):
     return files
 
 
-JPEG_EXTENSIONS = (".jpg", ".jpeg")
-
-
 def check_jpeg_complete(data, path, what):
     """libjpeg decodes a truncated JPEG with a warning and fills the missing rows grey: catch it by the
     end-of-image marker, which a complete file ends with (a few bytes of padding after it are tolerated)."""
@@ -56,7 +53,7 @@ def imread(path, flags, what):
             data = f.read()
     except OSError as e:
         raise DatasetError(f"{path}: unreadable {what} ({e.strerror})") from None
-    if path.lower().endswith(JPEG_EXTENSIONS):
+    if data[:2] == b"\xff\xd8":  # a JPEG by its start-of-image marker, whatever its name says
         check_jpeg_complete(data, path, what)
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)

@@ -722,22 +722,25 @@ def _(d, base):
     return d / "mask" / MASK_NAME
 
 
-def jpeg_frames(d, base, damage):
-    """An instant-ngp folder whose images are JPEGs; frame 3's file is passed through `damage`."""
+def jpeg_frames(d, base, damage, encoding=".jpg", suffix=".jpg"):
+    """An instant-ngp folder whose images are JPEGs (or `encoding`) named *`suffix`; frame 3's file is passed
+    through `damage`."""
     meta = ngp_meta(base)
     (d / "jpg").mkdir()
     for i, frame in enumerate(meta["frames"]):
         rgb = cv2.imread(os.path.join(base["neus"], frame["file_path"]))
-        ok, data = cv2.imencode(".jpg", rgb)
-        path = d / "jpg" / f"{i:03d}.jpg"
+        ok, data = cv2.imencode(encoding, rgb)
+        path = d / "jpg" / f"{i:03d}{suffix}"
         path.write_bytes(damage(data.tobytes()) if i == 3 else data.tobytes())
-        frame["file_path"] = f"jpg/{i:03d}.jpg"
+        frame["file_path"] = f"jpg/{i:03d}{suffix}"
     ngp_folder(d, base, meta)
-    return d / "jpg" / "003.jpg"
+    return d / "jpg" / f"003{suffix}"
 
 
 CASES["ngp jpeg truncated"] = lambda d, base: jpeg_frames(d, base, lambda data: data[: len(data) * 2 // 3])
 CASES["ngp jpeg cut before its end marker"] = lambda d, base: jpeg_frames(d, base, lambda data: data[:-2])
+# a JPEG is known by its content, not its name: one named .png, cut short
+CASES["ngp jpeg named .png, cut short"] = lambda d, base: jpeg_frames(d, base, lambda data: data[:-2], suffix=".png")
 
 
 @case("synthetic alpha all zero")
@@ -886,6 +889,14 @@ def test_complete_jpegs_load_with_trailing_padding(bases, tmp_path):
     """JPEG images load, also one with a few padding bytes after its end-of-image marker (some cameras write
     them); only a file cut before the marker is refused."""
     jpeg_frames(tmp_path, bases, lambda data: data + b"\x00" * 16)
+    scene = load_scene(str(tmp_path))
+    assert len(scene.train) + len(scene.test) == 16 and scene.train.images.float().mean() > 10
+
+
+def test_pngs_named_jpg_load(bases, tmp_path):
+    """Images are decoded by their content, not their names: PNG files called .jpg are not "truncated JPEGs"
+    (they were refused as such)."""
+    jpeg_frames(tmp_path, bases, lambda data: data, encoding=".png")
     scene = load_scene(str(tmp_path))
     assert len(scene.train) + len(scene.test) == 16 and scene.train.images.float().mean() > 10
 
