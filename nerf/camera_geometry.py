@@ -27,6 +27,28 @@ def check_sphere(centre, radius, centre_name="--center", radius_name="--radius")
                            f"{COORDINATE_LIMIT:g}")
 
 
+def check_distortion(k, dist, size, path, label):
+    """DatasetError unless OpenCV's radial distortion (dist = k1, k2, p1, p2; k [3, 3], size (W, H)) maps
+    undistorted radii one-to-one onto the circle the image's edges enclose about the principal point: a radial
+    map r (1 + k1 r^2 + k2 r^4) that turns back before reaching it folds the image, and undistorting it gives
+    garbage. (Only the inscribed circle: fits that go wrong in the far corners are left to the undistortion.)"""
+    k1, k2 = dist[:2]
+    width, height = size
+    edge = min(k[0, 2] + 0.5, width - 0.5 - k[0, 2]) / k[0, 0], min(k[1, 2] + 0.5, height - 0.5 - k[1, 2]) / k[1, 1]
+    reach = max(min(edge), 0.0)  # the inscribed circle's radius in normalised image units
+    radii = np.linspace(0.0, 4.0 * reach + 1e-6, 4001)
+    with np.errstate(over="ignore", invalid="ignore"):  # huge coefficients: inf and NaN fail the checks below
+        distorted = radii * (1 + k1 * radii**2 + k2 * radii**4)
+        factor = 1 + k1 * reach**2 + k2 * reach**4  # at the edge; a real lens's is near 1
+    reached = np.nonzero(distorted >= reach)[0]
+    if not len(reached) or not np.all(np.diff(distorted[: reached[0] + 1]) > 0):
+        raise DatasetError(f"{path}: {label} distortion k1 {k1:g}, k2 {k2:g} folds the image (the radial map turns "
+                           f"back before the image's edge)")
+    if not 0.1 <= factor <= 10.0:
+        raise DatasetError(f"{path}: {label} distortion k1 {k1:g}, k2 {k2:g} scales the image's edge by {factor:.3g}, "
+                           f"expected a lens's (0.1 to 10)")
+
+
 def decompose_projection(P):
     """Split a 3x4 projection P = K [R | t] into K (3x3, positive focal lengths, K[2,2] = 1) and the
     camera-to-world pose (4x4). P and -P are the same camera and give the same result: the camera looks along

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .camera_geometry import (check_camera_geometry, normalise_cameras, opengl_to_opencv, projection_camera,
-                              check_sphere, renormalise, sphere_similarity, unit_projection)
+                              check_distortion, check_sphere, renormalise, sphere_similarity, unit_projection)
 from .images import binary_mask, downscale_images, list_images, read_all, read_image, read_mask, stack_images
 from .input_checks import (DatasetError, check_file, check_folder, check_rigid, describe, field_of_view, format_row,
                            matrix, number)
@@ -463,6 +463,7 @@ def _load_instant_ngp(root):
         k = np.array([[fx, 0, cam.get("cx", w / 2) - 0.5], [0, fy, cam.get("cy", h / 2) - 0.5], [0, 0, 1]])
         dist = np.array([cam.get(n, 0.0) for n in ("k1", "k2", "p1", "p2")])
         if np.any(dist != 0):
+            check_distortion(k, dist, (w, h), path, f"frame {i}")
             rgb = cv2.undistort(rgb, k, dist)
             if alpha is not None:
                 alpha = cv2.undistort(alpha, k, dist)

@@ -483,6 +483,10 @@ ngp_case("ngp cx a string", setitem("cx", "centre"))
 ngp_case("ngp cy nan", setitem("cy", float("nan")))
 ngp_case("ngp k1 a string", setitem("k1", "none"))
 ngp_case("ngp k1 nan", setitem("k1", float("nan")))
+# distortions no lens has, which cv2.undistort turned into garbage images without a word
+ngp_case("ngp k1 folds the image", setitem("k1", -5.0))
+ngp_case("ngp k1 huge", setitem("k1", 1e6))
+ngp_case("ngp per-frame k2 folds the image", set_frame(5, "k2", -40.0))
 ngp_case("ngp w a string", setitem("w", "wide"))
 ngp_case("ngp h not whole", setitem("h", 72.5))
 ngp_case("ngp w zero", setitem("w", 0))
@@ -889,6 +893,15 @@ def test_complete_jpegs_load_with_trailing_padding(bases, tmp_path):
     """JPEG images load, also one with a few padding bytes after its end-of-image marker (some cameras write
     them); only a file cut before the marker is refused."""
     jpeg_frames(tmp_path, bases, lambda data: data + b"\x00" * 16)
+    scene = load_scene(str(tmp_path))
+    assert len(scene.train) + len(scene.test) == 16 and scene.train.images.float().mean() > 10
+
+
+def test_a_lens_distortion_loads(bases, tmp_path):
+    """A real lens's radial distortion (barrel, strong for a phone) passes the distortion check and is undone."""
+    meta = ngp_meta(bases)
+    meta.update(k1=-0.25, k2=0.05, p1=1e-3)
+    ngp_folder(tmp_path, bases, meta)
     scene = load_scene(str(tmp_path))
     assert len(scene.train) + len(scene.test) == 16 and scene.train.images.float().mean() > 10
 
