@@ -58,7 +58,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         held.requested = True
     except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        from nerf.cli import report
+
+        report(e)
         return 2
     if held.requested:
         print("interrupted during start-up; nothing written", file=sys.stderr)

@@ -8,11 +8,22 @@ import sys
 from .input_checks import DatasetError
 
 
+def one_line(message):
+    """message with its control characters (a newline in a path) escaped as Python writes them, so that an
+    error stays one line; other characters as they are (a non-UTF-8 name's surrogate escapes too)."""
+    return "".join(repr(c)[1:-1] if ord(c) < 32 or 127 <= ord(c) < 160 else c for c in str(message))
+
+
+def report(error):
+    """The one line `error: ...` of an exception or a text, on stderr."""
+    print(f"error: {one_line(error)}", file=sys.stderr)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """A bad flag is one line `error: --flag: problem` (no usage block), exit code 2."""
 
     def error(self, message):
-        self.exit(2, f"error: {message.replace('argument ', '', 1)}\n")
+        self.exit(2, f"error: {one_line(message.replace('argument ', '', 1))}\n")
 
 
 def positive_int(text):

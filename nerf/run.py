@@ -18,6 +18,7 @@ import torch
 
 from .camera_geometry import in_image, lattice, project_points, renormalise
 from .checkpoint import CheckpointError, checkpoint_dir, list_checkpoints, load_checkpoint, load_latest_valid
+from .cli import report
 from .config import (MESH_FORMATS, SCENE_RADIUS, ConfigError, explicit_settings, override, region_of_interest, resolve,
                      restore)
 from .evaluation import view_background, write_test_results
@@ -372,19 +373,19 @@ def run(args, launch_time):
             trainer.step_hooks.append(viewer)
             print(f"viewer: {viewer.url}")
     except (ConfigError, DatasetError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        report(e)
         return 2
     code = 0
     try:
         train_and_export(args, config, scene, trainer, device, clock, viewer)
     except (TrainingDiverged, EmptySurface) as e:
-        print(f"error: {e}", file=sys.stderr)
+        report(e)
         code = 3
     except TrainingInterrupted as e:
         print(f"interrupted at step {e.step}: checkpoint saved; run the same command to resume", file=sys.stderr)
         code = 130
     except OSError as e:  # a full disk, a folder made read-only meanwhile...: the partial file is already gone
-        print(f"error: {e.filename or args.workspace}: cannot write ({e.strerror or e})", file=sys.stderr)
+        report(f"{e.filename or args.workspace}: cannot write ({e.strerror or e})")
         code = 1
     finally:
         trainer.logger.close()

@@ -14,10 +14,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nerf.cli import OneLineParser  # noqa: E402
+from nerf.cli import OneLineParser, report  # noqa: E402
 from nerf.config import join_dashed_values  # noqa: E402
 from nerf.input_checks import DatasetError  # noqa: E402
-from nerf.posing import CAMERA_MODELS, one_line, pose_images  # noqa: E402
+from nerf.posing import CAMERA_MODELS, pose_images  # noqa: E402
 
 
 def centre(text):
@@ -68,7 +68,7 @@ def main(argv=None):
                            center=args.center, radius=args.radius, overwrite=args.overwrite,
                            num_threads=args.threads, seed=args.seed)
     except DatasetError as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
+        report(err)
         return 2
     camera = info["camera"]
     print(f"posed {info['registered']} of {info['total']} images: {camera['model']} camera, reprojection error "

@@ -13,7 +13,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nerf.cli import OneLineParser, check_output_file, non_negative_int, positive_float, positive_int  # noqa: E402
+from nerf.cli import (OneLineParser, check_output_file, non_negative_int, positive_float, positive_int,  # noqa: E402
+                      report)
 from nerf.dtu_eval import DOWNSAMPLE_MM, MAX_DIST_MM, evaluate_dtu, load_mask_views, load_reference  # noqa: E402
 from nerf.files import write_json  # noqa: E402
 from nerf.input_checks import DatasetError, check_file  # noqa: E402
@@ -63,7 +64,7 @@ def main(argv=None):
         scores = evaluate_dtu(args.mesh, reference, mask_views=mask_views, downsample=args.downsample,
                               max_dist=args.max_dist, dilation=args.dilation, seed=args.seed, vis_dir=args.vis)
     except DatasetError as err:
-        print(f"error: {err}", file=sys.stderr)
+        report(err)
         return 2
     counts = scores["counts"]
     culled = f", {counts['culled_faces']} faces culled by masks" if "culled_faces" in counts else ""

@@ -16,7 +16,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nerf.cli import OneLineParser, check_output_file, non_negative_int, positive_float, positive_int  # noqa: E402
+from nerf.cli import (OneLineParser, check_output_file, non_negative_int, positive_float, positive_int,  # noqa: E402
+                      report)
 from nerf.files import write_json  # noqa: E402
 from nerf.input_checks import DatasetError  # noqa: E402
 from nerf.mesh_metrics import evaluate_mesh, thin_part_beside  # noqa: E402
@@ -89,7 +90,7 @@ def main(argv=None):
                                 point_to_point=args.point_to_point, thin=thin_mesh_path(args.thin, args.gt),
                                 cameras=scene_cameras(args.seen, args.gt))
     except DatasetError as err:  # MeshReadError among them
-        print(f"error: {err}", file=sys.stderr)
+        report(err)
         return 2
     print(format_row(args.pred, metrics))
     if args.thin_map and metrics["thin_recall_map"] is not None:

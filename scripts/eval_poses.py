@@ -9,10 +9,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nerf.cli import OneLineParser, check_output_file  # noqa: E402
+from nerf.cli import OneLineParser, check_output_file, report  # noqa: E402
 from nerf.files import write_json  # noqa: E402
 from nerf.input_checks import DatasetError  # noqa: E402
-from nerf.posing import compare_poses, format_comparison, one_line  # noqa: E402
+from nerf.posing import compare_poses, format_comparison  # noqa: E402
 
 
 def main(argv=None):
@@ -26,7 +26,7 @@ def main(argv=None):
             check_output_file(args.json, "--json")
         result = compare_poses(args.posed, args.reference)
     except DatasetError as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
+        report(err)
         return 2
     print(format_comparison(result))
     if args.json:

@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nerf.cli import OneLineParser, non_negative_int, positive_float, positive_int  # noqa: E402
+from nerf.cli import OneLineParser, non_negative_int, positive_float, positive_int, report  # noqa: E402
 from nerf.input_checks import DatasetError  # noqa: E402
 from nerf.synthetic import make_scene  # noqa: E402
 from nerf.synthetic.scene import BACKGROUNDS, FORMATS  # noqa: E402
@@ -46,7 +46,7 @@ def main(argv=None):
                    holdout_jitter=args.holdout_jitter, gt_resolution=args.gt_resolution, texture=args.texture,
                    verbose=True)
     except DatasetError as err:  # a bad --formats, --shape, --texture or OUT among them, refused before writing
-        print(f"error: {err}", file=sys.stderr)
+        report(err)
         return 2
     return 0
 

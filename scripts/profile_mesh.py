@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import main_sdf  # noqa: E402
 from nerf import run  # noqa: E402
-from nerf.cli import OneLineParser, positive_int  # noqa: E402
+from nerf.cli import OneLineParser, positive_int, report  # noqa: E402
 from nerf.checkpoint import CheckpointError  # noqa: E402
 from nerf.config import ConfigError  # noqa: E402
 from nerf.input_checks import DatasetError  # noqa: E402
@@ -70,7 +70,7 @@ def main():
         flags += ["--unseen", args.unseen] if args.unseen is not None else []
         config, scene, trainer = run.prepare(main_sdf.parse_args(flags), device, run.StageClock(time.time()))
     except (main_sdf.UsageError, ConfigError, DatasetError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        report(e)
         return 2
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     times, stage = {}, [0]

@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nerf.cli import OneLineParser, check_output_file, non_negative_int, positive_int  # noqa: E402
+from nerf.cli import OneLineParser, check_output_file, non_negative_int, positive_int, report  # noqa: E402
 from nerf.files import save_png  # noqa: E402
 from nerf.input_checks import DatasetError  # noqa: E402
 from nerf.mesh_metrics import load_mesh  # noqa: E402
@@ -48,7 +48,7 @@ def main(argv=None):
         if opt.psnr and colors is None:
             raise DatasetError(f"{opt.mesh}: the mesh has no colours (vertex colours or a texture) to compare")
     except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
+        report(e)
         return 2
     if opt.psnr:
         where = view.mask if view.mask is not None else covered

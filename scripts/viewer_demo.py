@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 
 import main_sdf  # noqa: E402
 from nerf.checkpoint import CheckpointError  # noqa: E402
+from nerf.cli import report  # noqa: E402
 from nerf.config import ConfigError  # noqa: E402
 from nerf.provider import DatasetError  # noqa: E402
 from nerf.run import StageClock, check_workspace, denormals_flushed, pick_device, prepare, write_mesh  # noqa: E402
@@ -145,7 +146,7 @@ def main(argv=None):
         viewer = Viewer(trainer, args.port, max_share=args.max_share, host=args.host, max_side=args.max_side,
                         refresh_every=args.refresh_every)
     except (ConfigError, DatasetError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        report(e)
         return 2
     try:
         if args.measure:

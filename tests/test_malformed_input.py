@@ -792,6 +792,16 @@ def test_malformed_input_stops_with_one_line(name, bases, tmp_path, capfd, recwa
     assert not workspace.exists()
 
 
+def test_a_path_with_control_characters_is_one_line(tmp_path, capfd):
+    """A newline (or another control character) in a path or flag value is escaped in the error line."""
+    for flags in ([str(tmp_path / "no\nwhere"), "--workspace", str(tmp_path / "ws")],
+                  [str(tmp_path), "--workspace", str(tmp_path / "ws"), "--mesh_format", "ply\nobj"]):
+        assert main_sdf.main(flags + ["--device", "cpu", "--quiet"]) == 2
+        lines = capfd.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and "\\n" in lines[0], lines
+    assert not (tmp_path / "ws").exists()
+
+
 def test_there_are_enough_cases():
     assert len(CASES) >= 60
 

@@ -8,8 +8,7 @@ Structure from motion is pycolmap's (CPU wheels; pinned pycolmap==4.2.1), video 
 plugin (imageio-ffmpeg). Every bad input raises PosingError (a DatasetError) with one line 'PATH: problem'."""
 from .cache import pose_folder_cached
 from .compare import compare_poses, format_comparison
-from .errors import PosingError, one_line
+from .errors import PosingError
 from .pipeline import CAMERA_MODELS, pose_images
 
-__all__ = ["CAMERA_MODELS", "PosingError", "compare_poses", "format_comparison", "one_line", "pose_folder_cached",
-           "pose_images"]
+__all__ = ["CAMERA_MODELS", "PosingError", "compare_poses", "format_comparison", "pose_folder_cached", "pose_images"]
