@@ -4,7 +4,7 @@ matrix, checking that the cameras can see a common object, and the normalisation
 import cv2
 import numpy as np
 
-from .input_checks import DatasetError, format_row
+from .input_checks import DatasetError, format_row, matrix
 
 # The largest |coordinate| and radius, and 1 / the smallest radius, of a region of interest and of the points and
 # camera centres it is computed from (world units): the normalisation divides by the radius and squares
@@ -88,6 +88,18 @@ def projection_camera(P, path, key):
     if not (np.all(np.isfinite(K)) and np.all(np.isfinite(c2w)) and K[0, 0] > 0 and K[1, 1] > 0):
         raise DatasetError(f"{path}: {key} is not a valid projection K[R|t]")
     return K, c2w
+
+
+def world_mat_camera(value, path, key):
+    """(K [3, 3], camera-to-world [4, 4]) of a NeuS `world_mat` (a 4x4 or 3x4 array, entry `key` of the
+    cameras file `path`): a finite matrix and a projection `projection_camera` takes, else DatasetError."""
+    with np.errstate(all="ignore"):  # huge entries overflow in the checks' arithmetic: they refuse the matrix
+        return projection_camera(matrix(value, path, key, ((4, 4), (3, 4)))[:3, :4], path, key)
+
+
+def similarity_scale(m):
+    """The uniform scale of a similarity m [4, 4] (world units per unit of the space it maps from)."""
+    return float(np.cbrt(abs(np.linalg.det(m[:3, :3]))))
 
 
 def opengl_to_opencv(c2w):

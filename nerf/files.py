@@ -7,6 +7,14 @@ import cv2
 import numpy as np
 
 
+def outermost_missing(folder):
+    """The outermost of the absolute path `folder` and its parents that does not exist; None when it exists."""
+    missing = None
+    while not os.path.exists(folder):
+        folder, missing = os.path.dirname(folder), folder
+    return missing
+
+
 def overlong_name(path, existing, affix=0):
     """The first name that creating `path` below the existing folder `existing` would make and that the file
     system refuses as too long (with `affix` more bytes on the last one: a temporary name made from it), as

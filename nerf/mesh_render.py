@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .camera_geometry import downscale_intrinsics, projection_camera
+from .camera_geometry import downscale_intrinsics, world_mat_camera
 from .images import list_images, read_image, read_mask
-from .input_checks import DatasetError, matrix
+from .input_checks import DatasetError
 from .synthetic.appearance import sample_texture_bilinear
 from .synthetic.rasterizer import perspective_barycentrics, rasterize
 from .texture import texture_image
@@ -125,15 +125,14 @@ def neus_world_mats(folder):
 def load_neus_view(folder, view, downscale=1):
     """View `view` of the NeuS-format scene in `folder` (image/, optional mask/, cameras_sphere.npz),
     downscaled by an integer factor (area filter; pixel centres kept: u' = (u + 0.5) / s - 0.5). Raises
-    DatasetError naming the file for a missing camera, image or mask, a world_mat that is no camera (checked as
-    nerf.seen_surface.neus_cameras checks them) or an image that downscaling would leave without pixels."""
+    DatasetError naming the file for a missing camera, image or mask, a world_mat that is no camera
+    (camera_geometry.world_mat_camera) or an image that downscaling would leave without pixels."""
     cameras_path, world_mats = neus_world_mats(folder)
     key = f"world_mat_{view}"
     if view not in world_mats:
         count = len(world_mats)
         raise DatasetError(f"{cameras_path}: no {key} (the scene has {count} views, 0..{count - 1})")
-    world_mat = matrix(world_mats[view], cameras_path, key, ((4, 4), (3, 4)))
-    K, c2w = projection_camera(world_mat[:3, :4], cameras_path, key)
+    K, c2w = world_mat_camera(world_mats[view], cameras_path, key)
     images = list_images(os.path.join(folder, "image"), "images")
     if view >= len(images) or view < 0:
         raise DatasetError(f"{os.path.join(folder, 'image')}: no image for view {view} ({len(images)} images)")

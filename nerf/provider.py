@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from .camera_geometry import (check_camera_geometry, normalise_cameras, opengl_to_opencv, projection_camera,
-                              check_distortion, check_sphere, renormalise, sphere_similarity, unit_projection)
+                              check_distortion, check_sphere, renormalise, similarity_scale, sphere_similarity,
+                              unit_projection)
 from .images import binary_mask, downscale_images, list_images, read_all, read_image, read_mask, stack_images
 from .input_checks import (DatasetError, check_file, check_folder, check_rigid, describe, field_of_view, format_row,
                            matrix, number)
@@ -69,7 +70,7 @@ class Scene:
     @property
     def world_scale(self) -> float:
         """World units per normalised unit (lengths such as depth scale by this)."""
-        return float(np.cbrt(abs(np.linalg.det(self.to_world[:3, :3]))))
+        return similarity_scale(self.to_world)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -206,8 +207,7 @@ def load_scene(root: str, holdout: int = 8, downscale: int = 1, use_masks: bool 
     elif to_world is None:
         to_world = normalise_cameras(images, masks if use_masks else None, intrinsics, c2w, root, centre=centre)
         derived = f"{root}: the region of interest derived from the cameras has"  # in the cameras' world units
-        check_sphere(to_world[:3, 3], float(np.cbrt(abs(np.linalg.det(to_world[:3, :3])))), f"{derived} centre",
-                     f"{derived} radius")
+        check_sphere(to_world[:3, 3], similarity_scale(to_world), f"{derived} centre", f"{derived} radius")
     c2w = renormalise(c2w, given, to_world)
     inside = np.linalg.norm(c2w[:, :3, 3], axis=1) <= 1.0
     if region is not None and inside.any():

@@ -9,9 +9,9 @@ import os
 
 import numpy as np
 
-from .camera_geometry import downscale_intrinsics, in_image, project_points, projection_camera
+from .camera_geometry import downscale_intrinsics, in_image, project_points, world_mat_camera
 from .images import list_images, read_image
-from .input_checks import DatasetError, matrix
+from .input_checks import DatasetError
 from .mesh_render import neus_world_mats, rasterize_mesh
 
 # Depth slack, in pixels' worth of depth (z / focal length per pixel): a point on the surface must pass the test
@@ -39,7 +39,7 @@ def neus_cameras(folder, downscale=2):
     result = []
     for view in sorted(world_mats):
         key = f"world_mat_{view}"
-        K, c2w = projection_camera(matrix(world_mats[view], path, key, ((4, 4), (3, 4)))[:3, :4], path, key)
+        K, c2w = world_mat_camera(world_mats[view], path, key)
         result.append(Camera(downscale_intrinsics(K, downscale), np.linalg.inv(c2w), width, height))
     return result
 

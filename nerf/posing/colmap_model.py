@@ -14,7 +14,6 @@ from .errors import PosingError
 from .sfm import pycolmap_module, quiet_colmap
 
 
-
 def check_cameras(model, cameras_file):
     """Every camera of the Reconstruction has finite parameters and focal lengths within FOCAL_RANGE of its
     longer side (its size is checked against its images later)."""

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from ..camera_geometry import projection_camera
+from ..camera_geometry import similarity_scale, world_mat_camera
 from ..images import list_images
 from ..input_checks import DatasetError, check_file, describe, error_line, matrix
 from .alignment import pose_errors
@@ -27,9 +27,7 @@ def read_neus_cameras(folder):
         for i in range(len(names)):
             # finite, and a camera the loader takes (non-singular, positive focal lengths): the alignment's SVD
             # and the error ratios need that
-            world_mat = matrix(cams[f"world_mat_{i}"], path, f"world_mat_{i}", ((4, 4), (3, 4)))
-            with np.errstate(all="ignore"):
-                k, pose = projection_camera(world_mat[:3], path, f"world_mat_{i}")
+            k, pose = world_mat_camera(cams[f"world_mat_{i}"], path, f"world_mat_{i}")
             intrinsics.append(k)
             c2w.append(pose)
         scale_mat = matrix(cams["scale_mat_0"], path, "scale_mat_0")
@@ -67,10 +65,6 @@ def check_centres_spread(c2w, folder):
                            f"cannot be aligned with the reference cameras")
 
 
-def sphere_radius(scale_mat):
-    return float(np.cbrt(abs(np.linalg.det(scale_mat[:3, :3]))))
-
-
 def compare_poses(posed_dir, reference_dir):
     """A dict of the errors of posed_dir's cameras against reference_dir's (see the module docstring):
     registered / total views, rotation_deg and centre_error_pct (of the reference's scale_mat radius) as
@@ -93,7 +87,7 @@ def compare_poses(posed_dir, reference_dir):
     ref = np.array([index[s] for s in sources])
     check_centres_spread(c2w, posed_dir)
     check_centres_spread(ref_c2w[ref], reference_dir)
-    radius = sphere_radius(ref_scale)
+    radius = similarity_scale(ref_scale)
     errors = pose_errors(c2w, ref_c2w[ref], radius)
     # the posed sphere in the reference frame, through the same similarity
     s, rotation, translation = errors["similarity"]
@@ -106,7 +100,7 @@ def compare_poses(posed_dir, reference_dir):
         "focal_error_pct": [float(100 * np.median(k[:, a, a] / ref_k[ref, a, a] - 1)) for a in (0, 1)],
         "principal_point_error_px": [float(np.median(k[:, a, 2] - ref_k[ref, a, 2])) for a in (0, 1)],
         "roi_centre_offset_pct": float(100 * np.linalg.norm(roi_centre - ref_scale[:3, 3]) / radius),
-        "roi_radius_ratio": float(s * sphere_radius(scale) / radius),
+        "roi_radius_ratio": float(s * similarity_scale(scale) / radius),
     }
 
 

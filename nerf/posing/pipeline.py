@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from ..camera_geometry import check_camera_geometry, projection_camera, unit_projection
 from ..camera_geometry import check_sphere as check_region
-from ..files import overlong_name, save_png, write_json
+from ..files import outermost_missing, overlong_name, save_png, write_json
 from ..images import quiet_decoders, read_image
 from .colmap_model import read_model
 from .errors import PosingError
@@ -53,14 +53,6 @@ def check_output(out_dir, overwrite):
     if overlong:
         raise PosingError(f"{out_dir}: a name in it is too long ({overlong[1]} bytes with the temporary folder's "
                           f"affix; the file system allows {overlong[2]})")
-
-
-def outermost_missing(folder):
-    """The outermost of the absolute path `folder` and its parents that does not exist; None when it exists."""
-    missing = None
-    while not os.path.exists(folder):
-        folder, missing = os.path.dirname(folder), folder
-    return missing
 
 
 def check_output_spares_input(out_dir, source):

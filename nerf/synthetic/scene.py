@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from ..cli import check_output_file
+from ..files import outermost_missing
 from ..input_checks import DatasetError, check_file
 from ..mesh_metrics import THIN_MESH_FILE
 from .analytic import UNIT_SHAPES, AnalyticShape
@@ -135,10 +136,7 @@ def describe_setup(shape, obj, subsets, K, width, height, seed, background, form
 def removed_on_failure(out_dir):
     """Create out_dir (and missing folders above it) for the block; if the block fails, remove what was created,
     so that a failed run leaves no half-written scene behind (a folder that was already there is kept)."""
-    first_missing = None
-    folder = os.path.abspath(out_dir)
-    while not os.path.exists(folder):
-        first_missing, folder = folder, os.path.dirname(folder)
+    first_missing = outermost_missing(os.path.abspath(out_dir))
     os.makedirs(out_dir, exist_ok=True)
     try:
         yield
