@@ -18,6 +18,9 @@ from nerf.input_checks import DatasetError  # noqa: E402
 from nerf.synthetic import make_scene  # noqa: E402
 from nerf.synthetic.scene import BACKGROUNDS, FORMATS  # noqa: E402
 
+# What one CPU renders and meshes in memory: views x width x height float images, a gt_resolution^3 SDF lattice.
+LIMITS = {"views": 1000, "width": 8192, "height": 8192, "gt_resolution": 1024}
+
 
 def main(argv=None):
     parser = OneLineParser(description=__doc__.split("\n\n")[0])
@@ -40,6 +43,9 @@ def main(argv=None):
                         help="marching-cubes grid for analytic shapes (raised where a shape's finest feature needs it)")
     parser.add_argument("--texture", default=None, help="texture image for an OBJ with UVs")
     args = parser.parse_args(argv)
+    for name, limit in LIMITS.items():
+        if getattr(args, name) > limit:
+            parser.error(f"--{name}: at most {limit}, got {getattr(args, name)}")
     try:
         make_scene(args.out, shape=args.shape, views=args.views, width=args.width, height=args.height,
                    radius_mm=args.radius_mm, formats=args.formats, seed=args.seed, background=args.background,
