@@ -98,8 +98,12 @@ class FieldConfig:
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    bg_samples: int = opt(32, "background-field samples per ray, beyond the sphere (--background nerf)",
-                          minimum=1)
+    bg_samples: int = opt(64, "background-field samples per ray, from where it enters the sphere to infinity "
+                              "(--background nerf)", minimum=1)
+    # Where the background's samples begin: the sphere's entry lets it paint what the SDF leaves transparent inside
+    # the sphere (DTU's cloth around the object) at its own depth, still composited behind the SDF; from the exit
+    # (False, what checkpoints of older versions were trained with) it could only paint it from behind the sphere.
+    bg_from_entry: bool = opt(True, "background samples begin where the ray enters the sphere", cli=False)
     cuda_ray: bool = opt(False, "sample only in occupied cells of an occupancy grid, at a fixed step, with our "
                                 "raymarching kernels, stopping rays inside the object; each step marches a fixed "
                                 "budget of num_rays x num_steps samples")
@@ -215,7 +219,7 @@ def device_preset(config: Config, device: str) -> Config:
         "iters": 1000, "num_rays": 512, "num_steps": 32, "upsample_steps": 32, "num_levels": 8,
         "log2_hashmap_size": 16, "desired_resolution": 256, "levels_start": 2, "mc_resolution": 256,
         "eval_chunk": 4096, "eval_downscale": 4, "video_frames": 24, "video_downscale": 4,
-        "bg_samples": 16, "lambda_smoothness": 0.1, "error_sampling": 0.5,
+        "bg_samples": 32, "lambda_smoothness": 0.1, "error_sampling": 0.5,
     })
 
 
@@ -258,6 +262,9 @@ def from_dict(values: dict) -> Config:
     field = values.get("field", {})
     if "sh_degree" in field and "bg_sh_degree" not in field:  # older versions: the background used sh_degree
         values = {**values, "field": {**field, "bg_sh_degree": field["sh_degree"]}}
+    sampler = values.get("sampler", {})
+    if "bg_from_entry" not in sampler:  # older versions: the background began where the ray leaves the sphere
+        values = {**values, "sampler": {**sampler, "bg_from_entry": False}}
     known = {stage: {f.name for f in dataclasses.fields(cls)} for stage, cls in STAGES.items()}
     return Config(**{stage: STAGES[stage](**{k: v for k, v in values.get(stage, {}).items() if k in known[stage]})
                      for stage in STAGES})

@@ -1,5 +1,6 @@
-"""The background field: radiance of everything outside the unit sphere (the room around the object), so that an
-unmasked capture's walls and floor are explained by a volume behind the SDF instead of becoming SDF surface.
+"""The background field: radiance of everything the SDF does not hold (the room around the object, and inside the
+unit sphere what the SDF leaves transparent, such as the table under it), so that an unmasked capture's walls and
+floor are explained by a volume behind the SDF instead of becoming SDF surface.
 
 Space is contracted as in Mip-NeRF 360 (Barron et al. 2022): a point x outside the sphere of `radius` maps to
 (2 - radius / |x|) x / |x| (times radius), so the unbounded outside fills the shell between radius and 2 radius
@@ -22,7 +23,8 @@ def contract(x, radius: float):
 
 
 class BackgroundField(nn.Module):
-    """density, rgb = f(x, view direction) for points x outside the sphere of `radius` (normalised space)."""
+    """density, rgb = f(x, view direction) for points x anywhere (normalised space; the hash grid covers the
+    contracted ball of 2 radius)."""
 
     def __init__(self, radius, num_levels, log2_hashmap_size, desired_resolution, hidden_dim, sh_degree,
                  feature_dim=15):
@@ -37,7 +39,7 @@ class BackgroundField(nn.Module):
                                        nn.Linear(hidden_dim, 3))
 
     def forward(self, x, dirs):
-        """x [N, 3] (outside the sphere), dirs [N, 3] unit -> density [N] >= 0 (per unit length of the
+        """x [N, 3], dirs [N, 3] unit -> density [N] >= 0 (per unit length of the
         contracted space), rgb [N, 3] in (0, 1)."""
         h = self.density_net(self.encoder(contract(x, self.radius), bound=2.0 * self.radius))
         density = F.softplus(h[:, 0] - 1.0)  # starts nearly transparent (softplus(-1) = 0.31)

@@ -65,8 +65,10 @@ def render_packed(model, rays_o, rays_d, samples: PackedSamples, bg_color, creat
 
 
 def render_background(field, rays_o, rays_d, starts, bg_color, num_samples: int, perturb: bool):
-    """The background field's colour along each ray from `starts` [R] (where it leaves the sphere; for a ray
-    that misses it, its closest approach) to infinity -> [R, 3], over `bg_color` [R, 3] or [3].
+    """The background field's colour along each ray from `starts` [R] (where it enters the sphere, or leaves it
+    for checkpoints of older versions; for a ray that misses it, its closest approach) to infinity -> [R, 3],
+    over `bg_color` [R, 3] or [3]. The caller composites it behind the SDF: inside the sphere it paints only
+    what the SDF leaves transparent.
 
     rays_o, rays_d [R, 3] (rays_d unit). Samples are uniform in disparity, t = start / s for s in (0, 1), so
     that they thin out with distance as the contracted space does; a section's opacity is
@@ -90,10 +92,12 @@ def render_background(field, rays_o, rays_d, starts, bg_color, num_samples: int,
 
 class Renderer(nn.Module):
     """A field (`NeuSModel`) and a sampler inside the sphere of `radius`, and the model's background field (if
-    it has one) behind it; `update_step` reaches both schedules."""
+    it has one) behind it, from where each ray enters the sphere (`bg_from_entry`) or leaves it; `update_step`
+    reaches both schedules."""
 
-    def __init__(self, model, sampler, radius: float, bg_samples: int):
+    def __init__(self, model, sampler, radius: float, bg_samples: int, bg_from_entry: bool = True):
         super().__init__()
+        self.bg_from_entry = bg_from_entry
         self.model = model
         self.sampler = sampler
         self.radius = radius
@@ -108,7 +112,8 @@ class Renderer(nn.Module):
         `capacity` fixes their number (the `--cuda_ray` training budget)."""
         nears, fars = raymarching.near_far_from_sphere(rays_o, rays_d, radius=self.radius)
         if self.model.background is not None:
-            bg_color = render_background(self.model.background, rays_o, rays_d, fars, bg_color, self.bg_samples,
+            starts = nears if self.bg_from_entry else fars
+            bg_color = render_background(self.model.background, rays_o, rays_d, starts, bg_color, self.bg_samples,
                                          perturb)
         samples = self.sampler.sample(self.model, rays_o, rays_d, nears, fars, perturb, capacity)
         return render_packed(self.model, rays_o, rays_d, samples, bg_color, create_graph, self.radius)
@@ -126,4 +131,5 @@ class Renderer(nn.Module):
 
 
 def build_renderer(config, model, radius: float) -> Renderer:
-    return Renderer(model, build_sampler(config, radius), radius, config.sampler.bg_samples)
+    return Renderer(model, build_sampler(config, radius), radius, config.sampler.bg_samples,
+                    config.sampler.bg_from_entry)

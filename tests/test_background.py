@@ -63,6 +63,34 @@ def test_render_background_composites_front_to_back_and_is_opaque_at_infinity():
     assert faint.scale.grad is not None and faint.scale.grad > 0
 
 
+@pytest.mark.parametrize("from_entry", [True, False])
+def test_the_background_paints_inside_the_sphere_only_from_its_entry_and_only_behind_the_sdf(from_entry):
+    """A table inside the sphere that the SDF does not hold (here: a dense red ball of radius 0.8 in the
+    background field) is painted at its own depth when the background starts at the sphere's entry, and is
+    out of reach from the exit (green beyond); either way the SDF's own surface (grey, radius 0.3) covers it."""
+    from test_renderer import SphereModel, neus_renderer
+
+    model = SphereModel(radius=0.3)
+    model.__dict__["background"] = ConstantField(1e3, 0.8)  # over the stand-in's class attribute (None)
+    renderer = neus_renderer(model, upsample_steps=32)
+    renderer.bg_samples, renderer.bg_from_entry = 64, from_entry
+    rays_o = torch.tensor([[0.0, 0.0, -3.0], [0.0, 0.6, -3.0]])  # through the SDF's sphere, past it
+    rays_d = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    rgb = renderer.render(rays_o, rays_d, torch.zeros(3))["rgb"]
+    assert torch.allclose(rgb[0], torch.full((3,), 0.25), atol=1e-2)
+    expected = torch.tensor([1.0, 0.0, 0.0] if from_entry else [0.0, 1.0, 0.0])
+    assert torch.allclose(rgb[1], expected, atol=1e-2)
+
+
+def test_checkpoints_of_older_versions_keep_the_background_from_the_spheres_exit():
+    from nerf.config import from_dict, to_dict
+
+    saved = to_dict(resolve({}, "cpu", "scene"))
+    assert from_dict(saved).sampler.bg_from_entry
+    del saved["sampler"]["bg_from_entry"]
+    assert not from_dict(saved).sampler.bg_from_entry
+
+
 def test_the_backgrounds_colour_depends_on_the_view_direction_only_as_its_degree_allows():
     x = torch.tensor([[0.0, 0.0, 3.0]]).expand(64, 3)
     dirs = torch.nn.functional.normalize(torch.randn(64, 3), dim=-1)
