@@ -42,7 +42,11 @@ def parse_args(argv=None):
                         "drag, the loss and PSNR curves, the mesh when written (0: off)")
     p.add_argument("--viewer_host", default="127.0.0.1", help="address the viewer listens on (0.0.0.0: all)")
     add_arguments(p)
-    return p.parse_args(join_dashed_values(p, sys.argv[1:] if argv is None else argv))
+    args = p.parse_args(join_dashed_values(p, sys.argv[1:] if argv is None else argv))
+    for name, value in (("DATA", args.data), ("--workspace", args.workspace), ("--ckpt", args.ckpt)):
+        if value == "":  # (an empty DATA would be read as the current folder)
+            p.error(f"{name}: empty path")
+    return args
 
 
 def main(argv=None):
@@ -68,7 +72,9 @@ def main(argv=None):
     try:
         return run(args, launch_time)
     except KeyboardInterrupt:  # outside the training loop, which saves and reports by itself
-        print("interrupted; checkpoints already written are kept (run the same command to resume)", file=sys.stderr)
+        from nerf.run import resume_hint
+
+        print(f"interrupted; checkpoints already written are kept ({resume_hint(args)})", file=sys.stderr)
         return 130
 
 

@@ -2,6 +2,7 @@
 to resume the exact run (model, sampler, optimizer, grad scaler, step, every RNG state) and the resolved
 config, so that resuming and `--test` need no flags repeated."""
 import io
+import math
 import os
 import random
 import re
@@ -19,6 +20,11 @@ CHECKPOINT_NAME = re.compile(r"ckpt_(\d{7})\.pth")
 CONTENTS = {"config": dict, "step": int, "model": dict, "sampler": dict, "optimizer": dict, "scaler": dict,
             "lr_scale": (int, float), "recoveries": int, "ray_budget": (dict, type(None)), "rng": dict}
 OPTIONAL_CONTENTS = {"error_map": (dict, type(None)), "views": str}
+
+
+# What a checkpoint holds besides tensors and Python's plain types: NumPy's RNG state (an array). `torch.load`
+# with weights_only refuses every other global, so a crafted file cannot run code while it is read.
+NUMPY_GLOBALS = [np.zeros(1).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 class CheckpointError(Exception):
@@ -46,7 +52,8 @@ def latest_checkpoint(folder):
 
 
 def save_checkpoint(folder, state, keep):
-    """Write `state` (a dict with "step") as folder/ckpt_NNNNNNN.pth and keep only the newest `keep`."""
+    """Write `state` (a dict with "step") as folder/ckpt_NNNNNNN.pth and keep only the newest `keep` up to its
+    step (none of a later one)."""
     path = checkpoint_path(folder, state["step"])
     # Serialised in memory first: torch.save into a file on a full disk raises a RuntimeError from its zip
     # writer; a plain write raises the OSError (ENOSPC) that the run reports as one line.
@@ -58,7 +65,12 @@ def save_checkpoint(folder, state, keep):
             f.write(buffer.getbuffer())
 
     write_atomic(path, write)
-    for old in list_checkpoints(folder)[:-keep]:
+    # Checkpoints of later steps belong to a history this run has left (it began from scratch or from an earlier
+    # checkpoint): kept, they would be what "latest" resumes, and the pruning by name would delete this run's.
+    steps = [(int(CHECKPOINT_NAME.fullmatch(os.path.basename(p)).group(1)), p) for p in list_checkpoints(folder)]
+    superseded = [p for step, p in steps if step > state["step"]]
+    current = [p for step, p in steps if step <= state["step"]]
+    for old in superseded + current[:-keep]:
         os.remove(old)
     return path
 
@@ -116,9 +128,12 @@ def load_checkpoint(path, device):
     """The dict saved by `save_checkpoint`, tensors on `device`; CheckpointError if it cannot be read, is not
     ours, or its contents are not what a resume needs (`check_contents`)."""
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
-    except Exception as e:  # truncated, not a torch file, unreadable...
+        with torch.serialization.safe_globals(NUMPY_GLOBALS):
+            state = torch.load(path, map_location=device, weights_only=True)
+    except OSError as e:
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__})") from None
+    except Exception:  # truncated, not a torch file, or objects other than plain data (the error's type varies)
+        raise CheckpointError(f"{path}: unreadable checkpoint (damaged, or not plain data)") from None
     check_contents(state, path)
     return state
 
@@ -140,6 +155,13 @@ def check_contents(state, path):
         raise CheckpointError(f"{path}: checkpoint's 'model' holds something other than tensors")
     if not all_finite(t for t in state["model"].values() if t.is_floating_point()):
         raise CheckpointError(f"{path}: checkpoint holds non-finite weights")
+    for key in ("optimizer", "sampler", "scaler", "error_map", "ray_budget"):  # a resume would train on them
+        if not finite_contents(state.get(key)):
+            raise CheckpointError(f"{path}: checkpoint's {key!r} holds non-finite values")
+    if not (math.isfinite(state["lr_scale"]) and state["lr_scale"] >= 0):  # a product of --recovery_lr_factor
+        raise CheckpointError(f"{path}: checkpoint's lr_scale is {state['lr_scale']}")
+    if state["recoveries"] < 0:
+        raise CheckpointError(f"{path}: checkpoint's recoveries is {state['recoveries']}")
     saved = state["config"]
     stage = next((name for name in STAGES if not isinstance(saved.get(name, {}), dict)), None)
     if stage is not None:
@@ -150,6 +172,25 @@ def check_contents(state, path):
         validate(from_dict(saved))
     except ConfigError as e:
         raise CheckpointError(f"{path}: checkpoint's config is not valid ({e})") from None
+
+
+def leaves(value):
+    """The tensors and floats in nested dicts, lists and tuples."""
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from leaves(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from leaves(v)
+    elif isinstance(value, (torch.Tensor, float)):
+        yield value
+
+
+def finite_contents(value):
+    """Whether every float and every floating-point tensor value in `value` (nested) is finite."""
+    found = list(leaves(value))
+    return all(math.isfinite(v) for v in found if isinstance(v, float)) and all_finite(
+        t for t in found if isinstance(t, torch.Tensor) and t.is_floating_point())
 
 
 def all_finite(tensors):

@@ -21,6 +21,11 @@ SCENE_RADIUS = 1.0
 MAX_LEVELS, MAX_LOG2_HASHMAP_SIZE, MAX_RESOLUTION, MAX_WIDTH, MAX_SH_DEGREE = 32, 24, 2**20, 1024, 8
 # A marching-cubes lattice of 4096^3 is evaluated block by block in a few minutes on a GPU; beyond it, sizes overflow.
 MAX_MC_RESOLUTION = 4096
+# Network depth and samples per ray: far beyond any use, and small enough that one step's tensors can be allocated.
+MAX_DEPTH, MAX_SAMPLES = 16, 4096
+# Every float setting but the data's is 0 or within these magnitudes: they reach float32 tensors (range ~1e-38
+# to 3e38), also as products of two settings (a learning rate times its ratio).
+FLOAT_RANGE = (1e-15, 1e15)
 MESH_FORMATS = ("ply", "obj", "glb")
 # --preset: a share of the device's training steps (the learning-rate warm-up scaled alike; the other schedules
 # are fractions of the run already), and settings it changes. "fast": no validation renders, and half the rays
@@ -61,8 +66,8 @@ class FieldConfig:
     base_resolution: int = opt(16, "coarsest grid resolution", minimum=2)
     desired_resolution: int = opt(2048, "finest grid resolution", minimum=2, maximum=MAX_RESOLUTION)
     hidden_dim: int = opt(64, "MLP width", minimum=1, maximum=MAX_WIDTH)
-    num_layers: int = opt(1, "hidden layers of the SDF MLP", minimum=1)
-    color_layers: int = opt(2, "hidden layers of the colour MLP", minimum=1)
+    num_layers: int = opt(1, "hidden layers of the SDF MLP", minimum=1, maximum=MAX_DEPTH)
+    color_layers: int = opt(2, "hidden layers of the colour MLP", minimum=1, maximum=MAX_DEPTH)
     feature_dim: int = opt(15, "geometry feature passed from the SDF MLP to the colour MLP", minimum=1,
                            maximum=MAX_WIDTH)
     sh_degree: int = opt(4, "spherical-harmonics degree of the view direction", minimum=1, maximum=MAX_SH_DEGREE)
@@ -99,7 +104,7 @@ class FieldConfig:
 @dataclass(frozen=True)
 class SamplerConfig:
     bg_samples: int = opt(64, "background-field samples per ray, from where it enters the sphere to infinity "
-                              "(--background nerf)", minimum=1)
+                              "(--background nerf)", minimum=1, maximum=MAX_SAMPLES)
     # Where the background's samples begin: the sphere's entry lets it paint what the SDF leaves transparent inside
     # the sphere (DTU's cloth around the object) at its own depth, still composited behind the SDF; from the exit
     # (False, what checkpoints of older versions were trained with) it could only paint it from behind the sphere.
@@ -107,12 +112,14 @@ class SamplerConfig:
     cuda_ray: bool = opt(False, "sample only in occupied cells of an occupancy grid, at a fixed step, with our "
                                 "raymarching kernels, stopping rays inside the object; each step marches a fixed "
                                 "budget of num_rays x num_steps samples")
-    num_steps: int = opt(64, "stratified samples per ray", minimum=1)
-    upsample_steps: int = opt(64, "NeuS importance samples per ray, a multiple of upsample_per_round", minimum=0)
+    num_steps: int = opt(64, "stratified samples per ray", minimum=1, maximum=MAX_SAMPLES)
+    upsample_steps: int = opt(64, "NeuS importance samples per ray, a multiple of upsample_per_round", minimum=0,
+                              maximum=MAX_SAMPLES)
     upsample_per_round: int = opt(16, "importance samples per up-sampling round", minimum=1)
     upsample_inv_s: float = opt(64.0, "inv_s of the first up-sampling round (doubled each round)", minimum=0.0)
     grid_resolution: int = opt(128, "occupancy-grid cells per axis (--cuda_ray)", minimum=2)
-    steps_per_diagonal: int = opt(1024, "marching step = the unit box's diagonal / this (--cuda_ray)", minimum=1)
+    steps_per_diagonal: int = opt(1024, "marching step = the unit box's diagonal / this (--cuda_ray)", minimum=1,
+                                  maximum=MAX_SAMPLES * 16)
     grid_warmup_until: float = opt(0.3, "fraction of training during which every cell is occupied (--cuda_ray): "
                                         "parts that the early SDF misses, such as thin ones, are still sampled "
                                         "while it learns them", minimum=0.0)
@@ -135,7 +142,7 @@ class TrainConfig:
     num_rays: int = opt(4096, "rays per step (--cuda_ray: sets the sample budget num_rays x num_steps)", minimum=1,
                         maximum=2**24)
     # (Adam's first step is 10 x the learning rate, in float32: far above any useful rate, far below overflow)
-    lr: float = opt(1e-2, "base learning rate (Adam; warm-up, then cosine decay)", minimum=0.0, maximum=1e30)
+    lr: float = opt(1e-2, "base learning rate (Adam; warm-up, then cosine decay)", minimum=0.0)
     warmup: int = opt(500, "learning-rate warm-up steps", minimum=0)
     lr_final_ratio: float = opt(0.05, "learning rate at the end, as a fraction of --lr", minimum=0.0)
     variance_lr_ratio: float = opt(0.1, "learning rate of the NeuS variance, as a fraction of --lr", minimum=0.0)
@@ -185,7 +192,7 @@ class ExportConfig:
     texture: int = opt(0, "bake the colours into a TEXTURE x TEXTURE image for OBJ and GLB (0: vertex colours "
                           "only; 2048 suits a mesh decimated to ~200k faces)", minimum=0)
     video_frames: int = opt(120, "frames of the orbit video that --test writes to results/orbit.mp4 (0: none)",
-                            minimum=0)
+                            minimum=0, maximum=10000)
     video_downscale: int = opt(2, "orbit video frames downscaled by this factor from the training resolution",
                                minimum=1)
 
@@ -289,6 +296,10 @@ def validate(config: Config) -> Config:
                 raise ConfigError(f"--{f.name}: must be {'>' if exclusive else '>='} {low}, got {value}")
             if high is not None and (value >= high if exclusive else value > high):
                 raise ConfigError(f"--{f.name}: must be {'<' if exclusive else '<='} {high}, got {value}")
+            if (stage != "data" and isinstance(value, float) and value  # (world units: region_of_interest's)
+                    and not FLOAT_RANGE[0] <= abs(value) <= FLOAT_RANGE[1]):
+                raise ConfigError(f"--{f.name}: must be 0 or of magnitude {FLOAT_RANGE[0]:g} to {FLOAT_RANGE[1]:g}, "
+                                  f"got {value}")
     region_of_interest(config.data)
     e = config.export
     formats = [f.strip().lower() for f in e.mesh_format.split(",")]

@@ -2,6 +2,7 @@
 then one atomic rename."""
 import json
 import os
+import secrets
 
 import cv2
 import numpy as np
@@ -30,13 +31,14 @@ def overlong_name(path, existing, affix=0):
 
 def write_atomic(path, write_fn):
     """write_fn(tmp_path) writes the file; it is synced to disk and then replaces `path` in one rename. The
-    temporary file is hidden ('.tmp-' + name: it can never match a pattern for the real files, such as
-    ckpt_*.pth) and keeps the extension, from which some writers pick the format. If writing fails (a full
+    temporary file is hidden ('.tmp-', a random tag, '-' + name: it can never match a pattern for the real
+    files, such as ckpt_*.pth, nor meet a stray entry of a fixed name) and keeps the extension, from which some
+    writers pick the format. If writing fails (a full
     disk...), the temporary file is removed and the error raised: `path` is the old file or absent, never
     half a file."""
     folder, name = os.path.split(path)
     os.makedirs(folder or ".", exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{name}")
+    tmp = os.path.join(folder, f".tmp-{secrets.token_hex(4)}-{name}")
     try:
         write_fn(tmp)
         with open(tmp, "rb+") as f:

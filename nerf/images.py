@@ -1,7 +1,9 @@
 """Reading images and masks: 8-bit RGB and binary masks, decoded on a few threads, with the decoders' own
 warnings silenced so that a bad file gives one line (ours, a DatasetError naming it)."""
 import glob
+import io
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -14,6 +16,9 @@ from .native_stderr import native_stderr_silenced
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".JPG", ".PNG", ".exr")
+# Pixels of one image, checked in its header before decoding: beyond any camera's (~100 MP), and small enough
+# that a few decoded at once fit in memory (a 16000 x 16000 PNG of a few hundred kB decodes to gigabytes).
+MAX_IMAGE_PIXELS = 2**27
 
 
 @contextmanager
@@ -45,6 +50,25 @@ def check_jpeg_complete(data, path, what):
         raise DatasetError(f"{path}: truncated {what} (the JPEG has no end-of-image marker)")
 
 
+def check_pixel_count(data, path, what):
+    """DatasetError if the image's header (read by Pillow, which parses headers without decoding) claims more
+    than MAX_IMAGE_PIXELS; formats Pillow does not know are left to OpenCV's own limit."""
+    from PIL import Image
+
+    with warnings.catch_warnings():  # Pillow's own "decompression bomb" warning: ours is the error below
+        warnings.simplefilter("ignore")
+        try:
+            with Image.open(io.BytesIO(data)) as header:
+                width, height = header.size
+        except Image.DecompressionBombError:  # Pillow's own limit (above ours)
+            width = height = None
+        except Exception:  # not a format Pillow reads (EXR...), or damaged: OpenCV decides
+            return
+    if width is None or width * height > MAX_IMAGE_PIXELS:
+        size = "" if width is None else f"{width}x{height}, "
+        raise DatasetError(f"{path}: {what} is too large ({size}at most {MAX_IMAGE_PIXELS} pixels)")
+
+
 def imread(path, flags, what):
     """The decoded file (cv2.imdecode `flags`). Its bytes are read by Python: cv2.imread crashes the process on a
     file name that is not UTF-8 (one Python holds with surrogate escapes)."""
@@ -55,6 +79,7 @@ def imread(path, flags, what):
         raise DatasetError(f"{path}: unreadable {what} ({e.strerror})") from None
     if data[:2] == b"\xff\xd8":  # a JPEG by its start-of-image marker, whatever its name says
         check_jpeg_complete(data, path, what)
+    check_pixel_count(data, path, what)
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as e:

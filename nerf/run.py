@@ -30,9 +30,10 @@ from .provider import CAMERA_FILES, DatasetError, has_cameras_file, load_scene
 from .renderer_sdf import build_renderer
 from .trainer import Trainer, TrainingDiverged, TrainingInterrupted, views_shape
 
-# What a run writes in the workspace: these folders, and these files at its top.
+# What a run writes in the workspace: these folders, and these files (of a fixed name) in it.
 WORKSPACE_FOLDERS = ("checkpoints", "meshes", "results", "run", "validation", "posing")
-WORKSPACE_FILES = ("log.txt", "train_stats.json", "timings.json", "timings_test.json")
+WORKSPACE_FILES = ("log.txt", "train_stats.json", "timings.json", "timings_test.json", "results/metrics.json",
+                   *(f"meshes/mesh.{fmt}" for fmt in MESH_FORMATS))
 
 
 class StageClock:
@@ -115,6 +116,20 @@ def check_workspace_entries(path):
     folder = next((p for p in list_checkpoints(checkpoint_dir(path)) if os.path.isdir(p)), None)
     if folder is not None:
         raise ConfigError(f"{folder}: a folder where a checkpoint file belongs")
+
+
+def out_of_memory(args, stage):
+    """The one line for memory that ran out (host or GPU): the settings that size it are the user's to lower."""
+    return (f"{args.workspace}: out of memory {stage} (lower --num_rays, --mc_resolution, --texture, the model's "
+            f"size or the images' with --downscale)")
+
+
+def resume_hint(args):
+    """How to go on after an interrupt: the same command resumes from the latest checkpoint, unless --ckpt
+    named one (or scratch), which it would start from again."""
+    if args.ckpt == "latest":
+        return "run the same command to resume"
+    return "run the same command without --ckpt to resume"
 
 
 def check_viewer_host(host):
@@ -375,6 +390,9 @@ def run(args, launch_time):
     except (ConfigError, DatasetError, CheckpointError) as e:
         report(e)
         return 2
+    except (MemoryError, torch.OutOfMemoryError):
+        report(out_of_memory(args, "loading the scene and building the model"))
+        return 1
     code = 0
     try:
         train_and_export(args, config, scene, trainer, device, clock, viewer)
@@ -382,8 +400,11 @@ def run(args, launch_time):
         report(e)
         code = 3
     except TrainingInterrupted as e:
-        print(f"interrupted at step {e.step}: checkpoint saved; run the same command to resume", file=sys.stderr)
+        print(f"interrupted at step {e.step}: checkpoint saved; {resume_hint(args)}", file=sys.stderr)
         code = 130
+    except (MemoryError, torch.OutOfMemoryError):
+        report(out_of_memory(args, "testing" if args.test else "training or exporting"))
+        code = 1
     except OSError as e:  # a full disk, a folder made read-only meanwhile...: the partial file is already gone
         report(f"{e.filename or args.workspace}: cannot write ({e.strerror or e})")
         code = 1

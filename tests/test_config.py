@@ -98,7 +98,16 @@ def test_fast_preset_scales_the_device_schedule_and_flags_win_over_it():
     ({"desired_resolution": 10**11}, "--desired_resolution: must be <= 1048576"),
     ({"hidden_dim": 10**8}, "--hidden_dim: must be <= 1024"),
     ({"feature_dim": 10**8}, "--feature_dim: must be <= 1024"),
-    ({"lr": 1e300}, "--lr: must be <= 1e+30"),
+    ({"lr": 1e300}, "--lr: must be 0 or of magnitude 1e-15 to 1e+15, got 1e+300"),
+    ({"huber_delta": 1e-320}, "--huber_delta: must be 0 or of magnitude 1e-15 to 1e+15"),
+    ({"variance_lr_ratio": 1e308}, "--variance_lr_ratio: must be 0 or of magnitude"),
+    ({"num_layers": 10**8}, "--num_layers: must be <= 16"),
+    ({"color_layers": 10**8}, "--color_layers: must be <= 16"),
+    ({"num_steps": 10**9}, "--num_steps: must be <= 4096"),
+    ({"upsample_steps": 16 * 10**8}, "--upsample_steps: must be <= 4096"),
+    ({"bg_samples": 10**9}, "--bg_samples: must be <= 4096"),
+    ({"steps_per_diagonal": 10**12}, "--steps_per_diagonal: must be <= 65536"),
+    ({"video_frames": 10**9}, "--video_frames: must be <= 10000"),
     ({"init_variance": 1e300}, "--init_variance: must be <= 1.0"),
     ({"huber_delta": 0.0}, "--huber_delta: must be > 0.0, got 0.0"),
     ({"fd_eps_start": 0.0}, "--fd_eps_start: must be > 0.0"),
@@ -223,6 +232,8 @@ def tree(folder):
     ("results_a_link_to_nowhere", "{ws}/results: not a folder"),
     ("log_a_folder", "{ws}/log.txt: not a file (the run writes it; move it away)"),
     ("timings_a_folder", "{ws}/timings.json: not a file"),
+    ("mesh_a_folder", "{ws}/meshes/mesh.ply: not a file"),
+    ("metrics_a_folder", "{ws}/results/metrics.json: not a file"),
     ("checkpoint_a_folder", "{ws}/checkpoints/ckpt_0000001.pth: a folder where a checkpoint file belongs"),
 ])
 def test_an_unusable_workspace_is_refused(small_scene, tmp_path, capsys, kind, message):
@@ -244,7 +255,8 @@ def test_an_unusable_workspace_is_refused(small_scene, tmp_path, capsys, kind, m
         inside.mkdir()
         os.symlink(tmp_path / "nowhere", inside / "results")
     elif kind.endswith("_a_folder"):
-        name = {"log": "log.txt", "timings": "timings.json", "checkpoint": "checkpoints/ckpt_0000001.pth"}
+        name = {"log": "log.txt", "timings": "timings.json", "checkpoint": "checkpoints/ckpt_0000001.pth",
+                "mesh": "meshes/mesh.ply", "metrics": "results/metrics.json"}
         (inside / name[kind[:-len("_a_folder")]]).mkdir(parents=True)
     before = tree(tmp_path)
     assert main_sdf.main([small_scene[0], "--workspace", workspace, "--device", "cpu"]) == 2

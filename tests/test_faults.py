@@ -113,7 +113,7 @@ def test_weights_that_blow_up_in_the_last_steps_are_caught(small_scene, tmp_path
     look at the divergence counter: the end-of-training check catches it; no checkpoint or mesh is written."""
     workspace = tmp_path / "w"
     args = [small_scene[0], "--workspace", str(workspace), *FLAGS, "--iters", "6", "--ckpt_every", "0",
-            "--lr", "1e30", "--warmup", "0"]
+            "--lr", "1e15", "--warmup", "0"]
     assert main_sdf.main(args) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: training diverged at step"), err
@@ -203,6 +203,13 @@ def first_weight(state):
     (lambda s: s["model"].update({first_weight(s): torch.zeros(3)}), "checkpoint's state does not load (RuntimeError"),
     (lambda s: s["model"].pop(first_weight(s)), "checkpoint's state does not load (RuntimeError"),
     (lambda s: s["rng"].update(numpy=5), "checkpoint's state does not load (TypeError"),
+    (lambda s: next(iter(s["optimizer"]["state"].values()))["exp_avg"].fill_(float("nan")),
+     "checkpoint's 'optimizer' holds non-finite values"),
+    (lambda s: s["optimizer"]["param_groups"][0].update(lr=float("inf")),
+     "checkpoint's 'optimizer' holds non-finite values"),
+    (lambda s: s.update(lr_scale=float("nan")), "checkpoint's lr_scale is nan"),
+    (lambda s: s.update(lr_scale=-1.0), "checkpoint's lr_scale is -1.0"),
+    (lambda s: s.update(recoveries=-5), "checkpoint's recoveries is -5"),
 ])
 @pytest.mark.parametrize("how", ["test", "resume"])
 def test_a_checkpoint_whose_contents_do_not_fit_is_one_error_line(small_scene, trained, tmp_path, capsys, change,
@@ -222,7 +229,7 @@ def test_a_checkpoint_whose_contents_do_not_fit_is_one_error_line(small_scene, t
 
 
 @pytest.mark.parametrize("kind, problem", [
-    ("junk", "unreadable checkpoint (UnpicklingError)"),
+    ("junk", "unreadable checkpoint (damaged, or not plain data)"),
     ("symlink_loop", "unreadable checkpoint (OSError)"),
     ("folder", "a folder where a checkpoint file belongs"),
 ])
@@ -244,6 +251,61 @@ def test_a_broken_only_checkpoint_is_one_error_line(small_scene, tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {path}: {problem}"], err
     assert snapshot(tmp_path) == before
+
+
+def test_a_run_from_scratch_or_an_earlier_checkpoint_replaces_the_later_ones(small_scene, tmp_path):
+    """Pruning goes by step: a new run's early checkpoints must not be deleted in favour of an old run's later
+    ones, which `latest` would then resume."""
+    workspace = str(tmp_path / "w")
+    folder = os.path.join(workspace, "checkpoints")
+    run = [small_scene[0], "--workspace", workspace, *FLAGS]
+    assert main_sdf.main(run + ["--iters", "8"]) == 0
+    assert [os.path.basename(p) for p in list_checkpoints(folder)] == ["ckpt_0000004.pth", "ckpt_0000008.pth"]
+    assert main_sdf.main(run + ["--iters", "6", "--ckpt_every", "2", "--ckpt", "scratch", "--seed", "1"]) == 0
+    paths = list_checkpoints(folder)
+    assert [os.path.basename(p) for p in paths] == ["ckpt_0000004.pth", "ckpt_0000006.pth"]
+    assert torch.load(paths[-1], weights_only=False)["config"]["train"]["seed"] == 1
+
+
+@pytest.mark.parametrize("stage, where", [("prepare", "loading the scene and building the model"),
+                                          ("train_and_export", "training or exporting")])
+def test_memory_that_runs_out_is_one_line(small_scene, tmp_path, capsys, monkeypatch, stage, where):
+    import nerf.run
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(nerf.run, stage, out_of_memory)
+    workspace = str(tmp_path / "w")
+    assert main_sdf.main([small_scene[0], "--workspace", workspace, *FLAGS]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {workspace}: out of memory {where} (lower --num_rays, --mc_resolution, --texture, the "
+                   "model's size or the images' with --downscale)"], err
+
+
+class WritesAFile:
+    """Unpickling this runs open(path, "w"): what a crafted checkpoint could do if loaded with pickle."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+@pytest.mark.parametrize("how", ["test", "resume"])
+def test_a_crafted_checkpoint_runs_no_code_when_read(small_scene, trained, tmp_path, capsys, how):
+    workspace = str(tmp_path / "w")
+    shutil.copytree(trained, workspace)
+    path = list_checkpoints(os.path.join(workspace, "checkpoints"))[-1]
+    state = torch.load(path, weights_only=False)
+    state["payload"] = WritesAFile(str(tmp_path / "written"))
+    torch.save(state, path)
+    args = (["--workspace", workspace, "--test"] if how == "test" else [small_scene[0], "--workspace", workspace])
+    assert main_sdf.main(args + ["--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {path}: unreadable checkpoint (damaged, or not plain data)"], err
+    assert not (tmp_path / "written").exists()
 
 
 def test_an_old_checkpoint_without_the_views_still_loads(trained, tmp_path):
@@ -284,7 +346,7 @@ def test_a_failed_sync_gives_one_line_and_leaves_nothing_corrupt(small_scene, tm
 
     def failing_fsync(fd):
         syncs.append(os.readlink(f"/proc/self/fd/{fd}"))
-        if sum(".tmp-ckpt_" in p for p in syncs) == 2:
+        if sum(".tmp-" in p and "-ckpt_" in p for p in syncs) == 2:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_fsync(fd)
 

@@ -668,6 +668,13 @@ def truncated_copy(source, path):
     return path
 
 
+@case("image of 16000 x 16000 pixels (a few hundred kB that decode to gigabytes)")
+def _(d, base):
+    neus_folder(d, base, skip_image=PNG_NAME)
+    cv2.imwrite(str(d / "image" / PNG_NAME), np.zeros((16000, 16000), np.uint8))
+    return f"{d / 'image' / PNG_NAME}: image is too large"
+
+
 @case("mask with a non-UTF-8 name truncated")
 def _(d, base):
     neus_folder(d, base, skip_mask=MASK_NAME)
