@@ -1,8 +1,12 @@
 """Holding Ctrl-C until a safe moment: between training steps (so a checkpoint holds a completed step), and
-while the heavy imports run at start-up (some dependency imports catch BaseException and would swallow it).
-Imports nothing heavy, so the command line can use it before torch is loaded."""
+while the heavy imports run at start-up (some dependency imports catch BaseException and would swallow it); and
+SIGTERM and SIGHUP (a `kill`, a closed terminal) turned into a KeyboardInterrupt while posing, so that its
+temporary folders are removed on the way out (left alone, they end the process where it stands, COLMAP's failure
+handler dumps a stack, and the hidden work folder beside OUT stays for good). Imports nothing heavy, so the
+command line can use it before torch is loaded."""
 import signal
 import threading
+from contextlib import contextmanager
 
 
 class DeferredInterrupt:
@@ -23,3 +27,34 @@ class DeferredInterrupt:
     def __exit__(self, *exc):
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(KeyboardInterrupt):
+    """The KeyboardInterrupt of a stop signal; `signum` says which."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def raise_stopped(signum, frame):
+    raise Stopped(signum)
+
+
+@contextmanager
+def stop_signals_interrupt():
+    """Meanwhile STOP_SIGNALS raise Stopped (in the main thread, at the next Python instruction or pycolmap's
+    next check for signals); the previous handlers come back after (the default one where the previous was not
+    installed from Python). Outside the main thread signals cannot be caught: no effect."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, raise_stopped) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)

@@ -10,14 +10,10 @@ posing.json; the method is described in nerf/posing/.
 """
 import argparse
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from nerf.cli import OneLineParser, report  # noqa: E402
-from nerf.config import join_dashed_values  # noqa: E402
-from nerf.input_checks import DatasetError  # noqa: E402
-from nerf.posing import CAMERA_MODELS, pose_images  # noqa: E402
 
 
 def centre(text):
@@ -32,6 +28,20 @@ def centre(text):
 
 
 def main(argv=None):
+    from nerf.interrupts import DeferredInterrupt
+
+    # Ctrl-C while the imports run is held until they end, as in main_sdf.py (a second one stops at once)
+    try:
+        with DeferredInterrupt() as held:
+            from nerf.cli import OneLineParser, report
+            from nerf.config import join_dashed_values
+            from nerf.input_checks import DatasetError
+            from nerf.posing import CAMERA_MODELS, pose_images
+    except KeyboardInterrupt:
+        held.requested = True
+    if held.requested:
+        print("interrupted during start-up; nothing written", file=sys.stderr)
+        return 130
     parser = OneLineParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("input", help="folder of images, video file, or COLMAP model folder")
     parser.add_argument("out", help="output scene folder (NeuS layout)")
@@ -42,7 +52,8 @@ def main(argv=None):
                         help="auto: exhaustive for up to 300 images, sequential for videos and longer sequences")
     parser.add_argument("--frame_step", type=int, default=None,
                         help="video: keep the sharpest of every N frames (default: about --max_frames in all)")
-    parser.add_argument("--max_frames", type=int, default=150, help="video: about this many frames when no --frame_step")
+    parser.add_argument("--max_frames", type=int, default=150,
+                        help="video: at most this many frames (about this many when no --frame_step)")
     parser.add_argument("--blur_ratio", type=float, default=0.5,
                         help="video: drop frames less sharp than this x their neighbours' median")
     parser.add_argument("--center", type=centre, default=None, help="region of interest centre x,y,z (world units)")
@@ -70,6 +81,9 @@ def main(argv=None):
     except DatasetError as err:
         report(err)
         return 2
+    except KeyboardInterrupt as stop:  # Ctrl-C, or a stop signal (nerf/interrupts.py)
+        print("interrupted; nothing written", file=sys.stderr)
+        return 128 + getattr(stop, "signum", signal.SIGINT)
     camera = info["camera"]
     print(f"posed {info['registered']} of {info['total']} images: {camera['model']} camera, reprojection error "
           f"{info['reprojection_error_px']:.3f} px, {info['points']} sparse points, "

@@ -587,7 +587,8 @@ def test_refuses_an_existing_output_and_a_half_sphere_flag(scene, tmp_path, capf
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("mine")
     code, _, err = run_script([tmp_path / "views", tmp_path / "taken"], capfd)
-    assert code == 2 and err == [f"error: {tmp_path / 'taken'}: exists and is not empty (pass --overwrite to replace it)"]
+    assert code == 2 and err == [f"error: {tmp_path / 'taken'}: exists and is not empty (pass --overwrite to "
+                                 f"replace it)"]
     assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
     code, _, err = run_script([tmp_path / "views", tmp_path / "out", "--radius", "2"], capfd)
     assert code == 2 and len(err) == 1 and err[0].startswith("error: --radius: give --center")
@@ -751,3 +752,255 @@ def test_eval_poses_refuses_a_bad_posed_folder(scene, posed, tmp_path, capfd, da
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith(f"error: {tmp_path / 'posed' / name}: ") and expected_text in err[0], err[0]
     assert sorted(os.listdir(tmp_path)) == ["posed"]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Fuzz pass D: special files, awkward videos, unsupported or folding COLMAP cameras, rigs, OUT ending in '.',
+# stop signals
+
+
+def test_refuses_an_input_that_is_neither_a_file_nor_a_folder(scene, tmp_path, capfd):
+    """A pipe, a device, a video name linked to a device: reading them blocks or never ends (os.listdir raised
+    NotADirectoryError). A pipe named like an image among the photos is no photo."""
+    os.mkfifo(tmp_path / "pipe.mp4")
+    os.symlink("/dev/zero", tmp_path / "zero.mp4")
+    for given in (tmp_path / "pipe.mp4", tmp_path / "zero.mp4", "/dev/null"):
+        assert_refused([given, tmp_path / "out"], capfd, given, "not a regular file or folder")
+    copy_views(scene, tmp_path / "views", [0, 1])
+    os.mkfifo(tmp_path / "views" / "x.png")
+    assert_refused([tmp_path / "views", tmp_path / "out"], capfd, tmp_path / "views", "only 2 images")
+
+
+def ffmpeg(*args, stdout=None):
+    import subprocess
+
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg", reason="video decoding needs imageio-ffmpeg")
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", *map(str, args)], check=True,
+                   stdout=stdout)
+
+
+def test_a_rotated_video_gives_upright_frames_and_no_warning(tmp_path, capfd, caplog):
+    """ffmpeg turns the frames of a video with rotation metadata upright; imageio-ffmpeg logged a warning line
+    about their size each time the video was opened (on stderr; under pytest in caplog)."""
+    frame = np.zeros((48, 64, 3), np.uint8)
+    frame[:8, :16] = 255  # a mark in the top left corner
+    write_video(tmp_path / "flat.mp4", [frame])
+    ffmpeg("-display_rotation", "90", "-i", tmp_path / "flat.mp4", "-c", "copy", tmp_path / "turned.mp4")
+    assert_refused([tmp_path / "turned.mp4", tmp_path / "out"], capfd, tmp_path / "turned.mp4", "only one image")
+    kept = extract_frames(str(tmp_path / "turned.mp4"), str(tmp_path / "frames"), disable=True)
+    upright = cv2.cvtColor(cv2.imread(str(tmp_path / "frames" / kept[0][0])), cv2.COLOR_BGR2RGB)
+    assert np.abs(upright.astype(int) - np.rot90(frame)).mean() < 2  # 90 degrees counter-clockwise
+    assert capfd.readouterr().err == ""
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+def test_max_frames_holds_for_a_video_that_states_no_length(tmp_path):
+    """A Matroska stream written to a pipe has no duration: every frame was kept (a 10-hour gap in a variable
+    frame rate video wrote 43 576 of them). Now at most max_frames, spread over the whole video."""
+    video = tmp_path / "stream.mkv"
+    with open(video, "wb") as f:  # not seekable: no duration written
+        ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=30:duration=3", "-c:v", "ffv1", "-f", "matroska",
+               "pipe:1", stdout=f)
+    from nerf.posing.frames import open_video
+
+    reader, meta = open_video(str(video))
+    reader.close()
+    assert not meta["duration"], meta  # the case at hand
+    kept = extract_frames(str(video), str(tmp_path / "spread"), max_frames=5, blur_ratio=0, disable=True)
+    indices = [index for _, index in kept]
+    assert len(kept) == 5 and indices[0] < 18 and indices[-1] >= 72, indices
+    assert sorted(os.listdir(tmp_path / "spread")) == [name for name, _ in kept]
+    kept = extract_frames(str(video), str(tmp_path / "stepped"), step=1, max_frames=5, blur_ratio=0, disable=True)
+    assert [index for _, index in kept] == [0, 1, 2, 3, 4]
+
+
+def test_a_video_too_small_to_pose_is_named(tmp_path, capfd):
+    """The error named a frame in the temporary folder, gone by then."""
+    rng = np.random.default_rng(5)
+    write_video(tmp_path / "tiny.mp4", [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(4)])
+    assert_refused([tmp_path / "tiny.mp4", tmp_path / "out"], capfd, tmp_path / "tiny.mp4", "image is 16x16")
+
+
+def test_failed_posing_leaves_no_progress_bar_line(tmp_path, capfd):
+    """main_sdf.py shows the bars (progress=True): a failed stage's bar is cleared, not left above the error."""
+    write_video(tmp_path / "two.mp4", [np.full((48, 64, 3), 60 * i, np.uint8) for i in range(2)])
+    capfd.readouterr()
+    with pytest.raises(PosingError, match="only 2 images"):
+        pose_images(str(tmp_path / "two.mp4"), str(tmp_path / "out"), progress=True)
+    err = capfd.readouterr().err
+    assert "frames" in err and "\n" not in err, repr(err)
+
+
+def rewrite_first_camera(path, model, params):
+    """The first camera of the COLMAP text file path made one of `model` with `params`, its size kept."""
+    lines = path.read_text().splitlines()
+    i = next(k for k, line in enumerate(lines) if not line.startswith("#"))
+    fields = lines[i].split()
+    lines[i] = " ".join(fields[:1] + [model] + fields[2:4] + [str(p) for p in params(*map(float, fields[2:4]))])
+    path.write_text("\n".join(lines) + "\n")
+
+
+UNUSABLE_CAMERAS = {  # the first camera's model, its parameters from the size (w, h), what the error says
+    "no focal length (pycolmap segfaulted)": ("EQUIRECTANGULAR", lambda w, h: [w, h], "EQUIRECTANGULAR, which has no"),
+    "folding OPENCV": ("OPENCV", lambda w, h: [w, w, w / 2, h / 2, -5, 0, 0, 0], "folds the image"),
+    "absurd RADIAL": ("RADIAL", lambda w, h: [w, w / 2, h / 2, 1e6, 0], "scales the image's edge"),
+}
+
+
+@pytest.mark.parametrize("model, params, expected_text", UNUSABLE_CAMERAS.values(), ids=UNUSABLE_CAMERAS.keys())
+def test_refuses_unusable_cameras_of_a_colmap_model(posed, tmp_path, capfd, model, params, expected_text):
+    project = text_project(posed[0], tmp_path)
+    cameras = project / "sparse" / "0" / "cameras.txt"
+    rewrite_first_camera(cameras, model, params)
+    assert_refused([project, tmp_path / "out"], capfd, cameras, expected_text)
+
+
+@pytest.mark.parametrize("name", ["images.txt", "images.bin"])
+def test_refuses_an_image_name_that_is_not_utf8(posed, tmp_path, capfd, name):
+    project = text_project(posed[0], tmp_path) if name.endswith(".txt") else colmap_project_without_images(
+        posed[0], tmp_path)
+    path = project / "sparse" / "0" / name
+    data = path.read_bytes()
+    first = posed[1]["views"][0]["colmap_name"].encode()
+    path.write_bytes(data.replace(first, b"\xff\xfe" + first[2:], 1))  # the same length: the records still fit
+    assert_refused([project, tmp_path / "out"], capfd, path, "a name that is not UTF-8")
+
+
+def test_a_huge_binary_model_file_is_not_read_whole(posed, tmp_path, capfd):
+    """A cameras.bin padded (sparsely) to 12 GB: read whole, a MemoryError, here within an address space of
+    2 GB more than the process has."""
+    import resource
+
+    project = colmap_project_without_images(posed[0], tmp_path)
+    cameras = project / "sparse" / "0" / "cameras.bin"
+    os.truncate(cameras, 12 << 30)
+    with open("/proc/self/status") as f:
+        used_kb = next(int(line.split()[1]) for line in f if line.startswith("VmSize:"))
+    limits = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, ((used_kb << 10) + (2 << 30), limits[1]))
+    try:
+        assert_refused([project, tmp_path / "out"], capfd, cameras, "bytes after its 1 records")
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, limits)
+
+
+@pytest.mark.parametrize("kept", [1, 2])
+def test_refuses_a_colmap_model_with_too_few_registered_images(posed, tmp_path, capfd, kept):
+    """The photo route needs 3 views; a 1-view scene was written that main_sdf.py then refused."""
+    model = pycolmap.Reconstruction(str(posed[0] / "sparse" / "0"))
+    for image_id in sorted(model.images)[kept:]:
+        model.deregister_frame(model.image(image_id).frame_id)
+    project = tmp_path / "project"
+    (project / "sparse" / "0").mkdir(parents=True)
+    (project / "images").mkdir()
+    model.write_text(str(project / "sparse" / "0"))
+    assert_refused([project, tmp_path / "out"], capfd, project / "sparse" / "0",
+                   f"has {kept} registered image{'s' if kept > 1 else ''}; at least 3")
+
+
+def rig_project(posed_out, tmp_path, pose):
+    """A COLMAP text project whose rig 1 holds a second camera at `pose` ('QW QX QY QZ TX TY TZ' from the
+    reference camera), which took the second image."""
+    project = tmp_path / "project"
+    model = project / "sparse" / "0"
+    model.mkdir(parents=True)
+    (project / "images").mkdir()
+    pycolmap.Reconstruction(str(posed_out / "sparse" / "0")).write_text(str(model))
+
+    def edit(name, change):
+        lines = (model / name).read_text().splitlines()
+        data = [i for i, line in enumerate(lines) if line.strip() and not line.startswith("#")]
+        change(lines, data)
+        (model / name).write_text("\n".join(lines) + "\n")
+
+    def second_camera(lines, data):
+        lines.append("2 " + lines[data[0]].split(" ", 1)[1])
+
+    def rig(lines, data):
+        lines[data[0]] = f"1 2 CAMERA 1 CAMERA 2 1 {pose}"
+
+    def second_image(lines, data):  # pose lines and 2D point lines alternate
+        fields = lines[data[2]].split()
+        lines[data[2]] = " ".join(fields[:8] + ["2"] + fields[9:])
+
+    def second_frame(lines, data):
+        fields = lines[data[1]].split()
+        lines[data[1]] = " ".join(fields[:-2] + ["2", fields[-1]])
+
+    edit("cameras.txt", second_camera)
+    edit("rigs.txt", rig)
+    edit("images.txt", second_image)
+    edit("frames.txt", second_frame)
+    return project
+
+
+@pytest.mark.parametrize("pose", ["0 0 0 0 0 0 0", "1e200 1e200 0 0 0 0 0", "1 0 0 0 1e300 0 0"],
+                         ids=["zero quaternion", "huge quaternion", "huge translation"])
+def test_refuses_an_impossible_camera_pose_in_a_rig(posed, tmp_path, capfd, pose):
+    """A zero quaternion was taken as no rotation, a huge one gave a LinAlgError traceback, a huge translation
+    RuntimeWarning lines."""
+    project = rig_project(posed[0], tmp_path, pose)
+    assert_refused([project, tmp_path / "out", "--center", "0,0,0", "--radius", "1"], capfd,
+                   project / "sparse" / "0" / "rigs.txt", "camera 2 of rig 1 has an impossible pose")
+
+
+def test_rig_camera_quaternions_are_normalised(posed, tmp_path):
+    from nerf.posing.colmap_model import normalise_rigs
+
+    project = rig_project(posed[0], tmp_path, "2 0 0 0 0.5 0 0")
+    model = pycolmap.Reconstruction(str(project / "sparse" / "0"))
+    normalise_rigs(pycolmap, model, "test")
+    (pose,) = model.rig(1).non_ref_sensors.values()
+    np.testing.assert_allclose(pose.rotation.quat, [0, 0, 0, 1])
+    np.testing.assert_allclose(pose.translation, [0.5, 0, 0])
+
+
+@pytest.mark.parametrize("out", ["new/..", "empty/.", "."])
+def test_refuses_an_output_ending_in_a_dot(posed, tmp_path, capfd, monkeypatch, out):
+    """The posing ran to the end, then os.rename failed with a traceback."""
+    project = text_project(posed[0], tmp_path)
+    (tmp_path / "empty").mkdir()
+    monkeypatch.chdir(tmp_path / "empty")
+    before = tree_snapshot(tmp_path)
+    given = out if out == "." else os.path.join(tmp_path, "empty", out)  # pathlib would drop a trailing '.'
+    code, _, err = run_script([project, given, "--overwrite"], capfd)
+    assert code == 2 and len(err) == 1 and f"ends in '{out.split('/')[-1]}'" in err[0], err
+    assert tree_snapshot(tmp_path) == before
+
+
+def test_an_output_through_a_missing_folder_and_dotdot(scene, posed, tmp_path, capfd):
+    """'missing/../out' is tmp_path/out, as the checks took it; the final rename failed on it."""
+    project = colmap_project(scene, *posed, tmp_path / "project")
+    code, _, err = run_script([project, tmp_path / "missing" / ".." / "out"], capfd)
+    assert code == 0 and err == [], err
+    assert sorted(os.listdir(tmp_path)) == ["out", "project"]
+
+
+STOPPED_POSING = """
+import os, signal, sys, time
+sys.path.insert(0, {scripts!r})
+import colmap2neus
+from nerf.posing import pipeline
+
+def stopped(*args, **kwargs):  # structure from motion under way: the work folder is there
+    assert any(n.startswith(".tmp-out-") for n in os.listdir({folder!r}))
+    os.kill(os.getpid(), {signum})
+    time.sleep(60)
+
+pipeline.reconstruct_input = stopped
+sys.exit(colmap2neus.main([{views!r}, {out!r}]))
+"""
+
+
+@pytest.mark.parametrize("signum", [2, 15, 1], ids=["SIGINT", "SIGTERM", "SIGHUP"])
+def test_a_stopped_posing_leaves_nothing_and_says_so_in_one_line(scene, tmp_path, signum):
+    """SIGTERM and SIGHUP killed the process where it stood, leaving the hidden work folder beside OUT for
+    good; Ctrl-C printed a KeyboardInterrupt traceback."""
+    import subprocess
+
+    copy_views(scene, tmp_path / "views", [0, 1, 2])
+    code = STOPPED_POSING.format(scripts=os.path.dirname(colmap2neus.__file__), folder=str(tmp_path),
+                                 signum=signum, views=str(tmp_path / "views"), out=str(tmp_path / "out"))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 128 + signum and run.stderr.splitlines() == ["interrupted; nothing written"], run.stderr
+    assert os.listdir(tmp_path) == ["views"]

@@ -13,41 +13,67 @@ IMAGE = struct.Struct("<I4d3dI")  # image id, quaternion, translation, camera id
 POINT2D_SIZE = 24  # x, y (doubles), point3D id (int64)
 POINT3D = struct.Struct("<Q3d3BdQ")  # point id, xyz, rgb, error, track length
 TRACK_ELEMENT_SIZE = 8  # image id, point2D index (uint32 each)
+READ_BUFFER = 1 << 20  # bytes: seeks within it cost no system call
+STRING_CHUNK = 256  # bytes read at a time looking for a string's end
 
 
 class RecordWalker:
-    """Steps through a binary model file's bytes; PosingError naming the file when they do not fit."""
+    """Steps through a binary model file, reading only the fixed-size parts of its records (the file may be far
+    larger than memory: a padded or corrupt one is refused by its size, never loaded); PosingError naming the
+    file when the records do not fit it. A context manager: the file is closed on leaving."""
 
     def __init__(self, path):
         self.path = path
-        with open(path, "rb") as f:
-            self.data = f.read()
+        try:
+            self.file = open(path, "rb", buffering=READ_BUFFER)
+        except OSError as e:
+            raise PosingError(f"{path}: unreadable COLMAP binary file ({e.strerror})") from None
+        self.size = os.fstat(self.file.fileno()).st_size
         self.offset = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
 
     def corrupt(self, problem):
         raise PosingError(f"{self.path}: corrupt COLMAP binary file ({problem})")
 
+    def truncated(self):
+        raise PosingError(f"{self.path}: truncated COLMAP binary file (its records run past its {self.size} bytes)")
+
     def skip(self, size):
-        if self.offset + size > len(self.data):
-            raise PosingError(f"{self.path}: truncated COLMAP binary file (its records run past its "
-                              f"{len(self.data)} bytes)")
+        if self.offset + size > self.size:
+            self.truncated()
         self.offset += size
+        self.file.seek(self.offset)
 
     def unpack(self, layout):
-        self.skip(layout.size)
-        return layout.unpack_from(self.data, self.offset - layout.size)
+        if self.offset + layout.size > self.size:
+            self.truncated()
+        self.offset += layout.size
+        return layout.unpack(self.file.read(layout.size))
 
     def skip_string(self):
-        end = self.data.find(b"\0", self.offset)
-        self.skip((len(self.data) if end < 0 else end) + 1 - self.offset)
+        """Past the NUL byte that ends a string (an image's name)."""
+        while True:
+            chunk = self.file.read(STRING_CHUNK)
+            end = chunk.find(b"\0")
+            if end >= 0:
+                self.skip(end + 1)
+                return
+            if not chunk:
+                self.truncated()
+            self.offset += len(chunk)
 
     def records(self):
         """Yields once per record the count announces; the records must then end where the file does."""
         count, = self.unpack(COUNT)
         for _ in range(count):
             yield
-        if self.offset != len(self.data):
-            self.corrupt(f"{len(self.data) - self.offset} bytes after its {count} records")
+        if self.offset != self.size:
+            self.corrupt(f"{self.size - self.offset} bytes after its {count} records")
 
 
 def camera_parameter_counts(pycolmap):
@@ -81,6 +107,9 @@ def walk_points(walker):
 def check_binary_model(model_dir, pycolmap):
     """PosingError naming the first of model_dir's cameras.bin, images.bin, points3D.bin whose records do not
     fill it exactly."""
-    walk_cameras(RecordWalker(os.path.join(model_dir, "cameras.bin")), camera_parameter_counts(pycolmap))
-    walk_images(RecordWalker(os.path.join(model_dir, "images.bin")))
-    walk_points(RecordWalker(os.path.join(model_dir, "points3D.bin")))
+    with RecordWalker(os.path.join(model_dir, "cameras.bin")) as walker:
+        walk_cameras(walker, camera_parameter_counts(pycolmap))
+    with RecordWalker(os.path.join(model_dir, "images.bin")) as walker:
+        walk_images(walker)
+    with RecordWalker(os.path.join(model_dir, "points3D.bin")) as walker:
+        walk_points(walker)

@@ -6,32 +6,60 @@ import os
 
 import numpy as np
 
-from ..camera_geometry import COORDINATE_LIMIT, FOCAL_RANGE
+from ..camera_geometry import COORDINATE_LIMIT, FOCAL_RANGE, check_distortion
 from ..images import read_all, read_image
-from ..input_checks import error_line
+from ..input_checks import DatasetError, error_line
 from .colmap_binary import check_binary_model
 from .errors import PosingError
+from .inputs import MIN_IMAGES
 from .sfm import pycolmap_module, quiet_colmap
 
 
+RADIAL_MODELS = ("SIMPLE_RADIAL", "RADIAL", "OPENCV")  # radial distortion 1 + k1 r^2 + k2 r^4, as OpenCV's
+
+
 def check_cameras(model, cameras_file):
-    """Every camera of the Reconstruction has finite parameters and focal lengths within FOCAL_RANGE of its
-    longer side (its size is checked against its images later)."""
+    """Every camera of the Reconstruction is of a model with focal lengths and a principal point (undistortion
+    needs them; pycolmap crashes asking an EQUIRECTANGULAR camera for its focal length), has finite parameters,
+    focal lengths within FOCAL_RANGE of its longer side and, for RADIAL_MODELS, a distortion that does not fold
+    the image (its size is checked against its images later)."""
     low, high = FOCAL_RANGE
     for camera_id, camera in model.cameras.items():
+        if not (camera.focal_length_idxs() and camera.principal_point_idxs()):
+            raise PosingError(f"{cameras_file}: camera {camera_id} is of the model {camera.model_name}, which has no "
+                              f"focal length and principal point; unsupported (a perspective or fisheye model is)")
         params = np.asarray(camera.params, dtype=np.float64)
         focal = params[camera.focal_length_idxs()] / max(camera.width, camera.height, 1)
         if not (np.all(np.isfinite(params)) and np.all((focal >= low) & (focal <= high))):
             raise PosingError(f"{cameras_file}: camera {camera_id} is impossible ({camera.model_name} "
                               f"{camera.params_to_string()}: focal lengths must be {low:g} to {high:g} times the "
                               f"longer image side, all parameters finite)")
+        if camera.model_name in RADIAL_MODELS:
+            check_radial_distortion(camera, cameras_file, f"camera {camera_id}")
+
+
+def check_radial_distortion(camera, cameras_file, label):
+    """camera_geometry.check_distortion (the instant-ngp loader's check) on a camera of RADIAL_MODELS."""
+    params = dict(zip(camera.params_info.split(", "), camera.params))
+    k1, k2 = params.get("k1", params.get("k", 0.0)), params.get("k2", 0.0)
+    k = np.array([[camera.focal_length_x, 0.0, camera.principal_point_x - 0.5],
+                  [0.0, camera.focal_length_y, camera.principal_point_y - 0.5], [0.0, 0.0, 1.0]])
+    try:
+        check_distortion(k, [k1, k2, params.get("p1", 0.0), params.get("p2", 0.0)], (camera.width, camera.height),
+                         cameras_file, label)
+    except DatasetError as e:
+        raise PosingError(str(e)) from None
 
 
 def check_image_names(model, images_file):
-    """No two images share a name: the views, their files and posing.json are keyed by it."""
+    """Every image's name is UTF-8 text (pycolmap cannot give it otherwise), and no two images share one: the
+    views, their files and posing.json are keyed by it."""
     seen = {}
     for image_id in sorted(model.images):
-        name = model.image(image_id).name
+        try:
+            name = model.image(image_id).name
+        except UnicodeDecodeError:
+            raise PosingError(f"{images_file}: image {image_id} has a name that is not UTF-8 text") from None
         if name in seen:
             raise PosingError(f"{images_file}: images {seen[name]} and {image_id} are both named {name!r}")
         seen[name] = image_id
@@ -45,22 +73,47 @@ def check_points(model, points_file):
                               f"within +-{COORDINATE_LIMIT:g}")
 
 
+def unit_pose(pycolmap, pose):
+    """The pycolmap.Rigid3d pose with its rotation quaternion made a unit one (a text model is read as written,
+    and a scaled quaternion would scale the rotation), or None when it is impossible: a quaternion of zero or
+    non-finite norm, a translation not within COORDINATE_LIMIT (|t| is a camera's distance from the origin)."""
+    with np.errstate(over="ignore"):  # a huge quaternion's norm is inf, refused below
+        norm = np.linalg.norm(pose.rotation.quat)
+    if not (math.isfinite(norm) and norm > 0 and np.all(np.abs(pose.translation) <= COORDINATE_LIMIT)):
+        return None
+    pose.rotation = pycolmap.Rotation3d(pose.rotation.quat / norm)
+    return pose
+
+
+def impossible_pose(pose):
+    return (f"has an impossible pose (rotation quaternion xyzw {pose.rotation.quat.tolist()}, translation "
+            f"{pose.translation.tolist()}; expected a quaternion of non-zero norm, a translation within "
+            f"+-{COORDINATE_LIMIT:g})")
+
+
 def normalise_poses(pycolmap, model, ids, poses_file):
-    """The poses of the registered images `ids` finite (translations within COORDINATE_LIMIT: |t| is the camera's
-    distance from the origin), their rotation quaternions of non-zero norm and made unit ones in place (a text
-    model is read as written, and a scaled quaternion would scale the rotation)."""
+    """The poses of the registered images `ids` made unit_pose ones in place; PosingError for an impossible one."""
     for i in ids:
         frame = model.frame(model.image(i).frame_id)
-        pose = frame.rig_from_world
-        with np.errstate(over="ignore"):  # a huge quaternion's norm is inf, refused below
-            norm = np.linalg.norm(pose.rotation.quat)
-        if not (math.isfinite(norm) and norm > 0 and np.all(np.abs(pose.translation) <= COORDINATE_LIMIT)):
-            raise PosingError(f"{poses_file}: image {i} ({model.image(i).name}) has an impossible pose (rotation "
-                              f"quaternion xyzw {pose.rotation.quat.tolist()}, "
-                              f"translation {pose.translation.tolist()}; expected a quaternion of non-zero norm, a translation "
-                              f"within +-{COORDINATE_LIMIT:g})")
-        pose.rotation = pycolmap.Rotation3d(pose.rotation.quat / norm)
+        pose = unit_pose(pycolmap, frame.rig_from_world)
+        if pose is None:
+            problem = impossible_pose(frame.rig_from_world)
+            raise PosingError(f"{poses_file}: image {i} ({model.image(i).name}) {problem}")
         frame.rig_from_world = pose
+
+
+def normalise_rigs(pycolmap, model, rigs_file):
+    """The poses of the cameras of a rig relative to its reference camera (an image's pose is its frame's
+    composed with its camera's) made unit_pose ones in place; PosingError for an impossible one."""
+    for rig_id in sorted(model.rigs):
+        rig = model.rig(rig_id)
+        for sensor, pose in sorted(rig.non_ref_sensors.items(), key=lambda item: item[0].id):
+            if pose is None:  # a camera whose pose in the rig is unknown: COLMAP does not use its images
+                continue
+            unit = unit_pose(pycolmap, pose)
+            if unit is None:
+                raise PosingError(f"{rigs_file}: camera {sensor.id} of rig {rig_id} {impossible_pose(pose)}")
+            rig.set_sensor_from_rig(sensor, unit)
 
 
 def poses_file(model_dir, ext):
@@ -90,8 +143,11 @@ def read_model(model_dir, ext, image_dir):
         ids = sorted(model.reg_image_ids(), key=lambda i: model.image(i).name)
     except Exception as e:
         raise PosingError(f"{model_dir}: unreadable COLMAP model ({error_line(e, last=True)})") from None
-    if not ids:
-        raise PosingError(f"{model_dir}: the COLMAP model has no registered images")
+    if len(ids) < MIN_IMAGES:
+        images = "image" if len(ids) == 1 else "images"
+        raise PosingError(f"{model_dir}: the COLMAP model has {len(ids)} registered {images}; at least {MIN_IMAGES} "
+                          f"views of the object are needed")
+    normalise_rigs(pycolmap, model, os.path.join(model_dir, "rigs" + ext))
     normalise_poses(pycolmap, model, ids, poses_file(model_dir, ext))
     paths = [os.path.join(image_dir, model.image(i).name) for i in ids]
     for path in paths:

@@ -48,4 +48,3 @@ def write_points_ply(path, points, colours):
             f.write(vertex.tobytes())
 
     write_atomic(path, write)
-

@@ -73,6 +73,8 @@ def classify_input(path):
     """The PosingInput of `path`; PosingError for a path that is none of the three kinds."""
     if not os.path.exists(path):
         raise PosingError(f"{path}: no such file or folder")
+    if not (os.path.isfile(path) or os.path.isdir(path)):  # a pipe or a device: reading it could block for ever
+        raise PosingError(f"{path}: not a regular file or folder")
     if os.path.isfile(path):
         if not path.lower().endswith(VIDEO_SUFFIXES):
             what = "an image" if path.lower().endswith(IMAGE_SUFFIXES) else "a file"

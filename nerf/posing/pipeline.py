@@ -25,6 +25,7 @@ from .inputs import MIN_IMAGES, check_images, classify_input
 from .refine import refine_cameras
 from .roi import region_of_interest, scale_matrix
 from .sfm import SfmOptions, camera_to_world, pycolmap_module, reconstruct, registered_names
+from ..interrupts import stop_signals_interrupt
 from .timing import StageTimes, cpu_seconds
 from .undistort import undistortion
 
@@ -34,22 +35,34 @@ MIN_REGISTERED_FRACTION = 0.5
 TEMPORARY_AFFIX = len(".tmp--") + 8  # what tempfile.mkdtemp adds to OUT's name beside it (.tmp-, .old-)
 
 
-def check_output(out_dir, overwrite):
-    """out_dir can be written: not a file, empty or absent (or overwrite), no name along it too long for its
-    file system (OUT's own with the affix of the temporary folders beside it), its nearest existing parent a
-    writable folder."""
-    if os.path.isfile(out_dir) or (os.path.islink(out_dir) and not os.path.exists(out_dir)):
+def output_target(out_dir):
+    """The path the output folder out_dir will have: its parent resolved as the file system resolves it (links
+    first, then '..'; missing folders as written), so that the temporary folder made beside it and the rename
+    that puts it in place meet. PosingError for an out_dir ending in '.' or '..': that names another folder by
+    its relation to this one, and no folder can be renamed to it."""
+    head, last = os.path.split(out_dir.rstrip(os.sep) or os.sep)
+    if last in (os.curdir, os.pardir):
+        raise PosingError(f"{out_dir}: ends in {last!r}; name the output folder itself (such as "
+                          f"{os.path.realpath(out_dir)})")
+    return os.path.join(os.path.realpath(head or os.curdir), last)
+
+
+def check_output(out_dir, target, overwrite):
+    """The output folder out_dir (at the path `target`, output_target's) can be written: not a file, empty or
+    absent (or overwrite), no name along it too long for its file system (OUT's own with the affix of the
+    temporary folders beside it), its nearest existing parent a writable folder."""
+    if os.path.isfile(target) or (os.path.islink(target) and not os.path.exists(target)):
         raise PosingError(f"{out_dir}: is a file (or a dangling link), expected an output folder")
-    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
+    if os.path.isdir(target) and os.listdir(target) and not overwrite:
         raise PosingError(f"{out_dir}: exists and is not empty (pass --overwrite to replace it)")
-    parent = os.path.dirname(os.path.abspath(out_dir))
+    parent = os.path.dirname(target)
     missing = outermost_missing(parent)
     probe = parent if missing is None else os.path.dirname(missing)
     if not os.path.isdir(probe):
         raise PosingError(f"{out_dir}: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise PosingError(f"{out_dir}: {probe} is not writable")
-    overlong = overlong_name(out_dir, probe, TEMPORARY_AFFIX)
+    overlong = overlong_name(target, probe, TEMPORARY_AFFIX)
     if overlong:
         raise PosingError(f"{out_dir}: a name in it is too long ({overlong[1]} bytes with the temporary folder's "
                           f"affix; the file system allows {overlong[2]})")
@@ -70,7 +83,8 @@ def check_sphere(center, radius):
     if center is None and radius is None:
         return None
     if center is None or radius is None:
-        raise PosingError(f"{'--radius' if center is None else '--center'}: give --center x,y,z and --radius r together")
+        missing = "--radius" if center is None else "--center"
+        raise PosingError(f"{missing}: give --center x,y,z and --radius r together")
     check_region(center, radius)
     return np.asarray(center, dtype=np.float64), float(radius)
 
@@ -173,7 +187,7 @@ def write_scene(folder, model, image_dir, sources, sphere, input_path, disable):
     check_loadable(intrinsics, c2w, scale_mat, (camera.width, camera.height),
                    [f"the camera of {sources[name]}" for name, _ in views], input_path)
     os.makedirs(os.path.join(folder, "image"))
-    for i, (name, image) in enumerate(tqdm(views, desc="export", unit="image", disable=disable)):
+    for i, (name, image) in enumerate(tqdm(views, desc="export", unit="image", disable=disable, leave=False)):
         with quiet_decoders():
             rgb, _ = read_image(os.path.join(image_dir, name))
         save_png(os.path.join(folder, "image", f"{i:06d}.png"), undistortions[image.camera_id].apply(rgb))
@@ -204,9 +218,10 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
     (image/, cameras_sphere.npz, points3D.ply, sparse/0/, posing.json). Returns posing.json's dict.
 
     camera_model: the shared camera structure from motion refines ("auto": the simplest of PINHOLE, RADIAL,
-    OPENCV that fits, refine.py). matching: "auto" | "exhaustive" | "sequential". frame_step / max_frames / blur_ratio: video
-    frames (see frames.extract_frames). center [3], radius: the region of interest in world units instead of
-    the one found from the sparse points. progress: progress bars on stderr (None: on a terminal only).
+    OPENCV that fits, refine.py). matching: "auto" | "exhaustive" | "sequential". frame_step / max_frames /
+    blur_ratio: video frames (see frames.extract_frames). center [3], radius: the region of interest in world
+    units instead of the one found from the sparse points. progress: progress bars on stderr, each cleared when
+    its stage ends so that none is left above an error line (None: on a terminal only).
     extra_info: more entries for posing.json. Raises PosingError (one line) for a bad input or a scene that
     cannot be posed; nothing is written then."""
     times = StageTimes()
@@ -220,46 +235,48 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
     source = classify_input(input_path)
     if not out_dir:  # else it would be the current folder to the checks, and nothing to os.rename
         raise PosingError("OUT: empty path, expected an output folder")
+    target = output_target(out_dir)
     check_output_spares_input(out_dir, source)
-    check_output(out_dir, overwrite)
-    pycolmap = pycolmap_module()
-    size, given = None, None
-    if source.kind == "images":
-        size = check_images(source.image_dir, source.image_names, input_path)
-    elif source.kind == "colmap":
-        given = read_model(source.model_dir, source.model_ext, source.image_dir)
-    else:
-        check_video(input_path)
-
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    created = outermost_missing(parent)  # removed again if posing fails
-    tmp = None
-    try:
-        try:
-            os.makedirs(parent, exist_ok=True)
-            tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(os.path.abspath(out_dir))}-", dir=parent)
-        except OSError as e:  # what check_output could not foresee (a full disk, a path too long in all)
-            raise PosingError(f"{out_dir}: cannot be created ({e.strerror})") from None
-        info = {"input": os.path.abspath(input_path), "kind": source.kind}
-        if source.kind == "colmap":
-            model, image_dir = given, source.image_dir
-            sources = {name: name for name in registered_names(model)}
-            total = len(sources)
+    check_output(out_dir, target, overwrite)
+    pycolmap = pycolmap_module()  # imported before the handlers below: importing it installs COLMAP's own
+    with stop_signals_interrupt():  # a kill stops as Ctrl-C does: one line, the temporary folder removed
+        size, given = None, None
+        if source.kind == "images":
+            size = check_images(source.image_dir, source.image_names, input_path)
+        elif source.kind == "colmap":
+            given = read_model(source.model_dir, source.model_ext, source.image_dir)
         else:
-            model, image_dir, sources, total, sfm_info = reconstruct_input(
-                source, input_path, size, os.path.join(tmp, "work"), camera_model, matching, frame_step, max_frames,
-                blur_ratio, num_threads, seed, times, disable)
-            info.update(sfm_info)
-        with times.stage("export"):
-            info.update(write_scene(tmp, model, image_dir, sources, sphere, input_path, disable))
-        times.wall["total"], times.cpu["total"] = time.perf_counter() - t_start, cpu_seconds() - cpu_start
-        info.update(total=total, times=times.as_dict(), pycolmap=pycolmap.__version__)
-        info.update(extra_info or {})
-        write_json(os.path.join(tmp, "posing.json"), info)
-        shutil.rmtree(os.path.join(tmp, "work"), ignore_errors=True)
-        replace_folder(tmp, out_dir)
-    except BaseException:
-        if created or tmp:
-            shutil.rmtree(created or tmp, ignore_errors=True)
-        raise
+            check_video(input_path)
+
+        parent = os.path.dirname(target)
+        created = outermost_missing(parent)  # removed again if posing fails
+        tmp = None
+        try:
+            try:
+                os.makedirs(parent, exist_ok=True)
+                tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(target)}-", dir=parent)
+            except OSError as e:  # what check_output could not foresee (a full disk, a path too long in all)
+                raise PosingError(f"{out_dir}: cannot be created ({e.strerror})") from None
+            info = {"input": os.path.abspath(input_path), "kind": source.kind}
+            if source.kind == "colmap":
+                model, image_dir = given, source.image_dir
+                sources = {name: name for name in registered_names(model)}
+                total = len(sources)
+            else:
+                model, image_dir, sources, total, sfm_info = reconstruct_input(
+                    source, input_path, size, os.path.join(tmp, "work"), camera_model, matching, frame_step,
+                    max_frames, blur_ratio, num_threads, seed, times, disable)
+                info.update(sfm_info)
+            with times.stage("export"):
+                info.update(write_scene(tmp, model, image_dir, sources, sphere, input_path, disable))
+            times.wall["total"], times.cpu["total"] = time.perf_counter() - t_start, cpu_seconds() - cpu_start
+            info.update(total=total, times=times.as_dict(), pycolmap=pycolmap.__version__)
+            info.update(extra_info or {})
+            write_json(os.path.join(tmp, "posing.json"), info)
+            shutil.rmtree(os.path.join(tmp, "work"), ignore_errors=True)
+            replace_folder(tmp, target)
+        except BaseException:
+            if created or tmp:
+                shutil.rmtree(created or tmp, ignore_errors=True)
+            raise
     return info

@@ -69,15 +69,17 @@ def with_model(pycolmap, model, camera_model):
 def refine_cameras(model, camera_model="auto", refine_principal_point=True, disable=None):
     """The Reconstruction after the camera model choice and the final adjustments, and a report (dict):
     the model, each candidate's reprojection error, whether the principal point was refined. camera_model:
-    "auto" (a choice among CANDIDATE_MODELS) or a COLMAP model name. disable: tqdm's (None: a bar only on a terminal)."""
+    "auto" (a choice among CANDIDATE_MODELS) or a COLMAP model name. disable: tqdm's (None: a bar only on a
+    terminal)."""
     pycolmap = pycolmap_module()
     candidates = CANDIDATE_MODELS if camera_model == "auto" else (camera_model,)
     report = {"candidates": {}}
     with quiet_colmap(pycolmap) as stream, tqdm(total=len(candidates) + 1, desc="refinement", unit="step",
-                                                 disable=disable, file=stream) as bar:
+                                                disable=disable, file=stream, leave=False) as bar:
         fitted = {}
         for name in candidates:  # a quick (least squares) fit of each, to compare them
-            fitted[name] = bundle_adjust(pycolmap, with_model(pycolmap, model, name), refine_principal_point, robust=False)
+            fitted[name] = bundle_adjust(pycolmap, with_model(pycolmap, model, name), refine_principal_point,
+                                         robust=False)
             report["candidates"][name] = float(fitted[name].compute_mean_reprojection_error())
             bar.update(1)
         best = min(report["candidates"].values())

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from ..interrupts import DeferredInterrupt
 from ..native_stderr import native_stderr_silenced
 from .errors import PosingError
 
@@ -53,10 +54,15 @@ def check_feature_image_size(size, path, options=SfmOptions()):
 
 
 def pycolmap_module():
-    try:
-        import pycolmap
-    except ImportError:
-        raise PosingError("pycolmap: not installed; structure from motion needs it (pip install pycolmap==4.2.1)") from None
+    # Ctrl-C while pycolmap is imported is held until the import ends: pycolmap turns it into a RuntimeError
+    with DeferredInterrupt() as held:
+        try:
+            import pycolmap
+        except ImportError:
+            raise PosingError("pycolmap: not installed; structure from motion needs it (pip install "
+                              "pycolmap==4.2.1)") from None
+    if held.requested:
+        raise KeyboardInterrupt
     return pycolmap
 
 
@@ -105,7 +111,7 @@ def extract(pycolmap, database, image_dir, names, size, options, disable, stream
     extraction.num_threads = options.num_threads
     extraction.sift.max_num_features = options.max_num_features
     chunk = 8
-    with tqdm(total=len(names), desc="features", unit="image", disable=disable, file=stream) as bar:
+    with tqdm(total=len(names), desc="features", unit="image", disable=disable, file=stream, leave=False) as bar:
         for start in range(0, len(names), chunk):
             batch = names[start:start + chunk]
             pycolmap.extract_features(database, image_dir, image_names=batch, camera_mode=pycolmap.CameraMode.SINGLE,
@@ -121,7 +127,7 @@ def match(pycolmap, database, names, pairs, work_dir, options, disable, stream):
     verification.ransac.random_seed = options.seed
     pair_file = os.path.join(work_dir, "pairs.txt")
     block = 64
-    with tqdm(total=len(pairs), desc="matching", unit="pair", disable=disable, file=stream) as bar:
+    with tqdm(total=len(pairs), desc="matching", unit="pair", disable=disable, file=stream, leave=False) as bar:
         for start in range(0, len(pairs), block):
             batch = pairs[start:start + block]
             with open(pair_file, "w") as f:
@@ -179,7 +185,7 @@ def map_images(pycolmap, database, image_dir, names, work_dir, options, disable,
     the distortion term free, then — if images were left out — mapping again with it fixed at 0. The first
     two-view adjustment can trade the focal length for an absurd distortion (on a rendered 320x240 scene it
     ran off to k = -2.9 with the focal length doubled), after which no other image registers."""
-    with tqdm(total=len(names), desc="mapping", unit="image", disable=disable, file=stream) as bar:
+    with tqdm(total=len(names), desc="mapping", unit="image", disable=disable, file=stream, leave=False) as bar:
         def registered():
             bar.update(1 if bar.n < bar.total else 0)
 
