@@ -4,7 +4,7 @@ matrix, checking that the cameras can see a common object, and the normalisation
 import cv2
 import numpy as np
 
-from .input_checks import DatasetError, format_row, matrix
+from .input_checks import DatasetError, check_file, format_row, matrix
 
 # The largest |coordinate| and radius, and 1 / the smallest radius, of a region of interest and of the points and
 # camera centres it is computed from (world units): the normalisation divides by the radius and squares
@@ -309,3 +309,62 @@ def renormalise(c2w, old_to_world, new_to_world):
     out[:, :3, :3] = (m[:3, :3] / scale) @ c2w[:, :3, :3]
     out[:, :3, 3] = c2w[:, :3, 3] @ m[:3, :3].T + m[:3, 3]
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# NeuS cameras files (cameras_sphere.npz): the one guarded reader, for every tool that reads them
+
+
+def open_cameras_npz(path):
+    """The NeuS cameras file `path` as an open np.load archive (use it in a `with`); DatasetError naming the file
+    when it is missing, empty, or no .npz archive (text, a pickle, a lone .npy array, a truncated archive)."""
+    check_file(path, "a cameras file")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise DatasetError(f"{path}: unreadable cameras file ({e.strerror})") from None
+    # known by its first bytes: np.load would read a huge non-zip file whole before failing
+    if magic == b"\x93NUMPY":
+        raise DatasetError(f"{path}: a single .npy array, expected an .npz archive of world_mat_i and scale_mat_i")
+    if magic[:2] != b"PK":
+        raise DatasetError(f"{path}: unreadable cameras file (not an .npz archive)")
+    try:
+        return np.load(path)  # allow_pickle=False: object members are refused (npz_matrix)
+    except Exception as e:  # a truncated or damaged archive
+        raise DatasetError(f"{path}: unreadable cameras file ({type(e).__name__})") from None
+
+
+def npz_matrix(cams, key, path):
+    """Member `key` of the open cameras file `path` as a finite float64 4x4 (a 3x4 gets the row [0, 0, 0, 1])."""
+    if key not in cams.files:
+        raise DatasetError(f"{path}: {key} missing")
+    try:
+        value = cams[key]
+    except ValueError as e:  # np.load refuses object arrays (they are pickles)
+        if "allow_pickle" in str(e):
+            raise DatasetError(f"{path}: {key} is an array of Python objects (pickled), expected numbers") from None
+        raise DatasetError(f"{path}: {key} unreadable ({type(e).__name__})") from None
+    except Exception as e:  # a damaged member, or one whose header asks for more memory than there is
+        raise DatasetError(f"{path}: {key} unreadable ({type(e).__name__})") from None
+    m = matrix(value, path, key, ((4, 4), (3, 4)))
+    return m if m.shape == (4, 4) else np.vstack([m, [0.0, 0.0, 0.0, 1.0]])
+
+
+@np.errstate(all="ignore")  # huge or tiny entries: the checks refuse the non-finite or zero results, silently
+def check_scale_mat(m, path, key):
+    """scale_mat (4x4) maps the unit sphere to the world: it must be a similarity (rotation, uniform scale,
+    translation), else the sphere would be an ellipsoid and the outputs would not map back, and its sphere one
+    that `check_sphere` takes (a radius that neither underflows nor overflows the arithmetic on it)."""
+    a = m[:3, :3]
+    s2, det = np.trace(a.T @ a) / 3, np.linalg.det(a)
+    if not (np.isfinite(s2) and np.isfinite(det)):
+        raise DatasetError(f"{path}: {key} is too large (its scale overflows a float)")
+    if s2 == 0 or abs(det) < 1e-12 * s2**1.5:
+        raise DatasetError(f"{path}: {key} is singular")
+    if np.abs(m[3] - [0, 0, 0, 1]).max() > 1e-6 * np.abs(m).max():
+        raise DatasetError(f"{path}: {key} has bottom row {format_row(m[3])}, expected [0, 0, 0, 1]")
+    if np.abs(a.T @ a / s2 - np.eye(3)).max() > 1e-3:
+        raise DatasetError(f"{path}: {key} is not a similarity (rotation, uniform scale, translation): it would "
+                           f"map the unit sphere to an ellipsoid")
+    check_sphere(m[:3, 3], similarity_scale(m), f"{path}: {key} centre", f"{path}: {key} radius")

@@ -47,9 +47,17 @@ def non_negative_int(text):
     return value
 
 
+def non_negative_float(text):
+    value = float(text)
+    if not 0 <= value < math.inf:  # NaN fails too
+        raise ValueError(text)
+    return value
+
+
 positive_int.__name__ = "positive integer"
 positive_float.__name__ = "positive number"
 non_negative_int.__name__ = "non-negative integer"
+non_negative_float.__name__ = "non-negative number"
 
 
 def check_output_file(path, flag):
@@ -66,3 +74,21 @@ def check_output_file(path, flag):
         raise DatasetError(f"{path}: cannot be written ({parent} is a file)")
     if not os.access(path if os.path.exists(path) else parent, os.W_OK):
         raise DatasetError(f"{path}: cannot be written ({flag}: permission denied)")
+
+
+def check_not_an_input(path, flag, inputs):
+    """An output file `path` (of `flag`) that is one of the `inputs` would be destroyed by the run that reads it:
+    DatasetError. `inputs`: files, or folders all of whose files are inputs (a scene's image/); None and missing
+    ones are skipped. The same file under another name (a link, another relative path) counts: os.path.samefile.
+    An output that does not exist yet is no input."""
+    if not os.path.exists(path):
+        return
+    for source in inputs:
+        if source is None or not os.path.exists(source):
+            continue
+        if os.path.isdir(source):
+            same = os.path.samefile(os.path.dirname(os.path.realpath(path)), source)
+        else:
+            same = os.path.samefile(path, source)
+        if same:
+            raise DatasetError(f"{path}: {flag} names an input ({source}), which writing it would destroy")

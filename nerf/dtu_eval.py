@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .input_checks import DatasetError, check_file, describe, error_line
-from .mesh_metrics import load_mesh
+from .mesh_metrics import MAX_COORDINATE, load_mesh
 
 DOWNSAMPLE_MM = 0.2  # sampling step and thinning radius
 MAX_DIST_MM = 20.0  # distances at or beyond this are outliers, left out of the means
@@ -46,6 +46,13 @@ PATCH_MM = 60.0  # margin of the box the thinned points are kept in for complete
 DILATION_RADIUS_PX = 12  # disk radius of the mask dilation, in pixels of a 1600-pixel-wide DTU image
 DILATION_REFERENCE_WIDTH = 1600
 VIS_RANGE_MM = 10.0  # distance shown red in the visualisation point clouds
+VIS_FILES = ("accuracy_points.ply", "completeness_points.ply")  # written by write_visualisation
+# ObsMask's voxel size, mm: the voxel index of a point (its coordinates and BB's within MAX_COORDINATE) stays
+# well within int64, without overflow warnings
+RES_RANGE_MM = (1e-3, 1e4)
+# --dilation's largest disk radius, in mask pixels: 8x the protocol's at full width; the dilation's time grows with
+# the disk's area (~0.5 s a 1600x1200 mask at 100 px, minutes a view at thousands)
+MAX_DILATION_PX = 100
 
 
 @dataclass(frozen=True)
@@ -139,9 +146,16 @@ def load_reference(dtu_root, scan):
         raise DatasetError(f"{path}: variable BB has shape {bb.shape}, expected 2x3 (min corner; max corner)")
     if not (bb[1] > bb[0]).all():
         raise DatasetError(f"{path}: variable BB has its max corner not above its min corner")
+    if not np.abs(bb).max() <= MAX_COORDINATE:
+        raise DatasetError(f"{path}: variable BB has a coordinate of {np.abs(bb).max():.3g}, beyond "
+                           f"+-{MAX_COORDINATE:g} mm")
     res = numeric(mask_file["Res"], path, "Res")
     if res.size != 1 or res.item() <= 0:
         raise DatasetError(f"{path}: variable Res is {res.ravel()[:3].tolist()}, expected one positive number")
+    low, high = RES_RANGE_MM
+    if not low <= res.item() <= high:
+        raise DatasetError(f"{path}: variable Res is {res.item():g} mm, expected a voxel size from {low:g} to "
+                           f"{high:g} mm")
     path = paths["plane"]
     plane = numeric(read_mat(path, ("P",))["P"], path, "P").ravel()
     if plane.size != 4 or not np.any(plane[:3]):
@@ -157,32 +171,21 @@ def load_mask_views(scene_dir):
     masks [V, H, W] bool, object = True)."""
     import cv2
 
+    from .camera_geometry import npz_matrix, open_cameras_npz, world_mat_camera
     from .images import imread, list_images, read_all
 
     if not os.path.isdir(scene_dir):
         raise DatasetError(f"{scene_dir}: no such folder (the scene whose masks cull the mesh)")
     cams_path = os.path.join(scene_dir, "cameras_sphere.npz")
-    check_file(cams_path, "a cameras file")
-    try:
-        cams = np.load(cams_path)  # allow_pickle=False: object arrays are refused
-        if not isinstance(cams, np.lib.npyio.NpzFile):
-            raise DatasetError(f"{cams_path}: a single .npy array, expected an .npz archive of world_mat_i")
-        keys = [k for k in cams.files if k.startswith("world_mat_") and k[len("world_mat_"):].isdigit()]
+    with open_cameras_npz(cams_path) as cams:
+        prefix = "world_mat_"
+        count = len([k for k in cams.files if k.startswith(prefix) and k[len(prefix):].isdecimal()])
         world_mats = []
-        for i in range(len(keys)):
-            key = f"world_mat_{i}"
-            if key not in cams.files:
-                raise DatasetError(f"{cams_path}: {key} missing")
-            m = numeric(cams[key], cams_path, key)
-            if m.shape not in ((4, 4), (3, 4)):
-                raise DatasetError(f"{cams_path}: {key} has shape {m.shape}, expected 4x4 or 3x4")
-            if abs(np.linalg.det(m[:3, :3])) <= 1e-12 * np.prod(np.linalg.norm(m[:3, :3], axis=1)):
-                raise DatasetError(f"{cams_path}: {key} is singular")
+        for i in range(count):
+            key = f"{prefix}{i}"
+            m = npz_matrix(cams, key, cams_path)
+            world_mat_camera(m, cams_path, key)  # a camera (full rank, positive focal lengths), or DatasetError
             world_mats.append(m[:3, :4])
-    except DatasetError:
-        raise
-    except Exception as err:  # a truncated or non-npz file, a damaged member
-        raise DatasetError(f"{cams_path}: unreadable cameras file ({error_line(err)})") from None
     if not world_mats:
         raise DatasetError(f"{cams_path}: no world_mat_i")
     mask_dir = os.path.join(scene_dir, "mask")
@@ -471,7 +474,6 @@ def write_visualisation(out_dir, data, data_to_stl, stl, stl_to_data, max_dist):
 
     from .files import write_atomic
 
-    for name, points, distances in (("accuracy_points.ply", data, data_to_stl),
-                                    ("completeness_points.ply", stl, stl_to_data)):
+    for name, points, distances in zip(VIS_FILES, (data, stl), (data_to_stl, stl_to_data)):
         cloud = trimesh.PointCloud(points, colors=distance_colours(distances, max_dist))
         write_atomic(os.path.join(out_dir, name), lambda p, c=cloud: c.export(p))

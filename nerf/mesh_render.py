@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .camera_geometry import downscale_intrinsics, world_mat_camera
+from .camera_geometry import downscale_intrinsics, npz_matrix, open_cameras_npz, world_mat_camera
 from .images import list_images, read_image, read_mask
 from .input_checks import DatasetError
 from .synthetic.appearance import sample_texture_bilinear
@@ -108,18 +108,15 @@ class SceneView:
 
 
 def neus_world_mats(folder):
-    """(path of cameras_sphere.npz, {view: world_mat [4, 4] float64}) of the NeuS-format scene in `folder`.
-    Raises DatasetError naming the file when it is missing or unreadable."""
+    """(path of cameras_sphere.npz, {view: world_mat [4, 4] float64, finite}) of the NeuS-format scene in
+    `folder`. Raises DatasetError naming the file when it is missing or unreadable (camera_geometry's reader)."""
     cameras_path = os.path.join(folder, "cameras_sphere.npz")
     if not os.path.isfile(cameras_path):
         raise DatasetError(f"{cameras_path}: missing (not a NeuS-format scene)")
-    try:
-        cameras = np.load(cameras_path)
-        prefix = "world_mat_"
-        return cameras_path, {int(k[len(prefix):]): np.asarray(cameras[k], np.float64) for k in cameras.files
-                              if k.startswith(prefix) and k[len(prefix):].isdigit()}
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"{cameras_path}: unreadable ({e})") from None
+    prefix = "world_mat_"
+    with open_cameras_npz(cameras_path) as cameras:
+        return cameras_path, {int(k[len(prefix):]): npz_matrix(cameras, k, cameras_path) for k in cameras.files
+                              if k.startswith(prefix) and k[len(prefix):].isdecimal()}
 
 
 def load_neus_view(folder, view, downscale=1):
@@ -162,5 +159,3 @@ def masked_psnr(pred, target, where=None):
     if where is not None:
         diff = diff[where]
     return float(-10.0 * np.log10(max(diff.mean(), 1e-10)))
-
-

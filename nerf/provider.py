@@ -26,11 +26,11 @@ import cv2
 import numpy as np
 import torch
 
-from .camera_geometry import (check_camera_geometry, normalise_cameras, opengl_to_opencv, projection_camera,
-                              check_distortion, check_sphere, renormalise, similarity_scale, sphere_similarity,
-                              unit_projection)
+from .camera_geometry import (check_camera_geometry, check_distortion, check_scale_mat, check_sphere,
+                              normalise_cameras, npz_matrix, open_cameras_npz, opengl_to_opencv, projection_camera,
+                              renormalise, similarity_scale, sphere_similarity, unit_projection)
 from .images import binary_mask, downscale_images, list_images, read_all, read_image, read_mask, stack_images
-from .input_checks import (DatasetError, check_file, check_folder, check_rigid, describe, field_of_view, format_row,
+from .input_checks import (DatasetError, check_file, check_folder, check_rigid, describe, field_of_view,
                            matrix, number)
 
 
@@ -241,47 +241,9 @@ def load_scene(root: str, holdout: int = 8, downscale: int = 1, use_masks: bool 
 # NeuS / IDR
 
 
-def _npz_matrix(cams, key, path):
-    """Member `key` of the open npz as a finite float64 4x4 (a 3x4 gets the row [0, 0, 0, 1])."""
-    if key not in cams.files:
-        raise DatasetError(f"{path}: {key} missing")
-    try:
-        value = cams[key]
-    except ValueError as e:  # np.load refuses object arrays (they are pickles)
-        if "allow_pickle" in str(e):
-            raise DatasetError(f"{path}: {key} is an array of Python objects (pickled), expected numbers") from None
-        raise DatasetError(f"{path}: {key} unreadable ({type(e).__name__})") from None
-    except Exception as e:  # a damaged member
-        raise DatasetError(f"{path}: {key} unreadable ({type(e).__name__})") from None
-    m = matrix(value, path, key, ((4, 4), (3, 4)))
-    return m if m.shape == (4, 4) else np.vstack([m, [0.0, 0.0, 0.0, 1.0]])
-
-
-def _check_scale_mat(m, path, key):
-    """scale_mat maps the unit sphere to the world: it must be a similarity (rotation, uniform scale,
-    translation), else the sphere would be an ellipsoid and the outputs would not map back."""
-    a = m[:3, :3]
-    s2, det = np.trace(a.T @ a) / 3, np.linalg.det(a)
-    if not (np.isfinite(s2) and np.isfinite(det)):
-        raise DatasetError(f"{path}: {key} is too large (its scale overflows a float)")
-    if s2 == 0 or abs(det) < 1e-12 * s2**1.5:
-        raise DatasetError(f"{path}: {key} is singular")
-    if np.abs(m[3] - [0, 0, 0, 1]).max() > 1e-6 * np.abs(m).max():
-        raise DatasetError(f"{path}: {key} has bottom row {format_row(m[3])}, expected [0, 0, 0, 1]")
-    if np.abs(a.T @ a / s2 - np.eye(3)).max() > 1e-3:
-        raise DatasetError(f"{path}: {key} is not a similarity (rotation, uniform scale, translation): it would "
-                           f"map the unit sphere to an ellipsoid")
-
-
 def _load_neus(root):
     path = os.path.join(root, "cameras_sphere.npz")
-    check_file(path, "a cameras file")
-    try:
-        cams = np.load(path)  # allow_pickle=False: object arrays are refused (see _npz_matrix)
-    except Exception as e:  # a truncated or non-npz file
-        raise DatasetError(f"{path}: unreadable cameras file ({type(e).__name__})") from None
-    if not isinstance(cams, np.lib.npyio.NpzFile):
-        raise DatasetError(f"{path}: a single .npy array, expected an .npz archive of world_mat_i and scale_mat_i")
+    cams = open_cameras_npz(path)
     keys = set(cams.files)
     try:
         image_dir = os.path.join(root, "image")
@@ -294,9 +256,9 @@ def _load_neus(root):
         intrinsics, c2w = [], []
         scale_mat_0 = None
         for i in range(num_views):
-            world_mat = unit_projection(_npz_matrix(cams, f"world_mat_{i}", path)[:3])
-            scale_mat = _npz_matrix(cams, f"scale_mat_{i}", path)
-            _check_scale_mat(scale_mat, path, f"scale_mat_{i}")
+            world_mat = unit_projection(npz_matrix(cams, f"world_mat_{i}", path)[:3])
+            scale_mat = npz_matrix(cams, f"scale_mat_{i}", path)
+            check_scale_mat(scale_mat, path, f"scale_mat_{i}")
             if scale_mat_0 is None:
                 scale_mat_0 = scale_mat
             elif np.abs(scale_mat - scale_mat_0).max() > 1e-5 * np.abs(scale_mat_0).max():

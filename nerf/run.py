@@ -132,7 +132,7 @@ def resume_hint(args):
     return "run the same command without --ckpt to resume"
 
 
-def check_viewer_host(host):
+def check_viewer_host(host, flag="--viewer_host"):
     """ConfigError unless the live viewer can listen on `host`: viser waits forever on an address that is not
     this machine's or a name that does not resolve. Tried on any free port: viser moves on from a busy one."""
     try:
@@ -140,7 +140,7 @@ def check_viewer_host(host):
         with socket.socket(family, kind, proto) as probe:
             probe.bind(address)
     except OSError as e:  # socket.gaierror too
-        raise ConfigError(f"--viewer_host: cannot listen on {host!r} ({e.strerror or e})") from None
+        raise ConfigError(f"{flag}: cannot listen on {host!r} ({e.strerror or e})") from None
 
 
 def run_config(args, device):

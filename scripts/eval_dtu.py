@@ -13,9 +13,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nerf.cli import (OneLineParser, check_output_file, non_negative_int, positive_float, positive_int,  # noqa: E402
-                      report)
-from nerf.dtu_eval import DOWNSAMPLE_MM, MAX_DIST_MM, evaluate_dtu, load_mask_views, load_reference  # noqa: E402
+from nerf.cli import (OneLineParser, check_not_an_input, check_output_file, non_negative_int,  # noqa: E402
+                      positive_float, positive_int, report)
+from nerf.dtu_eval import (DOWNSAMPLE_MM, MAX_DILATION_PX, MAX_DIST_MM, VIS_FILES, evaluate_dtu,  # noqa: E402
+                           load_mask_views, load_reference, reference_paths)
 from nerf.files import write_json  # noqa: E402
 from nerf.input_checks import DatasetError, check_file  # noqa: E402
 
@@ -23,11 +24,22 @@ from nerf.input_checks import DatasetError, check_file  # noqa: E402
 MIN_MM, MAX_MM = 1e-3, 1e4  # the bounds of --downsample and --max_dist
 
 
-def check_vis_folder(path):
-    """--vis must name a folder that can be made: caught before the evaluation runs."""
+def check_vis_folder(path, inputs):
+    """--vis must name a folder that can be made, and its files must not be `inputs`: caught before the
+    evaluation runs."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise DatasetError(f"{path}: is a file (--vis names a folder)")
-    check_output_file(os.path.join(path, "accuracy_points.ply"), "--vis")
+    for name in VIS_FILES:
+        check_output_file(os.path.join(path, name), "--vis")
+        check_not_an_input(os.path.join(path, name), "--vis", inputs)
+
+
+def input_files(args):
+    """The files and file-only folders (check_not_an_input) that the run reads."""
+    inputs = [args.mesh, *reference_paths(args.dtu, args.scan).values()]
+    if args.data is not None:
+        inputs += [os.path.join(args.data, "cameras_sphere.npz"), os.path.join(args.data, "mask")]
+    return inputs
 
 
 def main(argv=None):
@@ -52,11 +64,15 @@ def main(argv=None):
     for flag, value in (("--downsample", args.downsample), ("--max_dist", args.max_dist)):
         if not MIN_MM <= value <= MAX_MM:  # finer thinning runs out of memory; the scan is ~500 mm across
             parser.error(f"{flag}: {value:g} mm is not in {MIN_MM:g}..{MAX_MM:g} mm")
+    if args.dilation is not None and args.dilation > MAX_DILATION_PX:
+        parser.error(f"--dilation: {args.dilation} px is more than {MAX_DILATION_PX} px")
     try:
+        inputs = input_files(args)
         if args.out is not None:
             check_output_file(args.out, "--out")
+            check_not_an_input(args.out, "--out", inputs)
         if args.vis is not None:
-            check_vis_folder(args.vis)
+            check_vis_folder(args.vis, inputs)
         # the quick checks first: the reference takes a while to read
         check_file(args.mesh, "a mesh")
         mask_views = None if args.data is None else load_mask_views(args.data)

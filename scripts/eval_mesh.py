@@ -16,8 +16,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nerf.cli import (OneLineParser, check_output_file, non_negative_int, positive_float, positive_int,  # noqa: E402
-                      report)
+from nerf.cli import (OneLineParser, check_not_an_input, check_output_file, non_negative_int,  # noqa: E402
+                      positive_float, positive_int, report)
 from nerf.files import write_json  # noqa: E402
 from nerf.input_checks import DatasetError  # noqa: E402
 from nerf.mesh_metrics import evaluate_mesh, thin_part_beside  # noqa: E402
@@ -52,15 +52,15 @@ def thin_mesh_path(choice, gt):
     return None if choice == "none" else choice
 
 
-def scene_cameras(choice, gt):
-    """The cameras to score what they see with (None for none) from --seen: 'auto' (the NeuS-format scene GT
+def seen_scene(choice, gt):
+    """The scene whose cameras score what they see (None for none) from --seen: 'auto' (the NeuS-format scene GT
     lies in, if it is one), 'none', or a scene folder."""
     if choice == "none":
         return None
     folder = os.path.dirname(os.path.abspath(gt)) if choice == "auto" else choice
     if choice == "auto" and not os.path.isfile(os.path.join(folder, "cameras_sphere.npz")):
         return None
-    return neus_cameras(folder)
+    return folder
 
 
 def main(argv=None):
@@ -84,11 +84,14 @@ def main(argv=None):
     if args.n_points > MAX_POINTS:
         parser.error(f"--n_points: at most {MAX_POINTS}, got {args.n_points}")
     try:
+        thin, scene = thin_mesh_path(args.thin, args.gt), seen_scene(args.seen, args.gt)
         if args.json is not None:
             check_output_file(args.json, "--json")
+            scene_inputs = [] if scene is None else [os.path.join(scene, n) for n in ("cameras_sphere.npz", "image")]
+            check_not_an_input(args.json, "--json", [args.pred, args.gt, thin, *scene_inputs])
         metrics = evaluate_mesh(args.pred, args.gt, n_points=args.n_points, tau=args.tau, seed=args.seed,
-                                point_to_point=args.point_to_point, thin=thin_mesh_path(args.thin, args.gt),
-                                cameras=scene_cameras(args.seen, args.gt))
+                                point_to_point=args.point_to_point, thin=thin,
+                                cameras=None if scene is None else neus_cameras(scene))
     except DatasetError as err:  # MeshReadError among them
         report(err)
         return 2

@@ -10,9 +10,9 @@ over in turn, and prints the steps/s of each and the viewer's share of the time.
 torus (16 views of 96x72) is made in OUT/scene. Training flags are those of main_sdf.py (e.g. --device,
 --num_rays); --iters is set high so that the run never ends on its own.
 """
-import argparse
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -22,33 +22,44 @@ import numpy as np  # noqa: E402
 
 import main_sdf  # noqa: E402
 from nerf.checkpoint import CheckpointError  # noqa: E402
-from nerf.cli import report  # noqa: E402
+from nerf.cli import (OneLineParser, non_negative_float, non_negative_int, positive_float, positive_int,  # noqa: E402
+                      report)
 from nerf.config import ConfigError  # noqa: E402
 from nerf.provider import DatasetError  # noqa: E402
-from nerf.run import StageClock, check_workspace, denormals_flushed, pick_device, prepare, write_mesh  # noqa: E402
+from nerf.run import (StageClock, check_viewer_host, check_workspace, denormals_flushed, pick_device,  # noqa: E402
+                      prepare, write_mesh)
 from nerf.viewer import Viewer, ViewerClient, fov_from_intrinsics  # noqa: E402
 
 
+# The most --seconds and --linger: ~30 years; time.sleep overflows a little beyond
+MAX_SECONDS = 1e9
+
+
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    """(this script's flags, the training flags left for main_sdf's parser); a bad flag of ours exits with one line
+    `error: --flag: problem`, code 2."""
+    parser = OneLineParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", help="scene folder (default: a synthetic torus made in OUT/scene)")
     parser.add_argument("--workspace", required=True)
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--port", type=non_negative_int, default=8080)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--max_share", type=float, default=0.05, help="the viewer's most share of the time")
-    parser.add_argument("--max_side", type=int, default=256, help="longest side of a render, pixels")
-    parser.add_argument("--refresh_every", type=float, default=1.0,
+    parser.add_argument("--max_share", type=positive_float, default=0.05, help="the viewer's most share of the time")
+    parser.add_argument("--max_side", type=positive_int, default=256, help="longest side of a render, pixels")
+    parser.add_argument("--refresh_every", type=positive_float, default=1.0,
                         help="seconds between renders of a still camera; sizes the renders (Viewer)")
-    parser.add_argument("--seconds", type=float, default=60.0, help="training time with the viewer")
-    parser.add_argument("--linger", type=float, default=0.0, help="seconds to keep serving after the mesh")
-    parser.add_argument("--measure", type=int, default=0, metavar="STEPS", help="measure rounds of STEPS steps")
+    parser.add_argument("--seconds", type=non_negative_float, default=60.0, help="training time with the viewer")
+    parser.add_argument("--linger", type=non_negative_float, default=0.0,
+                        help="seconds to keep serving after the mesh")
+    parser.add_argument("--measure", type=non_negative_int, default=0, metavar="STEPS",
+                        help="measure rounds of STEPS steps (0: no measuring)")
     args, training_flags = parser.parse_known_args(argv)
-    if not 0 < args.max_share <= 1:
-        parser.exit(2, f"error: --max_share: {args.max_share} is not in (0, 1]\n")
-    if not 0 <= args.port <= 65535:
-        parser.exit(2, f"error: --port: {args.port} is not a port (0..65535)\n")
-    if args.max_side < 1 or not args.refresh_every > 0:
-        parser.exit(2, "error: --max_side and --refresh_every must be positive\n")
+    if not args.max_share <= 1:
+        parser.error(f"--max_share: {args.max_share:g} is not in (0, 1]")
+    if not args.port <= 65535:
+        parser.error(f"--port: {args.port} is not a port (0..65535)")
+    for flag, value in (("--seconds", args.seconds), ("--linger", args.linger)):
+        if value > MAX_SECONDS:
+            parser.error(f"{flag}: {value:g} s is more than {MAX_SECONDS:g} s")
     return args, training_flags
 
 
@@ -131,22 +142,31 @@ def measure(trainer, viewer, steps):
 def main(argv=None):
     args, training_flags = parse_args(sys.argv[1:] if argv is None else argv)
     flags = ["--iters", "1000000", "--eval_every", "0", "--ckpt_every", "0", "--quiet", *training_flags]
+    made_workspace = not os.path.lexists(args.workspace)
+    made_scene = trainer = None
     try:
+        check_viewer_host(args.host, "--host")
         check_workspace(args.workspace)
-        data = args.data
-        if data is None:
-            from nerf.synthetic import make_scene
-
-            data = os.path.join(args.workspace, "scene")
-            if not os.path.isfile(os.path.join(data, "cameras_sphere.npz")):
-                make_scene(data, shape="torus", views=16, width=96, height=72, gt_resolution=96, seed=1)
+        data = args.data if args.data is not None else os.path.join(args.workspace, "scene")
+        # the training flags are checked before the synthetic scene is made
         run_args = main_sdf.parse_args([data, "--workspace", args.workspace, *flags])
         device = pick_device(run_args.device)
+        if args.data is None and not os.path.isfile(os.path.join(data, "cameras_sphere.npz")):
+            from nerf.synthetic import make_scene
+
+            made_scene = None if os.path.lexists(data) else data
+            make_scene(data, shape="torus", views=16, width=96, height=72, gt_resolution=96, seed=1)
         config, scene, trainer = prepare(run_args, device, StageClock(time.time()))
         viewer = Viewer(trainer, args.port, max_share=args.max_share, host=args.host, max_side=args.max_side,
                         refresh_every=args.refresh_every)
-    except (ConfigError, DatasetError, CheckpointError) as e:
+    except (ConfigError, DatasetError, CheckpointError, main_sdf.UsageError) as e:
         report(e)
+        if trainer is not None:  # the viewer failed to start
+            trainer.logger.close()
+        # nothing written: what the set-up made goes (the workspace, if this run made it, else the scene)
+        made = args.workspace if made_workspace else made_scene
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
         return 2
     try:
         if args.measure:

@@ -590,3 +590,288 @@ def test_make_scene_removes_the_out_it_made_when_writing_fails(tmp_path, monkeyp
     with pytest.raises(OSError, match="disk full"):
         make_scene(str(tmp_path / "new" / "out"), views=1, width=8, height=6, gt_resolution=8, formats=("neus",))
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Broken NeuS cameras files, scale_mats and posing records (eval_poses, render_mesh, eval_mesh --seen)
+
+
+def neus_arrays(scene):
+    with np.load(os.path.join(scene, "cameras_sphere.npz")) as cams:
+        return {key: cams[key] for key in cams.files}
+
+
+def npz_bytes(tmp_path, **arrays):
+    np.savez(tmp_path / "tmp.npz", **arrays)
+    data = (tmp_path / "tmp.npz").read_bytes()
+    os.remove(tmp_path / "tmp.npz")
+    return data
+
+
+def npy_bytes(tmp_path, array):
+    np.save(tmp_path / "tmp.npy", array)
+    data = (tmp_path / "tmp.npy").read_bytes()
+    os.remove(tmp_path / "tmp.npy")
+    return data
+
+
+def scaled(m, factor):
+    m = m.copy()
+    m[:3, :3] *= factor
+    return m
+
+
+# what replaces a scene's cameras_sphere.npz: f(tmp_path, arrays of the scene's file) -> bytes, or None for a
+# 12 GB sparse file; -> the problem the error line names
+BROKEN_CAMERA_FILES = {
+    "text": (lambda t, a: b"not a zip\n", "unreadable cameras file (not an .npz archive)"),
+    "truncated": (lambda t, a: npz_bytes(t, **a)[:1000], "unreadable cameras file (BadZipFile)"),
+    "lone .npy": (lambda t, a: npy_bytes(t, np.eye(4)), "a single .npy array, expected an .npz archive"),
+    "12 GB of zeros": (None, "unreadable cameras file (not an .npz archive)"),
+    "pickled world_mat": (lambda t, a: npz_bytes(t, **dict(a, world_mat_0=np.array([[1, "x"]], dtype=object))),
+                          "world_mat_0 is an array of Python objects (pickled)"),
+}
+# scale_mat_0 of the reference of eval_poses: f(the scene's) -> the problem
+BAD_SCALE_MATS = {
+    "zero": (lambda m: np.zeros((4, 4)), "scale_mat_0 is singular"),
+    "1e-300 scale": (lambda m: scaled(m, 1e-300), "scale_mat_0 is singular"),
+    "1e-150 scale": (lambda m: scaled(m, 1e-150), "scale_mat_0 radius: 0.0 is not a number from 1e-09"),
+    "sheared": (lambda m: m @ np.diag([1.0, 3.0, 1.0, 1.0]), "scale_mat_0 is not a similarity"),
+    "projective": (lambda m: np.vstack([m[:3], [0.0, 0.0, 0.01, 1.0]]), "scale_mat_0 has bottom row"),
+}
+
+
+def write_cameras(folder, content):
+    """content (bytes) as folder/cameras_sphere.npz; None: a 12 GB sparse file (no disk used)."""
+    path = folder / "cameras_sphere.npz"
+    if content is None:
+        with open(path, "wb") as f:
+            f.truncate(12 << 30)
+    else:
+        path.write_bytes(content)
+    return path
+
+
+def reference_folder(scene, folder):
+    """A NeuS folder with the images of `scene` (a link) and its cameras file, for eval_poses."""
+    folder.mkdir()
+    os.symlink(os.path.join(scene, "image"), folder / "image")
+    write_cameras(folder, open(os.path.join(scene, "cameras_sphere.npz"), "rb").read())
+    return folder
+
+
+def assert_refused(code, out, err, start, *kept):
+    """Exit code 2, one line `error: START...`, nothing printed, and the files `kept` (path, bytes) unchanged."""
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {start}"), err
+    assert out == ""
+    for path, data in kept:
+        assert open(path, "rb").read() == data
+
+
+@pytest.mark.parametrize("case", BROKEN_CAMERA_FILES)
+def test_eval_poses_refuses_a_broken_reference_cameras_file(case, small_scene, tmp_path, capfd):
+    make, problem = BROKEN_CAMERA_FILES[case]
+    ref = reference_folder(small_scene[0], tmp_path / "ref")
+    path = write_cameras(ref, None if make is None else make(tmp_path, neus_arrays(small_scene[0])))
+    code, out, err = run_script("eval_poses", [small_scene[0], str(ref), "--json", str(tmp_path / "r.json")], capfd)
+    assert_refused(code, out, err, f"{path}: {problem}")
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("case", BAD_SCALE_MATS)
+def test_eval_poses_refuses_a_reference_scale_mat_that_is_no_similarity(case, small_scene, tmp_path, capfd):
+    change, problem = BAD_SCALE_MATS[case]
+    arrays = neus_arrays(small_scene[0])
+    ref = reference_folder(small_scene[0], tmp_path / "ref")
+    path = write_cameras(ref, npz_bytes(tmp_path, **dict(arrays, scale_mat_0=change(arrays["scale_mat_0"]))))
+    code, out, err = run_script("eval_poses", [small_scene[0], str(ref)], capfd)
+    assert_refused(code, out, err, f"{path}: {problem}")
+
+
+def test_eval_poses_refuses_a_huge_posing_record(small_scene, tmp_path, capfd):
+    """Read whole, a 12 GB posing.json would exhaust the memory: one just over the bound stands for it."""
+    from nerf.posing.compare import MAX_POSING_RECORD_BYTES
+
+    posed = reference_folder(small_scene[0], tmp_path / "posed")
+    with open(posed / "posing.json", "wb") as f:
+        f.truncate(MAX_POSING_RECORD_BYTES + 1)  # sparse: no disk used
+    code, out, err = run_script("eval_poses", [str(posed), small_scene[0]], capfd)
+    assert_refused(code, out, err, f"{posed / 'posing.json'}: {MAX_POSING_RECORD_BYTES + 1} bytes, too large for a "
+                                   f"posing record")
+
+
+@pytest.mark.parametrize("case", ["truncated", "lone .npy", "pickled world_mat"])
+@pytest.mark.parametrize("script", ["render_mesh", "eval_mesh"])
+def test_mesh_tools_refuse_a_broken_scene_cameras_file(script, case, small_scene, tmp_path, capfd):
+    """render_mesh's scene, and eval_mesh's --seen auto (the scene GT lies in)."""
+    import shutil
+
+    make, problem = BROKEN_CAMERA_FILES[case]
+    scene = tmp_path / "scene"
+    shutil.copytree(small_scene[0], scene)
+    path = write_cameras(scene, make(tmp_path, neus_arrays(small_scene[0])))
+    gt = str(scene / "gt_mesh.ply")
+    argv = ([gt, str(scene), "--out", str(tmp_path / "r.png")] if script == "render_mesh" else
+            [gt, gt, "--n_points", "1000", "--json", str(tmp_path / "m.json")])
+    code, out, err = run_script(script, argv, capfd)
+    assert_refused(code, out, err, f"{path}: {problem}")
+    assert sorted(os.listdir(tmp_path)) == ["scene"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# eval_dtu: --dilation and the ObsMask's Res and BB bounded
+
+
+def dtu_obs_mask(folder, bb, res):
+    """A DTU reference folder holding only ObsMask1_10.mat, with BB and Res as given: what is read first."""
+    from scipy.io import savemat
+
+    (folder / "ObsMask").mkdir(parents=True)
+    savemat(folder / "ObsMask" / "ObsMask1_10.mat", {"ObsMask": np.ones((2, 2, 2), bool), "BB": np.array(bb, float),
+                                                     "Res": np.array([[res]])})
+    return folder / "ObsMask" / "ObsMask1_10.mat"
+
+
+@pytest.mark.parametrize("bb, res, problem", [
+    ([[0, 0, 0], [1e300] * 3], 1e-300, "variable BB has a coordinate of 1e+300, beyond +-1e+12 mm"),
+    ([[0, 0, 0], [1, 1, 1]], 1e-300, "variable Res is 1e-300 mm, expected a voxel size from 0.001 to 10000 mm"),
+    ([[0, 0, 0], [1, 1, 1]], 1e300, "variable Res is 1e+300 mm, expected a voxel size"),
+], ids=["BB 1e300", "Res 1e-300", "Res 1e300"])
+def test_eval_dtu_refuses_an_obs_mask_beyond_the_arithmetic(bb, res, problem, small_scene, tmp_path, capfd):
+    path = dtu_obs_mask(tmp_path / "dtu", bb, res)
+    mesh = os.path.join(small_scene[0], "gt_mesh.ply")
+    code, out, err = run_script("eval_dtu", [mesh, "--scan", "1", "--dtu", str(tmp_path / "dtu")], capfd)
+    assert_refused(code, out, err, f"{path}: {problem}")
+
+
+@pytest.mark.parametrize("dilation", ["101", "100000", str(10**12)])
+def test_eval_dtu_bounds_the_dilation(dilation, small_scene, tmp_path, capfd):
+    """Refused before anything is read: a huge disk runs out of memory, or takes minutes a view."""
+    mesh = os.path.join(small_scene[0], "gt_mesh.ply")
+    code, out, err = run_script("eval_dtu", [mesh, "--scan", "1", "--dtu", str(tmp_path), "--data", small_scene[0],
+                                             "--dilation", dilation], capfd)
+    assert_refused(code, out, err, f"--dilation: {dilation} px is more than 100 px")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# viewer_demo: one error line for its flags and the training flags, before anything is made
+
+
+VIEWER_DEMO_BAD_FLAGS = {
+    "port not a number": (["--port", "abc"], "--port: invalid non-negative integer value: 'abc'"),
+    "linger negative": (["--linger", "-1"], "--linger: invalid non-negative number value: '-1'"),
+    "linger NaN": (["--linger", "nan"], "--linger: invalid non-negative number value: 'nan'"),
+    "linger huge": (["--linger", "1e300"], "--linger: 1e+300 s is more than 1e+09 s"),
+    "seconds NaN": (["--seconds", "nan"], "--seconds: invalid non-negative number value: 'nan'"),
+    "measure negative": (["--measure", "-5"], "--measure: invalid non-negative integer value: '-5'"),
+    "max_share zero": (["--max_share", "0"], "--max_share: invalid positive number value: '0'"),
+    "max_share above 1": (["--max_share", "2"], "--max_share: 2 is not in (0, 1]"),
+    # an address no machine has (TEST-NET-1, RFC 5737): viser would wait forever to listen on it
+    "host not of this machine": (["--host", "192.0.2.1"], "--host: cannot listen on '192.0.2.1'"),
+    "training flag not a number": (["--num_rays", "abc"], "--num_rays: invalid int value: 'abc'"),
+    "unknown flag": (["--bogus"], "unrecognized arguments: --bogus"),
+}
+
+
+TRAINING_FLAG_CASES = ["training flag not a number", "unknown flag"]
+
+
+@pytest.mark.parametrize("case, data", [(case, "given") for case in VIEWER_DEMO_BAD_FLAGS] +
+                         [(case, "synthetic") for case in TRAINING_FLAG_CASES])
+def test_viewer_demo_refuses_bad_flags_before_anything_is_made(case, data, tmp_path, capfd):
+    """With a scene that does not exist the error must still be the flag's (it is checked first), and without one
+    a bad training flag must be found before the synthetic scene is made (or the workspace)."""
+    argv, start = VIEWER_DEMO_BAD_FLAGS[case]
+    scene = ["--data", str(tmp_path / "nowhere")] if data == "given" else []
+    code, out, err = run_script("viewer_demo", ["--workspace", str(tmp_path / "ws"), "--device", "cpu", *scene,
+                                                *argv], capfd)
+    assert_refused(code, out, err, start)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("workspace", ["new", "existing"])
+def test_viewer_demo_removes_the_synthetic_scene_when_the_set_up_fails(workspace, tmp_path, capfd):
+    """A setting refused once the scene is made (a region of interest no camera sees) leaves nothing behind: not
+    the workspace the run made, nor the scene in a workspace that was there."""
+    if workspace == "existing":
+        (tmp_path / "ws").mkdir()
+    code, out, err = run_script("viewer_demo", ["--workspace", str(tmp_path / "ws"), "--device", "cpu",
+                                                "--center", "1e6,1e6,1e6", "--radius", "1"], capfd)
+    assert_refused(code, out, err, "--center: no training camera sees the region of interest")
+    assert os.listdir(tmp_path) == ([] if workspace == "new" else ["ws"])
+    assert workspace == "new" or os.listdir(tmp_path / "ws") == []
+
+
+# ----------------------------------------------------------------------------------------------------------
+# An output flag that names an input: refused before the run destroys it
+
+
+def test_check_not_an_input_knows_a_file_by_any_of_its_names(tmp_path):
+    from nerf.cli import check_not_an_input
+    from nerf.input_checks import DatasetError
+
+    (tmp_path / "image").mkdir()
+    (tmp_path / "image" / "0.png").write_bytes(b"photo")
+    (tmp_path / "mesh.ply").write_text("mesh")
+    (tmp_path / "other.json").write_text("{}")
+    os.symlink(tmp_path / "mesh.ply", tmp_path / "link.ply")
+    inputs = [str(tmp_path / "mesh.ply"), str(tmp_path / "image"), None, str(tmp_path / "missing.npz")]
+    for output in ("link.ply", "mesh.ply", "image/../mesh.ply", "image/0.png"):
+        with pytest.raises(DatasetError, match=r"--out names an input \("):
+            check_not_an_input(str(tmp_path / output), "--out", inputs)
+    for output in ("other.json", "new.json", "image/new.png"):  # another file, or none yet
+        check_not_an_input(str(tmp_path / output), "--out", inputs)
+
+
+def posed_copy(scene, folder):
+    """A posed folder of `scene` for eval_poses: its images (a link), cameras file and a posing.json."""
+    reference_folder(scene, folder)
+    names = sorted(os.listdir(os.path.join(scene, "image")))
+    (folder / "posing.json").write_text(json.dumps({"views": [{"source": name} for name in names]}))
+    return folder
+
+
+# script, its arguments ({scene}: a copy of the small scene, {tmp}: the test's folder), the output flag, the input
+# it names
+OUTPUT_IS_INPUT = {
+    "eval_poses --json the posing record": (
+        "eval_poses", ["{tmp}/posed", "{scene}", "--json", "{tmp}/posed/posing.json"], "--json",
+        "{tmp}/posed/posing.json"),
+    "eval_poses --json the reference cameras": (
+        "eval_poses", ["{tmp}/posed", "{scene}", "--json", "{scene}/cameras_sphere.npz"], "--json",
+        "{scene}/cameras_sphere.npz"),
+    "eval_mesh --json the GT mesh": (
+        "eval_mesh", ["{scene}/gt_mesh.ply", "{scene}/gt_mesh.ply", "--n_points", "1000", "--json",
+                      "{scene}/gt_mesh.ply"], "--json", "{scene}/gt_mesh.ply"),
+    "render_mesh --out a photo of the scene": (
+        "render_mesh", ["{scene}/gt_mesh.ply", "{scene}", "--out", "{scene}/image/000000.png"], "--out",
+        "{scene}/image"),
+    "eval_dtu --out the mesh": (
+        "eval_dtu", ["{scene}/gt_mesh.ply", "--scan", "1", "--dtu", "{tmp}/dtu", "--out", "{scene}/gt_mesh.ply"],
+        "--out", "{scene}/gt_mesh.ply"),
+    "eval_dtu --out the ObsMask": (
+        "eval_dtu", ["{scene}/gt_mesh.ply", "--scan", "1", "--dtu", "{tmp}/dtu", "--out",
+                     "{tmp}/dtu/ObsMask/ObsMask1_10.mat"], "--out", "{tmp}/dtu/ObsMask/ObsMask1_10.mat"),
+    "eval_dtu --vis the mesh's folder": (
+        "eval_dtu", ["{tmp}/m/accuracy_points.ply", "--scan", "1", "--dtu", "{tmp}/dtu", "--vis", "{tmp}/m"],
+        "--vis", "{tmp}/m/accuracy_points.ply"),
+}
+
+
+@pytest.mark.parametrize("case", OUTPUT_IS_INPUT)
+def test_an_output_that_is_an_input_is_refused(case, small_scene, tmp_path, capfd):
+    import shutil
+
+    script, argv, flag, source = OUTPUT_IS_INPUT[case]
+    scene = tmp_path / "scene"
+    shutil.copytree(small_scene[0], scene)
+    posed_copy(small_scene[0], tmp_path / "posed")
+    dtu_obs_mask(tmp_path / "dtu", [[0, 0, 0], [1, 1, 1]], 1.0)
+    (tmp_path / "m").mkdir()
+    shutil.copy(scene / "gt_mesh.ply", tmp_path / "m" / "accuracy_points.ply")
+    fill = {"scene": str(scene), "tmp": str(tmp_path)}
+    argv = [a.format(**fill) for a in argv]
+    output = (argv[argv.index(flag) + 1] + ("/accuracy_points.ply" if flag == "--vis" else ""))
+    before = open(output, "rb").read()
+    code, out, err = run_script(script, argv, capfd)
+    assert_refused(code, out, err, f"{output}: {flag} names an input ({source.format(**fill)})", (output, before))

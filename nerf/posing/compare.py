@@ -7,38 +7,45 @@ import os
 
 import numpy as np
 
-from ..camera_geometry import similarity_scale, world_mat_camera
+from ..camera_geometry import check_scale_mat, npz_matrix, open_cameras_npz, similarity_scale, world_mat_camera
 from ..images import list_images
-from ..input_checks import DatasetError, check_file, describe, error_line, matrix
+from ..input_checks import DatasetError, describe, error_line
 from .alignment import pose_errors
+
+# posing.json holds ~200 bytes a view: far more is no record of ours
+MAX_POSING_RECORD_BYTES = 64 << 20
 
 
 def read_neus_cameras(folder):
     """(image names [V], intrinsics [V, 3, 3], c2w [V, 4, 4] in the world frame, scale_mat [4, 4]) of a NeuS
     folder. world_mat alone is K [R | t] in the world frame (scale_mat is only the normalisation)."""
     path = os.path.join(folder, "cameras_sphere.npz")
-    check_file(path, "a cameras file")
-    names = [os.path.basename(p) for p in list_images(os.path.join(folder, "image"), "images")]
-    with np.load(path) as cams:
+    with open_cameras_npz(path) as cams:
+        names = [os.path.basename(p) for p in list_images(os.path.join(folder, "image"), "images")]
         intrinsics, c2w = [], []
-        for key in [f"world_mat_{i}" for i in range(len(names))] + ["scale_mat_0"]:
-            if key not in cams.files:
-                raise DatasetError(f"{path}: {key} missing")
         for i in range(len(names)):
             # finite, and a camera the loader takes (non-singular, positive focal lengths): the alignment's SVD
             # and the error ratios need that
-            k, pose = world_mat_camera(cams[f"world_mat_{i}"], path, f"world_mat_{i}")
+            k, pose = world_mat_camera(npz_matrix(cams, f"world_mat_{i}", path), path, f"world_mat_{i}")
             intrinsics.append(k)
             c2w.append(pose)
-        scale_mat = matrix(cams["scale_mat_0"], path, "scale_mat_0")
+        # the errors are in units of its radius: a singular or sheared one would make them inf or meaningless
+        scale_mat = npz_matrix(cams, "scale_mat_0", path)
+        check_scale_mat(scale_mat, path, "scale_mat_0")
     return names, np.stack(intrinsics), np.stack(c2w), scale_mat
 
 
 def read_view_sources(info_path, count):
     """The source image names (basenames) of the `count` views that posing.json at info_path records."""
+    size = os.path.getsize(info_path)
+    if size > MAX_POSING_RECORD_BYTES:  # read whole below: a huge file would run out of memory
+        raise DatasetError(f"{info_path}: {size} bytes, too large for a posing record (at most "
+                           f"{MAX_POSING_RECORD_BYTES} bytes)")
     try:
         with open(info_path, "rb") as f:
             info = json.loads(f.read().decode("utf-8"))
+    except OSError as e:
+        raise DatasetError(f"{info_path}: unreadable posing record ({e.strerror})") from None
     except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, nested too deep
         raise DatasetError(f"{info_path}: unreadable posing record ({error_line(e)})") from None
     views = info.get("views") if isinstance(info, dict) else None
@@ -94,7 +101,8 @@ def compare_poses(posed_dir, reference_dir):
     roi_centre = s * rotation @ scale[:3, 3] + translation
     return {
         "registered": len(sources), "total": len(ref_names),
-        "rotation_deg": {"median": float(np.median(errors["rotation_deg"])), "max": float(errors["rotation_deg"].max())},
+        "rotation_deg": {"median": float(np.median(errors["rotation_deg"])),
+                         "max": float(errors["rotation_deg"].max())},
         "centre_error_pct": {"median": float(100 * np.median(errors["centre_error_rel"])),
                              "max": float(100 * errors["centre_error_rel"].max())},
         "focal_error_pct": [float(100 * np.median(k[:, a, a] / ref_k[ref, a, a] - 1)) for a in (0, 1)],
