@@ -318,7 +318,7 @@ def test_blur_is_relative_to_the_neighbours():
     assert not blurred([10, 10, 9, 10, 10], 0.5).any()  # a soft video is no reason to drop frames
 
 
-def test_cached_posing_is_reused_until_the_images_change(scene, tmp_path, monkeypatch):
+def test_cached_posing_is_reused_until_the_images_change_or_it_is_incomplete(scene, tmp_path, monkeypatch):
     images = tmp_path / "images"
     shutil.copytree(scene / "image", images)
     calls = []
@@ -328,6 +328,8 @@ def test_cached_posing_is_reused_until_the_images_change(scene, tmp_path, monkey
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "posing.json"), "w") as f:
             json.dump(extra_info, f)
+        os.makedirs(os.path.join(out_dir, "image"), exist_ok=True)
+        open(os.path.join(out_dir, "cameras_sphere.npz"), "wb").close()
 
     monkeypatch.setattr(posing_cache, "pose_images", fake_pose)
     posed_dir = pose_folder_cached(str(images), str(tmp_path / "workspace"))
@@ -339,6 +341,9 @@ def test_cached_posing_is_reused_until_the_images_change(scene, tmp_path, monkey
     assert len(calls) == 2
     pose_folder_cached(str(images), str(tmp_path / "workspace"), camera_model="OPENCV")  # other options
     assert len(calls) == 3
+    os.remove(os.path.join(posed_dir, "cameras_sphere.npz"))  # part of the posed scene deleted: posed again
+    pose_folder_cached(str(images), str(tmp_path / "workspace"), camera_model="OPENCV")
+    assert len(calls) == 4
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Posing an input once per workspace: the posed scene is kept in the cache folder with a key of the input's
-files (names, sizes, modification times) and the posing options, and reused while the key matches."""
+files (names, sizes, modification times) and the posing options, and reused while the key matches and its
+scene is complete."""
 import hashlib
 import json
 import os
@@ -47,7 +48,9 @@ def pose_folder_cached(images_dir, cache_dir, progress=None, **options):
     Returns the posed folder's path; PosingError (one line) for a bad input or a scene that cannot be posed."""
     posed_dir = os.path.join(cache_dir, POSED_NAME)
     key = input_key(images_dir, options)
-    if cached_key(posed_dir) == key:
+    complete = os.path.isfile(os.path.join(posed_dir, "cameras_sphere.npz")) and os.path.isdir(
+        os.path.join(posed_dir, "image"))  # (a user may have deleted part of it: the key alone would still match)
+    if complete and cached_key(posed_dir) == key:
         return posed_dir
     pose_images(images_dir, posed_dir, overwrite=True, progress=progress, extra_info={"input_key": key}, **options)
     return posed_dir
