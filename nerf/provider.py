@@ -439,6 +439,10 @@ def _load_instant_ngp(root):
     for i, mask in zip(with_mask, read_all(lambda p: read_mask(p, shape), [mask_paths[i] for i in with_mask])):
         alphas[i] = mask
     masks = None
+    if with_mask and any(a is None for a in alphas):  # masks were meant: training on none would be a surprise
+        i = next(i for i, a in enumerate(alphas) if a is None)
+        raise DatasetError(f"{path}: frame {i} has no mask_path (nor an alpha channel) while frame {with_mask[0]} has "
+                           f"one: give every frame a mask, or none")
     if all(a is not None for a in alphas):
         masks = np.stack([binary_mask(a, mask_paths[i] or image_paths[i], "mask" if mask_paths[i] else "alpha channel")
                           for i, a in enumerate(alphas)])

@@ -695,6 +695,13 @@ def _(d, base):
     return d / "image" / PNG_NAME
 
 
+@case("ngp mask_path on some frames only (the others would silently drop every mask)")
+def _(d, base):
+    meta = ngp_meta(base)
+    del meta["frames"][2]["mask_path"]
+    return f"{ngp_folder(d, base, meta)}: frame 2 has no mask_path (nor an alpha channel) while frame 0 has one"
+
+
 @case("ngp mask_path file missing")
 def _(d, base):
     ngp_folder(d, base, ngp_meta(base), skip_mask=MASK_NAME)
