@@ -51,24 +51,21 @@ def parse_args(argv=None):
 
 def main(argv=None):
     launch_time = LAUNCH_TIME if argv is None else time.time()
-    from nerf.interrupts import DeferredInterrupt
+    from nerf.interrupts import StartUpInterrupt
 
     # Ctrl-C while the heavy imports run is held until they end: some dependency imports catch BaseException,
     # which would swallow it and let the run go on.
     try:
-        with DeferredInterrupt() as held:  # a second Ctrl-C interrupts at once
+        with StartUpInterrupt() as held:
             args = parse_args(argv)
             from nerf.run import run
-    except KeyboardInterrupt:
-        held.requested = True
     except UsageError as e:
         from nerf.cli import report
 
         report(e)
         return 2
     if held.requested:
-        print("interrupted during start-up; nothing written", file=sys.stderr)
-        return 130
+        return held.report()
     try:
         return run(args, launch_time)
     except KeyboardInterrupt:  # outside the training loop, which saves and reports by itself

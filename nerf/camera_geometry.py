@@ -335,6 +335,15 @@ def open_cameras_npz(path):
         raise DatasetError(f"{path}: unreadable cameras file ({type(e).__name__})") from None
 
 
+def read_world_mats(path):
+    """{view i: world_mat_i [4, 4] float64, finite} of the NeuS cameras file `path` (every world_mat_<digits>
+    member; open_cameras_npz's and npz_matrix's DatasetError for a bad file or member)."""
+    prefix = "world_mat_"
+    with open_cameras_npz(path) as cams:
+        return {int(k[len(prefix):]): npz_matrix(cams, k, path) for k in cams.files
+                if k.startswith(prefix) and k[len(prefix):].isdecimal()}
+
+
 def npz_matrix(cams, key, path):
     """Member `key` of the open cameras file `path` as a finite float64 4x4 (a 3x4 gets the row [0, 0, 0, 1])."""
     if key not in cams.files:

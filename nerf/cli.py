@@ -60,9 +60,10 @@ non_negative_int.__name__ = "non-negative integer"
 non_negative_float.__name__ = "non-negative number"
 
 
-def check_output_file(path, flag):
+def check_output_file(path, flag, inputs=()):
     """An output file `path` (of `flag`) that cannot be written is refused before the work that would fill it:
-    DatasetError if it is a folder, or the nearest existing folder above it is a file or not writable."""
+    DatasetError if it is a folder, or the nearest existing folder above it is a file or not writable, or it is
+    one of the run's `inputs` (check_not_an_input)."""
     if not path:
         raise DatasetError(f"{flag}: empty path")
     if os.path.isdir(path):
@@ -74,6 +75,13 @@ def check_output_file(path, flag):
         raise DatasetError(f"{path}: cannot be written ({parent} is a file)")
     if not os.access(path if os.path.exists(path) else parent, os.W_OK):
         raise DatasetError(f"{path}: cannot be written ({flag}: permission denied)")
+    check_not_an_input(path, flag, inputs)
+
+
+def neus_scene_files(folder):
+    """What a tool reads of the NeuS-format scene `folder`, for check_not_an_input: its cameras file and its
+    image and mask folders."""
+    return [os.path.join(folder, name) for name in ("cameras_sphere.npz", "image", "mask")]
 
 
 def check_not_an_input(path, flag, inputs):

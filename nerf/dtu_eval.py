@@ -171,21 +171,20 @@ def load_mask_views(scene_dir):
     masks [V, H, W] bool, object = True)."""
     import cv2
 
-    from .camera_geometry import npz_matrix, open_cameras_npz, world_mat_camera
+    from .camera_geometry import read_world_mats, world_mat_camera
     from .images import imread, list_images, read_all
 
     if not os.path.isdir(scene_dir):
         raise DatasetError(f"{scene_dir}: no such folder (the scene whose masks cull the mesh)")
     cams_path = os.path.join(scene_dir, "cameras_sphere.npz")
-    with open_cameras_npz(cams_path) as cams:
-        prefix = "world_mat_"
-        count = len([k for k in cams.files if k.startswith(prefix) and k[len(prefix):].isdecimal()])
-        world_mats = []
-        for i in range(count):
-            key = f"{prefix}{i}"
-            m = npz_matrix(cams, key, cams_path)
-            world_mat_camera(m, cams_path, key)  # a camera (full rank, positive focal lengths), or DatasetError
-            world_mats.append(m[:3, :4])
+    found = read_world_mats(cams_path)
+    world_mats = []
+    for i in range(len(found)):
+        key = f"world_mat_{i}"
+        if i not in found:
+            raise DatasetError(f"{cams_path}: {key} missing")
+        world_mat_camera(found[i], cams_path, key)  # a camera (full rank, positive focal lengths), or DatasetError
+        world_mats.append(found[i][:3, :4])
     if not world_mats:
         raise DatasetError(f"{cams_path}: no world_mat_i")
     mask_dir = os.path.join(scene_dir, "mask")

@@ -5,6 +5,7 @@ temporary folders are removed on the way out (left alone, they end the process w
 handler dumps a stack, and the hidden work folder beside OUT stays for good). Imports nothing heavy, so the
 command line can use it before torch is loaded."""
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 
@@ -27,6 +28,24 @@ class DeferredInterrupt:
     def __exit__(self, *exc):
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
+
+
+class StartUpInterrupt(DeferredInterrupt):
+    """A command's start-up (its heavy imports, its argument parsing): a Ctrl-C is held until the block ends, a
+    second one ends the block at once; either way `requested` is set after it (the block may not have run to its
+    end), and `report` prints the one line and gives the exit code."""
+
+    def __exit__(self, exc_type, exc, tb):
+        super().__exit__(exc_type, exc, tb)
+        if exc_type is KeyboardInterrupt:
+            self.requested = True
+            return True
+        return False
+
+    @staticmethod
+    def report():
+        print("interrupted during start-up; nothing written", file=sys.stderr)
+        return 130
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .camera_geometry import downscale_intrinsics, npz_matrix, open_cameras_npz, world_mat_camera
+from .camera_geometry import downscale_intrinsics, read_world_mats, world_mat_camera
 from .images import list_images, read_image, read_mask
 from .input_checks import DatasetError
 from .synthetic.appearance import sample_texture_bilinear
@@ -113,10 +113,7 @@ def neus_world_mats(folder):
     cameras_path = os.path.join(folder, "cameras_sphere.npz")
     if not os.path.isfile(cameras_path):
         raise DatasetError(f"{cameras_path}: missing (not a NeuS-format scene)")
-    prefix = "world_mat_"
-    with open_cameras_npz(cameras_path) as cameras:
-        return cameras_path, {int(k[len(prefix):]): npz_matrix(cameras, k, cameras_path) for k in cameras.files
-                              if k.startswith(prefix) and k[len(prefix):].isdecimal()}
+    return cameras_path, read_world_mats(cameras_path)
 
 
 def load_neus_view(folder, view, downscale=1):

@@ -28,20 +28,15 @@ def centre(text):
 
 
 def main(argv=None):
-    from nerf.interrupts import DeferredInterrupt
+    from nerf.interrupts import StartUpInterrupt
 
-    # Ctrl-C while the imports run is held until they end, as in main_sdf.py (a second one stops at once)
-    try:
-        with DeferredInterrupt() as held:
-            from nerf.cli import OneLineParser, report
-            from nerf.config import join_dashed_values
-            from nerf.input_checks import DatasetError
-            from nerf.posing import CAMERA_MODELS, pose_images
-    except KeyboardInterrupt:
-        held.requested = True
+    with StartUpInterrupt() as held:  # Ctrl-C while the imports run is held until they end, as in main_sdf.py
+        from nerf.cli import OneLineParser, report
+        from nerf.config import join_dashed_values
+        from nerf.input_checks import DatasetError
+        from nerf.posing import CAMERA_MODELS, pose_images
     if held.requested:
-        print("interrupted during start-up; nothing written", file=sys.stderr)
-        return 130
+        return held.report()
     parser = OneLineParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("input", help="folder of images, video file, or COLMAP model folder")
     parser.add_argument("out", help="output scene folder (NeuS layout)")

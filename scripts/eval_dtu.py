@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nerf.cli import (OneLineParser, check_not_an_input, check_output_file, non_negative_int,  # noqa: E402
+from nerf.cli import (OneLineParser, check_output_file, neus_scene_files, non_negative_int,  # noqa: E402
                       positive_float, positive_int, report)
 from nerf.dtu_eval import (DOWNSAMPLE_MM, MAX_DILATION_PX, MAX_DIST_MM, VIS_FILES, evaluate_dtu,  # noqa: E402
                            load_mask_views, load_reference, reference_paths)
@@ -30,16 +30,13 @@ def check_vis_folder(path, inputs):
     if os.path.exists(path) and not os.path.isdir(path):
         raise DatasetError(f"{path}: is a file (--vis names a folder)")
     for name in VIS_FILES:
-        check_output_file(os.path.join(path, name), "--vis")
-        check_not_an_input(os.path.join(path, name), "--vis", inputs)
+        check_output_file(os.path.join(path, name), "--vis", inputs)
 
 
 def input_files(args):
-    """The files and file-only folders (check_not_an_input) that the run reads."""
+    """The files and file-only folders (nerf.cli.check_not_an_input) that the run reads."""
     inputs = [args.mesh, *reference_paths(args.dtu, args.scan).values()]
-    if args.data is not None:
-        inputs += [os.path.join(args.data, "cameras_sphere.npz"), os.path.join(args.data, "mask")]
-    return inputs
+    return inputs if args.data is None else inputs + neus_scene_files(args.data)
 
 
 def main(argv=None):
@@ -69,8 +66,7 @@ def main(argv=None):
     try:
         inputs = input_files(args)
         if args.out is not None:
-            check_output_file(args.out, "--out")
-            check_not_an_input(args.out, "--out", inputs)
+            check_output_file(args.out, "--out", inputs)
         if args.vis is not None:
             check_vis_folder(args.vis, inputs)
         # the quick checks first: the reference takes a while to read

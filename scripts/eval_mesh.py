@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nerf.cli import (OneLineParser, check_not_an_input, check_output_file, non_negative_int,  # noqa: E402
+from nerf.cli import (OneLineParser, check_output_file, neus_scene_files, non_negative_int,  # noqa: E402
                       positive_float, positive_int, report)
 from nerf.files import write_json  # noqa: E402
 from nerf.input_checks import DatasetError  # noqa: E402
@@ -86,9 +86,8 @@ def main(argv=None):
     try:
         thin, scene = thin_mesh_path(args.thin, args.gt), seen_scene(args.seen, args.gt)
         if args.json is not None:
-            check_output_file(args.json, "--json")
-            scene_inputs = [] if scene is None else [os.path.join(scene, n) for n in ("cameras_sphere.npz", "image")]
-            check_not_an_input(args.json, "--json", [args.pred, args.gt, thin, *scene_inputs])
+            scene_files = [] if scene is None else neus_scene_files(scene)
+            check_output_file(args.json, "--json", [args.pred, args.gt, thin, *scene_files])
         metrics = evaluate_mesh(args.pred, args.gt, n_points=args.n_points, tau=args.tau, seed=args.seed,
                                 point_to_point=args.point_to_point, thin=thin,
                                 cameras=None if scene is None else neus_cameras(scene))

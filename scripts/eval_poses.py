@@ -9,7 +9,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nerf.cli import OneLineParser, check_not_an_input, check_output_file, report  # noqa: E402
+from nerf.cli import OneLineParser, check_output_file, neus_scene_files, report  # noqa: E402
 from nerf.files import write_json  # noqa: E402
 from nerf.input_checks import DatasetError  # noqa: E402
 from nerf.posing import compare_poses, format_comparison  # noqa: E402
@@ -23,11 +23,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         if args.json is not None:
-            check_output_file(args.json, "--json")
-            inputs = [os.path.join(args.posed, "posing.json")]
-            for folder in (args.posed, args.reference):
-                inputs += [os.path.join(folder, "cameras_sphere.npz"), os.path.join(folder, "image")]
-            check_not_an_input(args.json, "--json", inputs)
+            inputs = [os.path.join(args.posed, "posing.json"), *neus_scene_files(args.posed),
+                      *neus_scene_files(args.reference)]
+            check_output_file(args.json, "--json", inputs)
         result = compare_poses(args.posed, args.reference)
     except DatasetError as err:
         report(err)

@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nerf.cli import (OneLineParser, check_not_an_input, check_output_file, non_negative_int,  # noqa: E402
+from nerf.cli import (OneLineParser, check_output_file, neus_scene_files, non_negative_int,  # noqa: E402
                       positive_int, report)
 from nerf.files import save_png  # noqa: E402
 from nerf.input_checks import DatasetError  # noqa: E402
@@ -39,11 +39,9 @@ def main(argv=None):
         if opt.out is None and not opt.psnr:
             raise DatasetError(f"{opt.mesh}: nothing to do (give --out PNG and/or --psnr)")
         if opt.out is not None:
-            check_output_file(opt.out, "--out")
+            check_output_file(opt.out, "--out", [opt.mesh, *neus_scene_files(opt.data)])
             if not opt.out.lower().endswith(".png"):
                 raise DatasetError(f"{opt.out}: --out must be a .png file")
-            scene_inputs = [os.path.join(opt.data, name) for name in ("cameras_sphere.npz", "image", "mask")]
-            check_not_an_input(opt.out, "--out", [opt.mesh, *scene_inputs])
         mesh = load_mesh(opt.mesh)
         view = load_neus_view(opt.data, opt.view, opt.downscale)
         width, height = view.size
