@@ -1,6 +1,9 @@
-"""Camera geometry, for every format once poses are camera-to-world in OpenCV axes: splitting a projection
-matrix, checking that the cameras can see a common object, and the normalisation of the transforms formats
-(which come without one)."""
+"""Camera geometry, for every format once poses are camera-to-world in OpenCV axes: lens distortion (checked,
+and undone onto a pinhole camera), splitting a projection matrix, checking that the cameras can see a common
+object, and the normalisation of the transforms formats (which come without one)."""
+from dataclasses import dataclass
+from typing import Optional
+
 import cv2
 import numpy as np
 
@@ -27,26 +30,160 @@ def check_sphere(centre, radius, centre_name="--center", radius_name="--radius")
                            f"{COORDINATE_LIMIT:g}")
 
 
-def check_distortion(k, dist, size, path, label):
-    """DatasetError unless OpenCV's radial distortion (dist = k1, k2, p1, p2; k [3, 3], size (W, H)) maps
-    undistorted radii one-to-one onto the circle the image's edges enclose about the principal point: a radial
-    map r (1 + k1 r^2 + k2 r^4) that turns back before reaching it folds the image, and undistorting it gives
-    garbage. (Only the inscribed circle: fits that go wrong in the far corners are left to the undistortion.)"""
-    k1, k2 = dist[:2]
+# The names of a lens's distortion coefficients in the order OpenCV takes them (cv2.fisheye's for a fisheye lens).
+OPENCV_COEFFICIENTS = ("k1", "k2", "p1", "p2", "k3", "k4", "k5", "k6")
+FISHEYE_COEFFICIENTS = ("k1", "k2", "k3", "k4")
+
+
+def radial_factor(dist, fisheye, t):
+    """A lens's radial distortion as the factor distorted / undistorted at t [N] (the ray's radius in normalised
+    image units, or for `fisheye` its angle theta to the axis) -> [N]; the distorted radius is t times it.
+    dist: OpenCV's coefficients, k1 k2 p1 p2 [k3 [k4 k5 k6]] (a rational polynomial in t^2 when k4..k6 are
+    given; p1, p2 are tangential, not radial), or cv2.fisheye's k1 k2 k3 k4 (theta_d = theta (1 + k1 theta^2 +
+    k2 theta^4 + k3 theta^6 + k4 theta^8))."""
+    t2 = np.square(t)
+    if fisheye:
+        k1, k2, k3, k4 = dist
+        return 1 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4)))
+    k1, k2, _, _, k3, k4, k5, k6 = opencv_coefficients(dist)
+    return (1 + t2 * (k1 + t2 * (k2 + t2 * k3))) / (1 + t2 * (k4 + t2 * (k5 + t2 * k6)))
+
+
+def opencv_coefficients(dist):
+    """OpenCV's 4, 5 or 8 distortion coefficients -> the 8 of its rational model (the missing ones 0) [8]."""
+    return np.concatenate([np.asarray(dist, np.float64), np.zeros(8 - len(dist))])
+
+
+def describe_distortion(dist, fisheye):
+    """'k1 -5, k2 0' (and any other radial coefficient that is not 0), for a message."""
+    names = FISHEYE_COEFFICIENTS if fisheye else OPENCV_COEFFICIENTS
+    terms = [f"{n} {v:g}" for n, v in zip(names, dist) if n in ("k1", "k2") or (n[0] == "k" and v != 0)]
+    return ("fisheye " if fisheye else "") + "distortion " + ", ".join(terms)
+
+
+def check_distortion(k, dist, size, path, label, fisheye=False):
+    """DatasetError unless a lens's radial distortion (k [3, 3], size (W, H); dist and `fisheye` as for
+    `radial_factor`) maps undistorted radii (fisheye: angles theta) one-to-one onto the circle the image's edges
+    enclose about the principal point: a radial map r (1 + k1 r^2 + k2 r^4 + k3 r^6) that turns back before
+    reaching it folds the image, and undistorting it gives garbage. (Only the inscribed circle: fits that go
+    wrong in the far corners are left to the undistortion, `lens_undistortion`.)"""
     width, height = size
     edge = min(k[0, 2] + 0.5, width - 0.5 - k[0, 2]) / k[0, 0], min(k[1, 2] + 0.5, height - 0.5 - k[1, 2]) / k[1, 1]
     reach = max(min(edge), 0.0)  # the inscribed circle's radius in normalised image units
-    radii = np.linspace(0.0, 4.0 * reach + 1e-6, 4001)
-    with np.errstate(over="ignore", invalid="ignore"):  # huge coefficients: inf and NaN fail the checks below
-        distorted = radii * (1 + k1 * radii**2 + k2 * radii**4)
-        factor = 1 + k1 * reach**2 + k2 * reach**4  # at the edge; a real lens's is near 1
+    top = 4.0 * reach + 1e-6
+    radii = np.linspace(0.0, min(top, np.pi) if fisheye else top, 4001)  # a fisheye's theta ends behind it
+    with np.errstate(all="ignore"):  # huge coefficients: inf and NaN fail the checks below
+        distorted = radii * radial_factor(dist, fisheye, radii)
+        factor = radial_factor(dist, fisheye, np.array([reach]))[0]  # at the edge; a real lens's is near 1
     reached = np.nonzero(distorted >= reach)[0]
+    lens = f"{label} {describe_distortion(dist, fisheye)}"
     if not len(reached) or not np.all(np.diff(distorted[: reached[0] + 1]) > 0):
-        raise DatasetError(f"{path}: {label} distortion k1 {k1:g}, k2 {k2:g} folds the image (the radial map turns "
-                           f"back before the image's edge)")
+        raise DatasetError(f"{path}: {lens} folds the image (the radial map turns back before the image's edge)")
     if not 0.1 <= factor <= 10.0:
-        raise DatasetError(f"{path}: {label} distortion k1 {k1:g}, k2 {k2:g} scales the image's edge by {factor:.3g}, "
-                           f"expected a lens's (0.1 to 10)")
+        raise DatasetError(f"{path}: {lens} scales the image's edge by {factor:.3g}, expected a lens's (0.1 to 10)")
+
+
+@dataclass
+class Undistortion:
+    """Resampling onto a pinhole camera of the same image size."""
+
+    intrinsics: np.ndarray  # [3, 3] pinhole K of the output images, pixel centres at integers
+    map_x: Optional[np.ndarray]  # [H, W] float32 source column of each output pixel (None: copy the image)
+    map_y: Optional[np.ndarray]  # [H, W] float32 source row
+
+    def apply(self, image):
+        """image [H, W, C] or [H, W] (an image, or a mask or alpha channel, which binary_mask thresholds after)
+        -> the undistorted one, same shape. Sources up to half a pixel outside repeat the edge: the output's
+        border lies on the input's, and must not fade to black."""
+        if self.map_x is None:
+            return image
+        return cv2.remap(image, self.map_x, self.map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+
+
+def border_pixels(width, height, samples):
+    """Pixels u, v [4 * samples] along the edge of a width x height image (its corners included)."""
+    us = np.linspace(0, width - 1, samples)
+    vs = np.linspace(0, height - 1, samples)
+    u = np.concatenate([us, us, np.zeros_like(vs), np.full_like(vs, width - 1)])
+    v = np.concatenate([np.zeros_like(us), np.full_like(us, height - 1), vs, vs])
+    return u, v
+
+
+def inside_image(pixels, width, height):
+    """Whether every pixel position [N, 2] (x, y) is finite and within the width x height image's extent."""
+    return bool(np.all(np.isfinite(pixels)) and np.all(pixels >= -0.5) and np.all(pixels[:, 0] <= width - 0.5)
+                and np.all(pixels[:, 1] <= height - 0.5))
+
+
+def smallest_zoom(covers, low, high, steps=40):
+    """The smallest focal-length factor in [low, high] for which covers(factor) holds, by bisection (covers must
+    be false below some factor and true above it); `high` when none below it does."""
+    for _ in range(steps):
+        mid = 0.5 * (low + high)
+        low, high = (low, mid) if covers(mid) else (mid, high)
+    return high
+
+
+# The widest ray a pinhole view made by undistortion may show (at its corners): beyond, a fisheye's pinhole view
+# spends its pixels on the rim.
+MAX_RAY_ANGLE = np.radians(80.0)
+MAX_ZOOM = 100.0  # the largest focal-length factor tried for a pinhole view whose every pixel has a source
+
+
+def increasing_radius(dist, fisheye):
+    """How far from the axis (normalised pinhole radius, up to tan(MAX_RAY_ANGLE)) the lens's radial map still
+    increases: beyond, a fitted polynomial turns back and rays there would take their colour from nearer the
+    centre (the image folds onto itself)."""
+    top = MAX_RAY_ANGLE if fisheye else np.tan(MAX_RAY_ANGLE)
+    t = np.linspace(0.0, top, 4001)
+    with np.errstate(all="ignore"):
+        rising = np.diff(t * radial_factor(dist, fisheye, t)) > 0
+    end = t[np.argmin(rising)] if not rising.all() else top
+    return float(np.tan(end) if fisheye else end)
+
+
+def distorted_pixels(k, dist, fisheye, x, y):
+    """Where rays (x, y, 1) [N] (normalised pinhole coordinates) land in the image of a lens (k [3, 3], dist as
+    for `radial_factor`) -> pixel positions [N, 2], by OpenCV's model, as its undistortion maps use it."""
+    rays = np.stack([x, y, np.ones_like(x)], axis=-1)
+    if fisheye:
+        return cv2.fisheye.projectPoints(rays[None], np.zeros(3), np.zeros(3), k, dist)[0].reshape(-1, 2)
+    return cv2.projectPoints(rays, np.zeros(3), np.zeros(3), k, dist)[0].reshape(-1, 2)
+
+
+def lens_undistortion(k, dist, fisheye, size, path, label):
+    """The Undistortion of a lens's images (k [3, 3], pixel centres at integers; dist and `fisheye` as for
+    `radial_factor`; size (W, H)) onto the widest pinhole camera of the same size, principal point and aspect
+    ratio whose every pixel has a source in the image (as cv2.getOptimalNewCameraMatrix's alpha=0 or
+    cv2.fisheye's balance=0, but keeping the principal point and checked along the whole border): a barrel or
+    fisheye lens's view widens (smaller focal lengths), a pincushion one's narrows, and no pixel is left black
+    for training to fit. The view stays where the radial map increases (`increasing_radius`). DatasetError when
+    the distortion is not a lens's (`check_distortion`) or no such view exists (a principal point far outside
+    the image)."""
+    check_distortion(k, dist, size, path, label, fisheye)
+    width, height = size
+    dist = np.asarray(dist, np.float64) if fisheye else opencv_coefficients(dist)
+    u, v = border_pixels(width, height, max(width, height))  # every border pixel
+    x0, y0 = (u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1]  # their rays at the lens's focal lengths
+    farthest, limit = np.hypot(x0, y0).max(), increasing_radius(dist, fisheye)
+
+    def covers(zoom):
+        """Whether the pinhole view at `zoom` times the lens's focal lengths has every pixel's source inside."""
+        return farthest <= zoom * limit and inside_image(distorted_pixels(k, dist, fisheye, x0 / zoom, y0 / zoom),
+                                                         width, height)
+
+    widest = farthest / limit
+    zoom = widest if covers(widest) else smallest_zoom(covers, widest, MAX_ZOOM)
+    if not covers(zoom):
+        raise DatasetError(f"{path}: {label} {describe_distortion(dist, fisheye)}: no pinhole view of the lens lies "
+                           f"inside its {width}x{height} image (is the principal point inside it?)")
+    new_k = k.copy()
+    new_k[:2, :2] *= zoom
+    if fisheye:
+        map_x, map_y = cv2.fisheye.initUndistortRectifyMap(k, dist, np.eye(3), new_k, (width, height), cv2.CV_32FC1)
+    else:
+        map_x, map_y = cv2.initUndistortRectifyMap(k, dist, None, new_k, (width, height), cv2.CV_32FC1)
+    return Undistortion(new_k, map_x, map_y)
 
 
 def decompose_projection(P):

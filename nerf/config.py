@@ -137,7 +137,8 @@ class TrainConfig:
                                       "error-guided rays, no validation renders; flags still win (measured "
                                       "quality: BENCHMARKS.md)",
                                 choices=tuple(PRESETS))
-    iters: int = opt(5000, "training steps", minimum=1)
+    # (10^8 steps are weeks on one GPU; a bound keeps step counts exact in float64 schedules and int64 tensors)
+    iters: int = opt(5000, "training steps", minimum=1, maximum=10**8)
     # (2^24 rays of 64 samples are 10^9 samples a step, beyond any GPU's memory; more only fails allocating)
     num_rays: int = opt(4096, "rays per step (--cuda_ray: sets the sample budget num_rays x num_steps)", minimum=1,
                         maximum=2**24)

@@ -7,8 +7,10 @@ which the object lies inside the unit sphere:
   4x4, world -> pixel) and `scale_mat_i` (normalised space -> world). P = world_mat @ scale_mat is decomposed
   into K and a camera-to-world pose; `scale_mat` maps results back to the input's world frame.
 * NeRF-synthetic: `transforms_{train,val,test}.json` (`camera_angle_x`, RGBA images whose alpha is the mask).
-* instant-ngp: `transforms.json` (`fl_x fl_y cx cy w h`, optional `k1 k2 p1 p2`, per-frame `file_path` and
-  `transform_matrix`); images are undistorted on load.
+* instant-ngp / nerfstudio: `transforms.json` (`fl_x fl_y cx cy w h`, per-frame `file_path` and
+  `transform_matrix`; optional lens: `camera_model` (LENS_MODELS) or instant-ngp's `is_fisheye`, with OpenCV's
+  `k1 k2 p1 p2 k3` (`k4 k5 k6`: FULL_OPENCV) or the fisheye `k1..k4`); images and masks are undistorted on load
+  onto the widest pinhole view whose every pixel has a source (`camera_geometry.lens_undistortion`).
 
 The two transforms formats have no normalisation of their own; `camera_geometry.normalise_cameras` derives one.
 Values are checked by `input_checks.py`, images read by `images.py`, camera geometry checked by
@@ -22,16 +24,16 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-import cv2
 import numpy as np
 import torch
 
-from .camera_geometry import (check_camera_geometry, check_distortion, check_scale_mat, check_sphere,
-                              normalise_cameras, npz_matrix, open_cameras_npz, opengl_to_opencv, projection_camera,
-                              renormalise, similarity_scale, sphere_similarity, unit_projection)
+from .camera_geometry import (FISHEYE_COEFFICIENTS, OPENCV_COEFFICIENTS, check_camera_geometry, check_scale_mat,
+                              check_sphere, lens_undistortion, normalise_cameras, npz_matrix, open_cameras_npz,
+                              opengl_to_opencv, projection_camera, renormalise, similarity_scale, sphere_similarity,
+                              unit_projection)
 from .images import binary_mask, downscale_images, list_images, read_all, read_image, read_mask, stack_images
 from .input_checks import (DatasetError, check_file, check_folder, check_rigid, describe, field_of_view,
-                           matrix, number)
+                           matrix, number, short_repr)
 
 
 @dataclass
@@ -192,7 +194,8 @@ def load_scene(root: str, holdout: int = 8, downscale: int = 1, use_masks: bool 
     if split is None:
         split = np.array([holdout > 0 and i % holdout == 0 for i in range(len(images))])
     if split.all():
-        raise DatasetError(f"{root}: every view is held out (holdout={holdout}, {len(images)} views); use more views or --holdout 0")
+        raise DatasetError(f"{root}: every view is held out (holdout={holdout}, {len(images)} views); use more views "
+                           f"or --holdout 0")
     # NeuS poses are already normalised (the object is the unit sphere); the transforms formats are in world
     # units, and the check finds the point the cameras look at, from which the normalisation is derived.
     centre = check_camera_geometry(intrinsics, c2w, images.shape[1:3], sources, root, train=~split,
@@ -378,24 +381,75 @@ def _load_nerf_synthetic(root):
             np.array(split) if held_out_split else None)
 
 
+# transforms.json's lens models: nerfstudio's camera_model (COLMAP's model names) -> (fisheye, the distortion
+# coefficients it has). Without camera_model, instant-ngp's is_fisheye picks OPENCV_FISHEYE, else OPENCV. (An
+# OPENCV k4 is refused: nerfstudio would read it as an r^8 term, which OpenCV's model has not.)
+LENS_MODELS = {
+    "SIMPLE_PINHOLE": (False, ()),
+    "PINHOLE": (False, ()),
+    "SIMPLE_RADIAL": (False, ("k1",)),
+    "RADIAL": (False, ("k1", "k2")),
+    "OPENCV": (False, ("k1", "k2", "p1", "p2", "k3")),
+    "FULL_OPENCV": (False, OPENCV_COEFFICIENTS),  # k4..k6: the denominator of OpenCV's rational model
+    "OPENCV_FISHEYE": (True, FISHEYE_COEFFICIENTS),
+}
+# instant-ngp's keys for its other lenses (which it picks by the key's presence, whatever its value)
+NGP_OTHER_LENSES = {"ftheta_p0": "f-theta", "latlong": "latitude-longitude", "equirectangular": "equirectangular"}
+NGP_NUMBERS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", *OPENCV_COEFFICIENTS)
+
+
 def _ngp_camera(meta, frame, path, i):
     """Frame i's camera fields (per-frame values override the shared ones), checked; absent ones are left out.
-    camera_angle_x counts only without fl_x."""
-    cam = {}
-    for key in ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "k1", "k2", "p1", "p2"):
+    camera_angle_x counts only without fl_x. Adds "fisheye" and "dist" (`_ngp_lens`)."""
+    cam, what = {}, {}
+    for key in (*NGP_NUMBERS, "camera_model", "is_fisheye", *NGP_OTHER_LENSES):
         if key not in frame and key not in meta:
             continue
         if key == "camera_angle_x" and "fl_x" in cam:
             continue
-        what = f"frame {i} {key}" if key in frame else key
+        what[key] = f"frame {i} {key}" if key in frame else key
         value = frame[key] if key in frame else meta[key]
-        if key == "camera_angle_x":
-            cam[key] = field_of_view(value, path, what)
+        if key in NGP_OTHER_LENSES:
+            raise DatasetError(f"{path}: {what[key]}: instant-ngp's {NGP_OTHER_LENSES[key]} lens is not supported")
+        if key == "camera_model":
+            models = ", ".join(sorted(LENS_MODELS))
+            if not isinstance(value, str):
+                raise DatasetError(f"{path}: {what[key]} is {describe(value)}, expected a camera model ({models})")
+            if value not in LENS_MODELS:  # (nerfstudio's EQUIRECTANGULAR too: training it as a pinhole is wrong)
+                raise DatasetError(f"{path}: {what[key]} {short_repr(value)} is not supported ({models})")
+            cam[key] = value
+        elif key == "is_fisheye":
+            if not isinstance(value, bool):
+                raise DatasetError(f"{path}: {what[key]} is {describe(value)}, expected true or false")
+            cam[key] = value
+        elif key == "camera_angle_x":
+            cam[key] = field_of_view(value, path, what[key])
         else:
-            cam[key] = number(value, path, what, positive=key in ("fl_x", "fl_y", "w", "h"), whole=key in ("w", "h"))
+            cam[key] = number(value, path, what[key], positive=key in ("fl_x", "fl_y", "w", "h"),
+                              whole=key in ("w", "h"))
     if "fl_x" not in cam and "camera_angle_x" not in cam:
         raise DatasetError(f"{path}: frame {i} has no focal length (fl_x or camera_angle_x)")
+    cam["fisheye"], cam["dist"] = _ngp_lens(cam, what, path)
     return cam
+
+
+def _ngp_lens(cam, what, path):
+    """(fisheye, the distortion coefficients [4 or 8] in OpenCV's order) of a frame's checked camera fields (`what`:
+    each field's name for a message). A coefficient the lens model does not have is refused rather than dropped,
+    and so is an is_fisheye that contradicts camera_model (nerfstudio reads one, instant-ngp the other)."""
+    flag = cam.get("is_fisheye")
+    model = cam.get("camera_model", "OPENCV_FISHEYE" if flag else "OPENCV")
+    fisheye, coefficients = LENS_MODELS[model]
+    if "camera_model" in cam and flag is not None and flag != fisheye:
+        raise DatasetError(f"{path}: {what['is_fisheye']} is {str(flag).lower()} but {what['camera_model']} is "
+                           f"{model}")
+    for key in OPENCV_COEFFICIENTS:
+        if cam.get(key, 0.0) != 0.0 and key not in coefficients:
+            named = f"{what['camera_model']} {model}" if "camera_model" in cam else f"{model} (no camera_model given)"
+            raise DatasetError(f"{path}: {what[key]} is {cam[key]:g}, but {named} has no {key} (its coefficients: "
+                               f"{' '.join(coefficients) or 'none'})")
+    names = FISHEYE_COEFFICIENTS if fisheye else OPENCV_COEFFICIENTS
+    return fisheye, np.array([cam.get(n, 0.0) for n in names])
 
 
 def _load_instant_ngp(root):
@@ -423,12 +477,6 @@ def _load_instant_ngp(root):
             fx = fy = 0.5 * w / np.tan(0.5 * cam["camera_angle_x"])
         # instant-ngp puts pixel centres at +0.5; ours are at integers.
         k = np.array([[fx, 0, cam.get("cx", w / 2) - 0.5], [0, fy, cam.get("cy", h / 2) - 0.5], [0, 0, 1]])
-        dist = np.array([cam.get(n, 0.0) for n in ("k1", "k2", "p1", "p2")])
-        if np.any(dist != 0):
-            check_distortion(k, dist, (w, h), path, f"frame {i}")
-            rgb = cv2.undistort(rgb, k, dist)
-            if alpha is not None:
-                alpha = cv2.undistort(alpha, k, dist)
         images.append(rgb)
         alphas.append(alpha)
         intrinsics.append(k)
@@ -443,12 +491,30 @@ def _load_instant_ngp(root):
         i = next(i for i, a in enumerate(alphas) if a is None)
         raise DatasetError(f"{path}: frame {i} has no mask_path (nor an alpha channel) while frame {with_mask[0]} has "
                            f"one: give every frame a mask, or none")
+    _undo_lenses(cams, images, alphas, intrinsics, path)
     if all(a is not None for a in alphas):
         masks = np.stack([binary_mask(a, mask_paths[i] or image_paths[i], "mask" if mask_paths[i] else "alpha channel")
                           for i, a in enumerate(alphas)])
     sources = [(path, f"frame {i}") for i in range(len(frames))]
     return (np.stack(images), masks, np.stack(intrinsics), opengl_to_opencv(np.stack(poses)), names, sources,
             _aabb_sphere(meta, path), None)
+
+
+def _undo_lenses(cams, images, alphas, intrinsics, path):
+    """Undistorts, in place, each frame's image [H, W, 3], mask or alpha [H, W] (drawn on the photo, it takes the
+    same map) and K [3, 3] (`cams` from `_ngp_camera`) whose lens is not a plain pinhole
+    (`camera_geometry.lens_undistortion`: the widest pinhole view without blank pixels). Consecutive frames
+    mostly share a lens, whose undistortion is then made once."""
+    lens, undo = None, None
+    for i, cam in enumerate(cams):
+        if not cam["fisheye"] and not np.any(cam["dist"] != 0):  # (a fisheye lens without distortion is one still)
+            continue
+        key = (intrinsics[i].tobytes(), cam["dist"].tobytes(), cam["fisheye"])
+        if key != lens:
+            size = images[i].shape[1::-1]
+            lens, undo = key, lens_undistortion(intrinsics[i], cam["dist"], cam["fisheye"], size, path, f"frame {i}")
+        intrinsics[i], images[i] = undo.intrinsics, undo.apply(images[i])
+        alphas[i] = None if alphas[i] is None else undo.apply(alphas[i])
 
 
 def _aabb_sphere(meta, path):
@@ -463,5 +529,3 @@ def _aabb_sphere(meta, path):
         centre, radius = box.mean(0), 0.5 * float(np.linalg.norm(box[1] - box[0]))
     check_sphere(centre, radius, f"{path}: aabb's centre", f"{path}: aabb's radius")
     return sphere_similarity(centre, radius)
-
-

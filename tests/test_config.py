@@ -104,6 +104,7 @@ def test_fast_preset_scales_the_device_schedule_and_flags_win_over_it():
     ({"num_layers": 10**8}, "--num_layers: must be <= 16"),
     ({"color_layers": 10**8}, "--color_layers: must be <= 16"),
     ({"num_steps": 10**9}, "--num_steps: must be <= 4096"),
+    ({"iters": 10**18}, "--iters: must be <= 100000000"),
     ({"upsample_steps": 16 * 10**8}, "--upsample_steps: must be <= 4096"),
     ({"bg_samples": 10**9}, "--bg_samples: must be <= 4096"),
     ({"steps_per_diagonal": 10**12}, "--steps_per_diagonal: must be <= 65536"),

@@ -352,7 +352,6 @@ def _(d, base):
 # --- NeuS: cameras that cannot work
 
 
-
 def all_like_camera_0(cams, base):
     for key in [k for k in cams if k.startswith("world_mat_")]:
         cams[key] = cams["world_mat_0"]
@@ -487,6 +486,46 @@ ngp_case("ngp k1 nan", setitem("k1", float("nan")))
 ngp_case("ngp k1 folds the image", setitem("k1", -5.0))
 ngp_case("ngp k1 huge", setitem("k1", 1e6))
 ngp_case("ngp per-frame k2 folds the image", set_frame(5, "k2", -40.0))
+
+
+def lens_case(name, fields, message, frame=None, drop=()):
+    """An instant-ngp case whose lens `fields` (top level, or frame `frame`'s; the top-level keys `drop` removed)
+    are refused with `message`."""
+
+    @case(name)
+    def build(d, base):
+        meta = ngp_meta(base)
+        for key in drop:
+            del meta[key]
+        (meta if frame is None else meta["frames"][frame]).update(fields)
+        return f"{ngp_folder(d, base, meta)}: {message}"
+
+
+# lenses: a model that is not undone loaded as a pinhole without a word; a coefficient its model lacks was dropped
+lens_case("ngp camera_model EQUIRECTANGULAR", {"camera_model": "EQUIRECTANGULAR"},
+          "camera_model 'EQUIRECTANGULAR' is not supported")
+lens_case("ngp per-frame camera_model unknown", {"camera_model": "SUPER_WIDE"},
+          "frame 3 camera_model 'SUPER_WIDE' is not supported", frame=3)
+lens_case("ngp camera_model a number", {"camera_model": 4}, "camera_model is the number 4, expected a camera model")
+lens_case("ngp is_fisheye a string", {"is_fisheye": "yes"}, "is_fisheye is a string ('yes'), expected true or false")
+lens_case("ngp is_fisheye against camera_model", {"is_fisheye": True},
+          "is_fisheye is true but camera_model is OPENCV")
+lens_case("ngp instant-ngp equirectangular key", {"equirectangular": True},
+          "equirectangular: instant-ngp's equirectangular lens is not supported")
+lens_case("ngp k4 with OPENCV", {"k4": 0.1}, "k4 is 0.1, but camera_model OPENCV has no k4")
+lens_case("ngp per-frame k5 without camera_model", {"k5": 0.1}, "frame 2 k5 is 0.1, but OPENCV (no camera_model",
+          frame=2, drop=("camera_model",))
+lens_case("ngp p1 with OPENCV_FISHEYE", {"camera_model": "OPENCV_FISHEYE", "p1": 0.01},
+          "p1 is 0.01, but camera_model OPENCV_FISHEYE has no p1")
+lens_case("ngp k1 with PINHOLE", {"camera_model": "PINHOLE", "k1": -0.1}, "k1 is -0.1, but camera_model PINHOLE")
+lens_case("ngp k6 nan", {"camera_model": "FULL_OPENCV", "k6": float("nan")}, "k6 is nan, expected a finite number")
+lens_case("ngp k3 folds the image", {"k3": -30.0}, "frame 0 distortion k1 0, k2 0, k3 -30 folds the image")
+lens_case("ngp fisheye folds the image", {"camera_model": "OPENCV_FISHEYE", "k1": -1.5},
+          "frame 0 fisheye distortion k1 -1.5, k2 0 folds the image")
+lens_case("ngp FULL_OPENCV scales the edge by 20", {"camera_model": "FULL_OPENCV", "k4": -4.5},
+          "frame 0 distortion k1 0, k2 0, k4 -4.5 scales the image's edge by")
+lens_case("ngp distortion about a principal point far outside the image", {"cx": -200.0, "k1": -0.1},
+          "frame 0 distortion k1 -0.1, k2 0: no pinhole view of the lens lies inside its 96x72 image")
 ngp_case("ngp w a string", setitem("w", "wide"))
 ngp_case("ngp h not whole", setitem("h", 72.5))
 ngp_case("ngp w zero", setitem("w", 0))

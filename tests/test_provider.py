@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import main_sdf
-from nerf.provider import image_rays, load_scene, pixel_rays
+from nerf.camera_geometry import opengl_to_opencv
+from nerf.provider import LENS_MODELS, image_rays, load_scene, pixel_rays
 
 from conftest import shared_data
 
@@ -206,6 +207,162 @@ def test_dtu_scan24_cameras_see_the_object():
         assert (cam[:, 2] > 0).all()
         assert (views.masks[torch.arange(len(views)), v, u] > 0).float().mean() > 0.95
     assert 100 < scene.world_scale < 1000  # DTU millimetres
+
+
+# ------------------------------------------------------------------------------------------------------
+# Lenses: photos taken through a known distortion load as pinhole images of the same scene.
+
+BLOB = (0.3, -0.2)  # the ray (x, y, 1), camera coordinates, through the centre of a blob in the blue channel
+HOLE = (0.2, 0.05, 0.25)  # the mask's hole (not object): centre x, y and radius in the same coordinates
+
+
+def pattern(x, y):
+    """What every test lens photographs, as a function of the ray (x, y, 1): x, y [H, W] -> RGB [H, W, 3] uint8.
+    Ramps with waves (~20 pixels long) in x (red) and y (green), a Gaussian blob at BLOB (blue); nothing darker
+    than 38, so a black pixel is fill, not scene."""
+    blob = np.exp(-((x - BLOB[0]) ** 2 + (y - BLOB[1]) ** 2) / (2 * 0.05**2))
+    red, green = [128 + 50 * np.tanh(2 * t) + 40 * np.sin(25 * t) for t in (x, y)]
+    rgb = np.stack([red, green, 60 + 150 * blob], axis=-1)
+    return np.round(rgb).astype(np.uint8)
+
+
+def hole_distance(x, y):
+    """Signed distance [H, W] of rays x, y [H, W] from the rim of the mask's hole (negative inside it)."""
+    return np.hypot(x - HOLE[0], y - HOLE[1]) - HOLE[2]
+
+
+def distort(lens, x, y):
+    """Rays (x, y, 1) [N] through a lens (the transforms.json fields in `lens`) -> normalised distorted image
+    coordinates xd, yd [N], written out from the models' definitions: OpenCV's radial-tangential model (k3 the
+    r^6 term, k4..k6 FULL_OPENCV's rational denominator) and the fisheye's theta_d polynomial."""
+    c = {n: lens.get(n, 0.0) for n in ("k1", "k2", "k3", "k4", "k5", "k6", "p1", "p2")}
+    r2 = x * x + y * y
+    if lens.get("is_fisheye") or lens.get("camera_model") == "OPENCV_FISHEYE":
+        theta = np.arctan(np.sqrt(r2))
+        t2 = theta * theta
+        theta_d = theta * (1 + c["k1"] * t2 + c["k2"] * t2**2 + c["k3"] * t2**3 + c["k4"] * t2**4)
+        scale = np.where(r2 > 0, theta_d / np.sqrt(np.maximum(r2, 1e-30)), 1.0)
+        return x * scale, y * scale
+    numerator = 1 + c["k1"] * r2 + c["k2"] * r2**2 + c["k3"] * r2**3
+    radial = numerator / (1 + c["k4"] * r2 + c["k5"] * r2**2 + c["k6"] * r2**3)
+    xd = x * radial + 2 * c["p1"] * x * y + c["p2"] * (r2 + 2 * x * x)
+    yd = y * radial + c["p1"] * (r2 + 2 * y * y) + 2 * c["p2"] * x * y
+    return xd, yd
+
+
+def undistort(lens, xd, yd):
+    """The rays x, y [N] that `distort` takes to xd, yd [N] (Newton's method; checked to 1e-9)."""
+    x, y = xd.copy(), yd.copy()
+    step = 1e-7
+    for _ in range(30):
+        fx, fy = distort(lens, x, y)
+        gx, gy = distort(lens, x + step, y)  # the Jacobian [[ax, bx], [ay, by]] by forward differences
+        hx, hy = distort(lens, x, y + step)
+        ax, ay, bx, by = (gx - fx) / step, (gy - fy) / step, (hx - fx) / step, (hy - fy) / step
+        ex, ey, det = fx - xd, fy - yd, ax * by - bx * ay
+        x, y = x - (by * ex - bx * ey) / det, y - (ax * ey - ay * ex) / det
+    fx, fy = distort(lens, x, y)
+    assert np.abs(fx - xd).max() < 1e-9 and np.abs(fy - yd).max() < 1e-9
+    return x, y
+
+
+def photographed_scene(small_scene, tmp_path, top, per_frame=None, drop=()):
+    """The small scene's cameras (transforms.json without `drop`, updated by `top` and each frame by `per_frame`)
+    photographing `pattern`, with masks of everything but HOLE, through the lens those fields describe; its
+    region of interest from an aabb (the masks are no object's). -> (folder, meta, the lens's K [3, 3])."""
+    root, info = small_scene
+    meta = json.load(open(os.path.join(root, "transforms.json")))
+    for key in drop:
+        del meta[key]
+    meta.update(top)
+    lens = {**meta, **(per_frame or {})}
+    k = np.array([[meta["fl_x"], 0, meta["cx"] - 0.5], [0, meta["fl_y"], meta["cy"] - 0.5], [0, 0, 1]])
+    v, u = np.mgrid[0:meta["h"], 0:meta["w"]].astype(np.float64)
+    x, y = undistort(lens, (u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1])
+    folder = tmp_path / "lens"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "photo.png"), pattern(x, y)[..., ::-1])
+    cv2.imwrite(str(folder / "mask.png"), np.where(hole_distance(x, y) < 0, 0, 255).astype(np.uint8))
+    for i, frame in enumerate(meta["frames"]):
+        shutil.copy(folder / "photo.png", folder / f"{i:02d}.png")
+        frame.update(file_path=f"{i:02d}.png", mask_path="mask.png", **(per_frame or {}))
+    centre, radius = object_sphere(info)
+    meta["aabb"] = [(centre - radius).tolist(), (centre + radius).tolist()]
+    json.dump(meta, open(folder / "transforms.json", "w"))
+    return str(folder), meta, k
+
+
+FISHEYE = {"k1": 0.05, "k2": -0.02, "k3": 0.004, "k4": -0.001}
+
+
+@pytest.mark.parametrize("top, per_frame, drop, zoom", [
+    pytest.param({"camera_model": "OPENCV", "k1": -0.25, "k2": 0.08, "k3": -0.04, "p1": 2e-3, "p2": -1e-3}, None, (),
+                 "out", id="OPENCV barrel with k3"),
+    pytest.param({"camera_model": "OPENCV", "k1": 0.2, "k2": 0.05, "k3": 0.15, "p1": -1e-3, "p2": 1.5e-3}, None, (),
+                 "in", id="OPENCV pincushion with k3"),
+    pytest.param({"camera_model": "FULL_OPENCV", "k1": 0.05, "k2": 0.01, "k4": 0.3, "k5": 0.02, "k6": 1e-3}, None,
+                 (), "out", id="FULL_OPENCV rational"),
+    pytest.param({"is_fisheye": True, **FISHEYE}, None, ("camera_model",), "out", id="instant-ngp is_fisheye"),
+    pytest.param({"is_fisheye": True}, None, ("camera_model",), "out", id="equidistant fisheye, no coefficients"),
+    pytest.param({}, {"camera_model": "OPENCV_FISHEYE", **FISHEYE}, (), "out", id="per-frame OPENCV_FISHEYE"),
+])
+def test_a_distorted_lens_loads_as_a_pinhole_view(small_scene, tmp_path, top, per_frame, drop, zoom):
+    """Photos of `pattern` through a lens load as pinhole images whose every pixel shows the pattern at the ray
+    the returned K gives it; a 3D point projected by the loaded camera lands on the blob that marks it; the masks
+    follow the same map; and no pixel is black fill (a barrel or fisheye view widens, a pincushion one narrows)."""
+    folder, meta, k = photographed_scene(small_scene, tmp_path, top, per_frame, drop)
+    scene = load_scene(folder, holdout=0)
+    views = scene.train
+    intrinsics = views.intrinsics.double().numpy()
+    new_k = intrinsics[0]
+    assert np.allclose(intrinsics, new_k)  # one lens, one undistortion
+    assert np.allclose(new_k[:2, 2], k[:2, 2]) and np.isclose(new_k[0, 0] / new_k[1, 1], k[0, 0] / k[1, 1])
+    assert (new_k[0, 0] < 0.99 * k[0, 0]) if zoom == "out" else (new_k[0, 0] > 1.01 * k[0, 0])
+    v, u = np.mgrid[0:meta["h"], 0:meta["w"]].astype(np.float64)
+    x, y = (u - new_k[0, 2]) / new_k[0, 0], (v - new_k[1, 2]) / new_k[1, 1]  # each loaded pixel's ray
+    images = views.images.numpy()
+    expected = pattern(x, y).astype(int)
+    error = np.abs(images[0].astype(int) - expected)[2:-2, 2:-2]
+    assert error.mean() < 0.6 and error.max() <= 3, (error.mean(), error.max())
+    # (neither the photo itself nor the loaded image with the file's K would pass)
+    raw = cv2.imread(os.path.join(folder, "photo.png"))[..., ::-1].astype(int)
+    assert np.abs(raw - expected)[2:-2, 2:-2].mean() > 3.0
+    file_view = pattern((u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1]).astype(int)
+    assert np.abs(images[0].astype(int) - file_view)[2:-2, 2:-2].mean() > 6.0
+
+    # The point 500 mm along BLOB's ray of frame 5's camera (file pose), projected by the loaded camera.
+    j = 5
+    c2w = opengl_to_opencv(np.array([meta["frames"][j]["transform_matrix"]]))[0]
+    point = c2w @ np.array([500 * BLOB[0], 500 * BLOB[1], 500, 1.0])
+    normalised = np.linalg.solve(scene.to_world, point)
+    camera = np.linalg.solve(views.c2w[j].double().numpy(), normalised)
+    target = (new_k @ camera[:3])[:2] / camera[2]
+    blue = np.clip(images[j, ..., 2].astype(float) - 90, 0, None)  # the blob above the background's 60
+    centroid = np.array([(blue * u).sum(), (blue * v).sum()]) / blue.sum()
+    assert np.hypot(*(centroid - target)) < 0.15, (centroid, target)  # (through the file's K: ~2 pixels off)
+
+    masks = views.masks.numpy()
+    distance = hole_distance(x, y)
+    sure = np.abs(distance) > 0.75 / new_k[0, 0]  # more than 0.75 pixels from the hole's rim
+    assert (masks[:, sure] == np.where(distance < 0, 0, 255)[sure]).all()
+    assert images.min() >= 30  # the pattern's darkest is 38: no black fill, also not at the edges
+    assert (masks[:, [0, -1], :] == 255).all() and (masks[:, :, [0, -1]] == 255).all()
+
+
+@pytest.mark.parametrize("model", ["EQUIRECTANGULAR", "FISHEYE624", "SUPER_WIDE"])
+def test_an_unsupported_camera_model_is_refused(small_scene, tmp_path, capsys, model):
+    """A lens model the loader cannot undo (nerfstudio's EQUIRECTANGULAR, FISHEYE624, or an unknown name; at the
+    top level or per frame) stops main_sdf with one line naming transforms.json; it loaded as a pinhole before."""
+    models = ", ".join(sorted(LENS_MODELS))
+    top = ngp_copy(small_scene, tmp_path / "top", {"camera_model": model})
+    err = run_main_expecting_error(top, tmp_path / "top", capsys)
+    assert err == f"error: {top}/transforms.json: camera_model '{model}' is not supported ({models})"
+    frame = ngp_copy(small_scene, tmp_path / "frame")
+    meta = json.load(open(os.path.join(frame, "transforms.json")))
+    meta["frames"][3]["camera_model"] = model
+    json.dump(meta, open(os.path.join(frame, "transforms.json"), "w"))
+    err = run_main_expecting_error(frame, tmp_path / "frame", capsys)
+    assert err == f"error: {frame}/transforms.json: frame 3 camera_model '{model}' is not supported ({models})"
 
 
 # ------------------------------------------------------------------------------------------------------

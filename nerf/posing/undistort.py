@@ -9,27 +9,12 @@ copied unresampled (resampling blurs a little).
 
 Pixel conventions: COLMAP puts pixel centres at +0.5, ours (and cv2.remap's) at integers: K's principal point
 is COLMAP's minus 0.5."""
-from dataclasses import dataclass
-from typing import Optional
-
-import cv2
 import numpy as np
+
+from ..camera_geometry import Undistortion, border_pixels, inside_image, smallest_zoom
 
 SKIP_SHIFT_PX = 0.1
 BORDER_SAMPLES = 64  # per side: where the coverage of the target image is checked
-
-
-@dataclass
-class Undistortion:
-    intrinsics: np.ndarray  # [3, 3] pinhole K of the output images, pixel centres at integers
-    map_x: Optional[np.ndarray]  # [H, W] float32 source column of each output pixel (None: copy the image)
-    map_y: Optional[np.ndarray]  # [H, W] float32 source row
-
-    def apply(self, image):
-        """image [H, W, C] -> the undistorted image [H, W, C]."""
-        if self.map_x is None:
-            return image
-        return cv2.remap(image, self.map_x, self.map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
 
 
 def pinhole_part(camera):
@@ -46,20 +31,10 @@ def source_pixels(camera, intrinsics, u, v):
     return camera.img_from_cam(rays) - 0.5
 
 
-def border(width, height):
-    """Target pixels u, v [4 * BORDER_SAMPLES] along the image's edge."""
-    us = np.linspace(0, width - 1, BORDER_SAMPLES)
-    vs = np.linspace(0, height - 1, BORDER_SAMPLES)
-    u = np.concatenate([us, us, np.zeros_like(vs), np.full_like(vs, width - 1)])
-    v = np.concatenate([np.zeros_like(us), np.full_like(us, height - 1), vs, vs])
-    return u, v
-
-
 def covered(camera, intrinsics, width, height):
     """Whether every target border pixel has its source inside the distorted image."""
-    src = source_pixels(camera, intrinsics, *border(width, height))
-    return bool(np.all(np.isfinite(src)) and np.all(src >= -0.5) and np.all(src[:, 0] <= width - 0.5)
-                and np.all(src[:, 1] <= height - 0.5))
+    src = source_pixels(camera, intrinsics, *border_pixels(width, height, BORDER_SAMPLES))
+    return inside_image(src, width, height)
 
 
 def undistortion(camera):
@@ -69,14 +44,15 @@ def undistortion(camera):
     k = np.array([[fx, 0.0, cx - 0.5], [0.0, fy, cy - 0.5], [0.0, 0.0, 1.0]])
     if camera.model_name in ("PINHOLE", "SIMPLE_PINHOLE"):
         return Undistortion(k, None, None)
-    if not covered(camera, k, width, height):
-        low, high = 1.0, 4.0  # zoom: the smallest focal-length factor that covers the image (bisection)
-        for _ in range(30):
-            mid = 0.5 * (low + high)
-            trial = k.copy()
-            trial[0, 0], trial[1, 1] = fx * mid, fy * mid
-            low, high = (low, mid) if covered(camera, trial, width, height) else (mid, high)
-        k[0, 0], k[1, 1] = fx * high, fy * high
+
+    def zoomed(factor):
+        """k with its focal lengths `factor` times the camera's."""
+        trial = k.copy()
+        trial[0, 0], trial[1, 1] = fx * factor, fy * factor
+        return trial
+
+    if not covered(camera, k, width, height):  # zoom in: the smallest focal-length factor that covers the image
+        k = zoomed(smallest_zoom(lambda factor: covered(camera, zoomed(factor), width, height), 1.0, 4.0))
     v, u = np.mgrid[0:height, 0:width].astype(np.float64)
     src = source_pixels(camera, k, u.ravel(), v.ravel())
     shift = np.hypot(src[:, 0] - u.ravel(), src[:, 1] - v.ravel())
