@@ -849,6 +849,11 @@ UNUSABLE_CAMERAS = {  # the first camera's model, its parameters from the size (
     "no focal length (pycolmap segfaulted)": ("EQUIRECTANGULAR", lambda w, h: [w, h], "EQUIRECTANGULAR, which has no"),
     "folding OPENCV": ("OPENCV", lambda w, h: [w, w, w / 2, h / 2, -5, 0, 0, 0], "folds the image"),
     "absurd RADIAL": ("RADIAL", lambda w, h: [w, w / 2, h / 2, 1e6, 0], "scales the image's edge"),
+    "folding FULL_OPENCV (k3)": ("FULL_OPENCV", lambda w, h: [w, w, w / 2, h / 2, 0, 0, 0, 0, -40, 0, 0, 0],
+                                 "k3 -40 folds the image"),
+    "folding OPENCV_FISHEYE": ("OPENCV_FISHEYE", lambda w, h: [w, w, w / 2, h / 2, -3, 0, 0, 0],
+                               "fisheye distortion k1 -3, k2 0 folds the image"),
+    "folding RADIAL_FISHEYE": ("RADIAL_FISHEYE", lambda w, h: [w, w / 2, h / 2, 0, -30], "folds the image"),
 }
 
 

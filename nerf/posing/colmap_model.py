@@ -15,7 +15,18 @@ from .inputs import MIN_IMAGES
 from .sfm import pycolmap_module, quiet_colmap
 
 
-RADIAL_MODELS = ("SIMPLE_RADIAL", "RADIAL", "OPENCV")  # radial distortion 1 + k1 r^2 + k2 r^4, as OpenCV's
+# COLMAP's models with radial distortion -> (fisheye, the names of their coefficients in camera_geometry's order:
+# OpenCV's k1 k2 p1 p2 k3 k4 k5 k6, or cv2.fisheye's k1 k2 k3 k4, of which COLMAP's fisheye models are a part).
+# SIMPLE_RADIAL's "k" is k1. (THIN_PRISM_FISHEYE and the rest are left to the undistortion.)
+RADIAL_MODELS = {
+    "SIMPLE_RADIAL": (False, ("k",)),
+    "RADIAL": (False, ("k1", "k2")),
+    "OPENCV": (False, ("k1", "k2", "p1", "p2")),
+    "FULL_OPENCV": (False, ("k1", "k2", "p1", "p2", "k3", "k4", "k5", "k6")),
+    "SIMPLE_RADIAL_FISHEYE": (True, ("k",)),
+    "RADIAL_FISHEYE": (True, ("k1", "k2")),
+    "OPENCV_FISHEYE": (True, ("k1", "k2", "k3", "k4")),
+}
 
 
 def check_cameras(model, cameras_file):
@@ -41,12 +52,13 @@ def check_cameras(model, cameras_file):
 def check_radial_distortion(camera, cameras_file, label):
     """camera_geometry.check_distortion (the instant-ngp loader's check) on a camera of RADIAL_MODELS."""
     params = dict(zip(camera.params_info.split(", "), camera.params))
-    k1, k2 = params.get("k1", params.get("k", 0.0)), params.get("k2", 0.0)
+    fisheye, names = RADIAL_MODELS[camera.model_name]
+    dist = [params[name] for name in names]
+    dist += [0.0] * ((4 if fisheye else 8) - len(dist))  # (only the order matters: SIMPLE_RADIAL's k is k1)
     k = np.array([[camera.focal_length_x, 0.0, camera.principal_point_x - 0.5],
                   [0.0, camera.focal_length_y, camera.principal_point_y - 0.5], [0.0, 0.0, 1.0]])
     try:
-        check_distortion(k, [k1, k2, params.get("p1", 0.0), params.get("p2", 0.0)], (camera.width, camera.height),
-                         cameras_file, label)
+        check_distortion(k, dist, (camera.width, camera.height), cameras_file, label, fisheye)
     except DatasetError as e:
         raise PosingError(str(e)) from None
 
