@@ -27,6 +27,10 @@ MAX_DEPTH, MAX_SAMPLES = 16, 4096
 # to 3e38), also as products of two settings (a learning rate times its ratio).
 FLOAT_RANGE = (1e-15, 1e15)
 MESH_FORMATS = ("ply", "obj", "glb")
+# --downscale 0: photos beyond this longer side (a phone's 4032x3024) train at 1/2, 1/3, ... of their size; the rays a
+# step are the same, and the loading, memory and held-out renders at full size would cost minutes for detail that
+# 5000 steps do not reach. Scenes of up to 2000 px (DTU's 1600x1200) keep theirs.
+AUTO_DOWNSCALE_SIDE = 2000
 # --preset: a share of the device's training steps (the learning-rate warm-up scaled alike; the other schedules
 # are fractions of the run already), and settings it changes. "fast": no validation renders, and half the rays
 # guided by the error map, which a short run gains most from (BENCHMARKS.md, session 11).
@@ -48,7 +52,8 @@ def opt(default, help, minimum=None, maximum=None, exclusive=False, choices=None
 class DataConfig:
     path: Optional[str] = opt(None, "scene folder (NeuS, NeRF-synthetic or instant-ngp); for --test and resume "
                                     "the checkpoint knows it", cli=False)
-    downscale: int = opt(1, "load images downscaled by this integer factor", minimum=1)
+    downscale: int = opt(0, f"load images downscaled by this integer factor (0: the smallest that brings their "
+                            f"longer side to at most {AUTO_DOWNSCALE_SIDE} px)", minimum=0)
     holdout: int = opt(8, "hold out every N-th view for testing (0: none)", minimum=0)
     center: Optional[str] = opt(None, "x,y,z: centre of the region of interest in world units, with --radius; "
                                       "replaces the unit sphere that the scene's format gives or that is derived")

@@ -65,6 +65,7 @@ class Scene:
     to_world: np.ndarray  # [4, 4] similarity: normalised space -> the input's world frame
     format: str
     root: str
+    downscale: int  # the factor the images were loaded at (resolved when load_scene was asked for 0)
     # [T, H, W] uint8: the held-out views' masks when training ignores the scene's masks (use_masks off), kept only
     # to score the test renders on the object and on the backdrop apart; None otherwise
     test_score_masks: Optional[torch.Tensor] = None
@@ -172,9 +173,10 @@ def has_cameras_file(root):
 # non-finite results instead.
 @np.errstate(all="ignore")
 def load_scene(root: str, holdout: int = 8, downscale: int = 1, use_masks: bool = True, roi=None,
-               device="cpu") -> Scene:
+               device="cpu", max_side: Optional[int] = None) -> Scene:
     """Load and check a scene folder, auto-detecting its format; views whose index is a multiple of `holdout`
-    are held out for testing (NeRF-synthetic uses its own test split instead). Without `use_masks` the
+    are held out for testing (NeRF-synthetic uses its own test split instead). `downscale` 0 picks the smallest
+    factor that brings the images' longer side to at most `max_side` (`auto_downscale`). Without `use_masks` the
     scene's masks (and alpha channels) are dropped after loading, as if it had none. `roi` = (centre [3],
     radius) in world units replaces the region of interest (the unit sphere) that the format gives or that is
     derived (`normalise_cameras`)."""
@@ -217,6 +219,8 @@ def load_scene(root: str, holdout: int = 8, downscale: int = 1, use_masks: bool 
         file, label = sources[int(np.argmax(inside))]
         raise DatasetError(f"{region} holds the camera of {label} of {file} (a camera must be outside it)")
 
+    if downscale == 0:
+        downscale = auto_downscale(images.shape[1:3], max_side)
     if downscale > 1:
         if min(images.shape[1:3]) < downscale:
             raise DatasetError(f"--downscale: {downscale} leaves no pixel of the {images.shape[2]}x{images.shape[1]} "
@@ -237,7 +241,12 @@ def load_scene(root: str, holdout: int = 8, downscale: int = 1, use_masks: bool 
 
     test_score_masks = None if score_masks is None else torch.from_numpy(score_masks[split]).to(device)
     return Scene(train=views(~split), test=views(split), to_world=to_world, format=fmt, root=root,
-                 test_score_masks=test_score_masks)
+                 downscale=downscale, test_score_masks=test_score_masks)
+
+
+def auto_downscale(size, max_side: int) -> int:
+    """The smallest integer factor that brings an image of size (H, W) to a longer side of at most `max_side`."""
+    return max(1, -(-max(size) // max_side))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ import torch
 from .camera_geometry import in_image, lattice, project_points, renormalise
 from .checkpoint import CheckpointError, checkpoint_dir, list_checkpoints, load_checkpoint, load_latest_valid
 from .cli import report
-from .config import (MESH_FORMATS, SCENE_RADIUS, ConfigError, explicit_settings, override, region_of_interest, resolve,
-                     restore)
+from .config import (AUTO_DOWNSCALE_SIDE, MESH_FORMATS, SCENE_RADIUS, ConfigError, explicit_settings, override,
+                     region_of_interest, resolve, restore)
 from .evaluation import view_background, write_test_results
 from .files import overlong_name, write_json
 from .logger import Logger
@@ -230,14 +230,15 @@ def prepare(args, device, clock):
     config, path, state = run_config(args, device)
     d = config.data
     roi = region_of_interest(d)
-    scene = load_scene(scene_folder(d.path, args.workspace, args.quiet), holdout=d.holdout, downscale=d.downscale, use_masks=not d.no_masks,
-                       roi=roi, device=device)
+    scene = load_scene(scene_folder(d.path, args.workspace, args.quiet), holdout=d.holdout, downscale=d.downscale,
+                       use_masks=not d.no_masks, roi=roi, device=device, max_side=AUTO_DOWNSCALE_SIDE)
     check_region_seen(scene, flags_roi=roi is not None)
     if state is not None and not args.test:  # (--test may load the scene at another --downscale)
         check_same_views(scene, state)
     clock.lap("data")
-    if config.field.background is None:  # the one setting that depends on the scene
+    if config.field.background is None:  # the settings that depend on the scene
         config = override(config, {"background": "random" if scene.train.masks is not None else "nerf"})
+    config = override(config, {"downscale": scene.downscale})  # (0, auto, resolved: the checkpoint holds the factor)
     trainer = build_trainer(config, scene, device, args.workspace, args.quiet)
     if state is not None:
         try:

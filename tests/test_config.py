@@ -2,9 +2,11 @@
 what a checkpoint's saved config allows on resume and --test."""
 import argparse
 import dataclasses
+import os
 import re
 
 import pytest
+import torch
 
 from nerf import config as cfg
 
@@ -82,7 +84,7 @@ def test_fast_preset_scales_the_device_schedule_and_flags_win_over_it():
     ({"num_rays": 0}, "--num_rays: must be >= 1, got 0"),
     ({"iters": -5}, "--iters: must be >= 1, got -5"),
     ({"lr": float("nan")}, "--lr: must be a finite number"),
-    ({"downscale": 0}, "--downscale: must be >= 1"),
+    ({"downscale": -1}, "--downscale: must be >= 0"),
     ({"upsample_steps": 20}, "--upsample_steps: must be a multiple of 16"),
     ({"grid_resolution": 3}, "--grid_resolution: its cube must be a multiple of 8"),
     ({"normals": "exact"}, "--normals: must be one of analytic, fd"),
@@ -310,6 +312,31 @@ def test_a_downscale_larger_than_the_images_is_refused(small_scene, tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --downscale: 1000 leaves no pixel of the 96x72 images"), err
     assert not (tmp_path / "ws").exists()
+
+
+def test_auto_downscale_brings_large_photos_to_the_longest_side_and_the_checkpoint_keeps_the_factor(
+        small_scene, tmp_path, monkeypatch):
+    """--downscale 0 (the default): 96x72 photos with a longest side of 40 px load at 1/3 (32x24); the checkpoint
+    holds the resolved 3, so that a resume loads the same views (an auto that resolved otherwise is refused)."""
+    import main_sdf
+    import nerf.run
+    from nerf.checkpoint import list_checkpoints
+    from nerf.provider import auto_downscale
+    from train_helpers import TINY_MODEL
+
+    assert [auto_downscale((h, w), 2000) for h, w in ((600, 800), (1200, 1600), (1080, 1920), (3024, 4032),
+                                                      (2160, 3840), (2001, 10))] == [1, 1, 1, 3, 2, 2]
+    monkeypatch.setattr(nerf.run, "AUTO_DOWNSCALE_SIDE", 40)
+    workspace = str(tmp_path / "ws")
+    flags = ["--workspace", workspace, "--device", "cpu", "--quiet", "--iters", "4", "--mc_resolution", "32",
+             *TINY_MODEL]
+    assert main_sdf.main([small_scene[0], *flags]) == 0
+    state = torch.load(list_checkpoints(os.path.join(workspace, "checkpoints"))[-1], weights_only=False)
+    assert state["config"]["data"]["downscale"] == 3
+    assert state["views"].endswith("views of 32x24"), state["views"]
+    assert main_sdf.main([*flags[:4], "--iters", "6"]) == 0  # resumes: same views
+    monkeypatch.setattr(nerf.run, "AUTO_DOWNSCALE_SIDE", 2000)
+    assert main_sdf.main([*flags[:4], "--iters", "8", "--downscale", "0"]) == 2  # now 96x72: not the views trained
 
 
 def test_the_readme_lists_every_flag():
