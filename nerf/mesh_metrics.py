@@ -25,7 +25,9 @@ seen_*       = with cameras (nerf.seen_surface): the scores above over the sampl
                cameras is a guess in any reconstruction
 All distances are in the meshes' world units (mm for nerf.synthetic scenes).
 """
+import mmap
 import os
+import re
 
 import numpy as np
 
@@ -51,6 +53,32 @@ MIN_MAP_POINTS = 20
 class MeshReadError(DatasetError):
     """A mesh that cannot be used: missing or unreadable file, no triangles, bad faces, non-finite vertices or
     ones beyond MAX_COORDINATE, zero area. The message is one line, `PATH: problem`."""
+
+
+def mesh_files(path):
+    """The files a mesh at `path` is read from, for check_not_an_input: itself and, for an OBJ, the material
+    libraries it names (`mtllib`) and the textures they name (`map_Kd` and the other `map_`/`bump` lines), where
+    they exist beside it. Names only: an unreadable file is load_mesh's to refuse."""
+    files = [path]
+    if path is None or not str(path).lower().endswith(".obj") or not os.path.isfile(path):
+        return files
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            libraries = re.findall(rb"^[ \t]*mtllib[ \t]+([^\r\n]+)", data, flags=re.M)
+    except (OSError, ValueError):  # (an empty file cannot be mapped)
+        return files
+    for name in libraries:
+        library = os.path.join(folder, os.fsdecode(name.strip()))
+        files.append(library)
+        try:
+            with open(library, "rb") as f:
+                text = f.read(1 << 24)  # a material library is small; more is no MTL
+        except OSError:
+            continue
+        for line in re.findall(rb"^[ \t]*(?:map_\w+|bump|disp|decal|refl)[ \t]+([^\r\n]+)", text, flags=re.M):
+            files.append(os.path.join(os.path.dirname(library), os.fsdecode(line.split()[-1])))
+    return files
 
 
 def load_mesh(mesh, label="mesh"):

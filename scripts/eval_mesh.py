@@ -20,7 +20,7 @@ from nerf.cli import (OneLineParser, check_output_file, neus_scene_files, non_ne
                       positive_float, positive_int, report)
 from nerf.files import write_json  # noqa: E402
 from nerf.input_checks import DatasetError  # noqa: E402
-from nerf.mesh_metrics import evaluate_mesh, thin_part_beside  # noqa: E402
+from nerf.mesh_metrics import evaluate_mesh, mesh_files, thin_part_beside  # noqa: E402
 from nerf.seen_surface import neus_cameras  # noqa: E402
 
 
@@ -87,7 +87,8 @@ def main(argv=None):
         thin, scene = thin_mesh_path(args.thin, args.gt), seen_scene(args.seen, args.gt)
         if args.json is not None:
             scene_files = [] if scene is None else neus_scene_files(scene)
-            check_output_file(args.json, "--json", [args.pred, args.gt, thin, *scene_files])
+            inputs = [*mesh_files(args.pred), *mesh_files(args.gt), *mesh_files(thin), *scene_files]
+            check_output_file(args.json, "--json", inputs)
         metrics = evaluate_mesh(args.pred, args.gt, n_points=args.n_points, tau=args.tau, seed=args.seed,
                                 point_to_point=args.point_to_point, thin=thin,
                                 cameras=None if scene is None else neus_cameras(scene))

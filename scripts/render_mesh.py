@@ -22,7 +22,7 @@ from nerf.cli import (OneLineParser, check_output_file, neus_scene_files, non_ne
                       positive_int, report)
 from nerf.files import save_png  # noqa: E402
 from nerf.input_checks import DatasetError  # noqa: E402
-from nerf.mesh_metrics import load_mesh  # noqa: E402
+from nerf.mesh_metrics import load_mesh, mesh_files  # noqa: E402
 from nerf.mesh_render import load_neus_view, masked_psnr, render_colors, render_shaded  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def main(argv=None):
         if opt.out is None and not opt.psnr:
             raise DatasetError(f"{opt.mesh}: nothing to do (give --out PNG and/or --psnr)")
         if opt.out is not None:
-            check_output_file(opt.out, "--out", [opt.mesh, *neus_scene_files(opt.data)])
+            check_output_file(opt.out, "--out", [*mesh_files(opt.mesh), *neus_scene_files(opt.data)])
             if not opt.out.lower().endswith(".png"):
                 raise DatasetError(f"{opt.out}: --out must be a .png file")
         mesh = load_mesh(opt.mesh)

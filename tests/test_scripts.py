@@ -846,6 +846,11 @@ OUTPUT_IS_INPUT = {
     "render_mesh --out a photo of the scene": (
         "render_mesh", ["{scene}/gt_mesh.ply", "{scene}", "--out", "{scene}/image/000000.png"], "--out",
         "{scene}/image"),
+    "render_mesh --out an OBJ's texture": (
+        "render_mesh", ["{tmp}/tex/mesh.obj", "{scene}", "--out", "{tmp}/tex/tex.png"], "--out", "{tmp}/tex/tex.png"),
+    "eval_mesh --json an OBJ's material library": (
+        "eval_mesh", ["{scene}/gt_mesh.ply", "{tmp}/tex/mesh.obj", "--n_points", "1000", "--json",
+                      "{tmp}/tex/mesh.mtl"], "--json", "{tmp}/tex/mesh.mtl"),
     "eval_dtu --out the mesh": (
         "eval_dtu", ["{scene}/gt_mesh.ply", "--scan", "1", "--dtu", "{tmp}/dtu", "--out", "{scene}/gt_mesh.ply"],
         "--out", "{scene}/gt_mesh.ply"),
@@ -869,6 +874,11 @@ def test_an_output_that_is_an_input_is_refused(case, small_scene, tmp_path, capf
     dtu_obs_mask(tmp_path / "dtu", [[0, 0, 0], [1, 1, 1]], 1.0)
     (tmp_path / "m").mkdir()
     shutil.copy(scene / "gt_mesh.ply", tmp_path / "m" / "accuracy_points.ply")
+    (tmp_path / "tex").mkdir()  # a textured OBJ: its MTL and texture are read with it
+    (tmp_path / "tex" / "mesh.obj").write_text("mtllib mesh.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nvt 1 0\n"
+                                               "vt 0 1\nusemtl m\nf 1/1 2/2 3/3\n")
+    (tmp_path / "tex" / "mesh.mtl").write_text("newmtl m\nKd 1 1 1\nmap_Kd tex.png\n")
+    cv2.imwrite(str(tmp_path / "tex" / "tex.png"), np.full((4, 4, 3), 200, np.uint8))
     fill = {"scene": str(scene), "tmp": str(tmp_path)}
     argv = [a.format(**fill) for a in argv]
     output = (argv[argv.index(flag) + 1] + ("/accuracy_points.ply" if flag == "--vis" else ""))
