@@ -19,6 +19,7 @@ from nerf.dtu_eval import (DOWNSAMPLE_MM, MAX_DILATION_PX, MAX_DIST_MM, VIS_FILE
                            load_mask_views, load_reference, reference_paths)
 from nerf.files import write_json  # noqa: E402
 from nerf.input_checks import DatasetError, check_file  # noqa: E402
+from nerf.mesh_metrics import mesh_files  # noqa: E402
 
 
 MIN_MM, MAX_MM = 1e-3, 1e4  # the bounds of --downsample and --max_dist
@@ -35,7 +36,7 @@ def check_vis_folder(path, inputs):
 
 def input_files(args):
     """The files and file-only folders (nerf.cli.check_not_an_input) that the run reads."""
-    inputs = [args.mesh, *reference_paths(args.dtu, args.scan).values()]
+    inputs = [*mesh_files(args.mesh), *reference_paths(args.dtu, args.scan).values()]
     return inputs if args.data is None else inputs + neus_scene_files(args.data)
 
 

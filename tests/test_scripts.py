@@ -875,8 +875,7 @@ def test_an_output_that_is_an_input_is_refused(case, small_scene, tmp_path, capf
     (tmp_path / "m").mkdir()
     shutil.copy(scene / "gt_mesh.ply", tmp_path / "m" / "accuracy_points.ply")
     (tmp_path / "tex").mkdir()  # a textured OBJ: its MTL and texture are read with it
-    (tmp_path / "tex" / "mesh.obj").write_text("mtllib mesh.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nvt 1 0\n"
-                                               "vt 0 1\nusemtl m\nf 1/1 2/2 3/3\n")
+    (tmp_path / "tex" / "mesh.obj").write_text("mtllib mesh.mtl\nusemtl m\n" + UV_OBJ)
     (tmp_path / "tex" / "mesh.mtl").write_text("newmtl m\nKd 1 1 1\nmap_Kd tex.png\n")
     cv2.imwrite(str(tmp_path / "tex" / "tex.png"), np.full((4, 4, 3), 200, np.uint8))
     fill = {"scene": str(scene), "tmp": str(tmp_path)}
