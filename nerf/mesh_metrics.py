@@ -68,8 +68,10 @@ def mesh_files(path):
             libraries = re.findall(rb"^[ \t]*mtllib[ \t]+([^\r\n]+)", data, flags=re.M)
     except (OSError, ValueError):  # (an empty file cannot be mapped)
         return files
-    for name in libraries:
-        library = os.path.join(folder, os.fsdecode(name.strip()))
+    # "mtllib a.mtl b.mtl" names two libraries, yet readers take a name with spaces whole: both readings count
+    names = {part for line in libraries for part in [line.strip(), *line.split()]}
+    for name in sorted(names):
+        library = os.path.join(folder, os.fsdecode(name))
         files.append(library)
         try:
             with open(library, "rb") as f:

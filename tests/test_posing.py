@@ -23,6 +23,7 @@ import colmap2neus  # noqa: E402
 from nerf.posing import PosingError, compare_poses, pose_folder_cached, pose_images  # noqa: E402
 from nerf.posing import cache as posing_cache  # noqa: E402
 from nerf.posing.alignment import pose_errors, umeyama  # noqa: E402
+from nerf.posing.colmap_model import check_projection_folds  # noqa: E402
 from nerf.posing.frames import blurred, extract_frames  # noqa: E402
 from nerf.posing.roi import region_of_interest  # noqa: E402
 from nerf.posing.undistort import undistortion  # noqa: E402
@@ -854,7 +855,25 @@ UNUSABLE_CAMERAS = {  # the first camera's model, its parameters from the size (
     "folding OPENCV_FISHEYE": ("OPENCV_FISHEYE", lambda w, h: [w, w, w / 2, h / 2, -3, 0, 0, 0],
                                "fisheye distortion k1 -3, k2 0 folds the image"),
     "folding RADIAL_FISHEYE": ("RADIAL_FISHEYE", lambda w, h: [w, w / 2, h / 2, 0, -30], "folds the image"),
+    "folding THIN_PRISM_FISHEYE": ("THIN_PRISM_FISHEYE", lambda w, h: [w, w, w / 2, h / 2, -3] + [0] * 7,
+                                   "fisheye distortion k1 -3, k2 0 folds the image"),
+    "folding RAD_TAN_THIN_PRISM_FISHEYE": ("RAD_TAN_THIN_PRISM_FISHEYE", lambda w, h: [w, w, w / 2, h / 2, -3] + [0] * 11,
+                                           "folds the image (its projection turns back"),
+    "DIVISION that fails": ("DIVISION", lambda w, h: [w, w, w / 2, h / 2, 5.0], "folds the image (its projection"),
+    "folding EUCM": ("EUCM", lambda w, h: [w / 2, w / 2, w / 2, h / 2, 3.0, 1.0], "folds the image (its projection"),
 }
+
+
+SANE_OTHER_LENSES = {  # models check_projection_folds checks, with parameters a real lens could have
+    "FOV": [0.8], "DIVISION": [-0.2], "DIVISION beyond 180 degrees": [-5.0], "EUCM": [0.6, 1.1],
+    "RAD_TAN_THIN_PRISM_FISHEYE": [0.05, -0.02, 0.003, 0, 0, 0, 1e-4, -1e-4, 1e-4, 0, 0, 0],
+}
+
+
+@pytest.mark.parametrize("model, extra", SANE_OTHER_LENSES.items(), ids=SANE_OTHER_LENSES.keys())
+def test_a_sane_lens_of_another_model_is_not_refused(model, extra):
+    camera = pycolmap.Camera(model=model.split()[0], width=400, height=300, params=[300, 310, 201, 149] + extra)
+    check_projection_folds(camera, "cameras.txt", "camera 1")  # raises PosingError if it folds
 
 
 @pytest.mark.parametrize("model, params, expected_text", UNUSABLE_CAMERAS.values(), ids=UNUSABLE_CAMERAS.keys())

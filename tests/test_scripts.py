@@ -851,6 +851,9 @@ OUTPUT_IS_INPUT = {
     "eval_mesh --json an OBJ's material library": (
         "eval_mesh", ["{scene}/gt_mesh.ply", "{tmp}/tex/mesh.obj", "--n_points", "1000", "--json",
                       "{tmp}/tex/mesh.mtl"], "--json", "{tmp}/tex/mesh.mtl"),
+    "eval_mesh --json an OBJ's second material library on one line": (
+        "eval_mesh", ["{scene}/gt_mesh.ply", "{tmp}/tex/mesh.obj", "--n_points", "1000", "--json",
+                      "{tmp}/tex/more.mtl"], "--json", "{tmp}/tex/more.mtl"),
     "eval_dtu --out the mesh": (
         "eval_dtu", ["{scene}/gt_mesh.ply", "--scan", "1", "--dtu", "{tmp}/dtu", "--out", "{scene}/gt_mesh.ply"],
         "--out", "{scene}/gt_mesh.ply"),
@@ -875,8 +878,9 @@ def test_an_output_that_is_an_input_is_refused(case, small_scene, tmp_path, capf
     (tmp_path / "m").mkdir()
     shutil.copy(scene / "gt_mesh.ply", tmp_path / "m" / "accuracy_points.ply")
     (tmp_path / "tex").mkdir()  # a textured OBJ: its MTL and texture are read with it
-    (tmp_path / "tex" / "mesh.obj").write_text("mtllib mesh.mtl\nusemtl m\n" + UV_OBJ)
+    (tmp_path / "tex" / "mesh.obj").write_text("mtllib mesh.mtl more.mtl\nusemtl m\n" + UV_OBJ)
     (tmp_path / "tex" / "mesh.mtl").write_text("newmtl m\nKd 1 1 1\nmap_Kd tex.png\n")
+    (tmp_path / "tex" / "more.mtl").write_text("newmtl n\nKd 1 0 0\n")
     cv2.imwrite(str(tmp_path / "tex" / "tex.png"), np.full((4, 4, 3), 200, np.uint8))
     fill = {"scene": str(scene), "tmp": str(tmp_path)}
     argv = [a.format(**fill) for a in argv]

@@ -17,7 +17,9 @@ from .sfm import pycolmap_module, quiet_colmap
 
 # COLMAP's models with radial distortion -> (fisheye, the names of their coefficients in camera_geometry's order:
 # OpenCV's k1 k2 p1 p2 k3 k4 k5 k6, or cv2.fisheye's k1 k2 k3 k4, of which COLMAP's fisheye models are a part).
-# SIMPLE_RADIAL's "k" is k1. (THIN_PRISM_FISHEYE and the rest are left to the undistortion.)
+# SIMPLE_RADIAL's "k" is k1; THIN_PRISM_FISHEYE's radial part is OPENCV_FISHEYE's (its tangential and thin-prism
+# terms, like OPENCV's tangential ones, are left out of the check). Other models with a distortion get
+# check_projection_folds.
 RADIAL_MODELS = {
     "SIMPLE_RADIAL": (False, ("k",)),
     "RADIAL": (False, ("k1", "k2")),
@@ -26,7 +28,11 @@ RADIAL_MODELS = {
     "SIMPLE_RADIAL_FISHEYE": (True, ("k",)),
     "RADIAL_FISHEYE": (True, ("k1", "k2")),
     "OPENCV_FISHEYE": (True, ("k1", "k2", "k3", "k4")),
+    "THIN_PRISM_FISHEYE": (True, ("k1", "k2", "k3", "k4")),
 }
+UNDISTORTED_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_FISHEYE", "FISHEYE")  # nothing that can fold
+FOLD_AZIMUTHS = 16  # directions out from the optical axis along which check_projection_folds follows the projection
+FOLD_MAX_ANGLE = 89.5  # degrees from the axis: pycolmap projects nothing at 90 degrees or beyond
 
 
 def check_cameras(model, cameras_file):
@@ -47,6 +53,8 @@ def check_cameras(model, cameras_file):
                               f"longer image side, all parameters finite)")
         if camera.model_name in RADIAL_MODELS:
             check_radial_distortion(camera, cameras_file, f"camera {camera_id}")
+        elif camera.model_name not in UNDISTORTED_MODELS:
+            check_projection_folds(camera, cameras_file, f"camera {camera_id}")
 
 
 def check_radial_distortion(camera, cameras_file, label):
@@ -61,6 +69,27 @@ def check_radial_distortion(camera, cameras_file, label):
         check_distortion(k, dist, (camera.width, camera.height), cameras_file, label, fisheye)
     except DatasetError as e:
         raise PosingError(str(e)) from None
+
+
+def check_projection_folds(camera, cameras_file, label):
+    """For a camera model outside RADIAL_MODELS (FOV, DIVISION, EUCM, RAD_TAN_THIN_PRISM_FISHEYE, ...): along each
+    of FOLD_AZIMUTHS directions out from the optical axis, COLMAP's own projection must move steadily away from
+    the principal point until it reaches the ellipse inscribed in the image (or the rays reach FOLD_MAX_ANGLE: a
+    lens wider than that is used only as far as a pinhole view reaches). One that turns back or fails (NaN)
+    before folds the image, and undistorting it gives garbage."""
+    cx, cy = camera.principal_point_x, camera.principal_point_y
+    half_axes = np.array([min(cx, camera.width - cx), min(cy, camera.height - cy)])  # COLMAP: edges at 0 and W
+    theta = np.radians(np.linspace(0.0, FOLD_MAX_ANGLE, 2001))[:, None]  # [T, 1]
+    for azimuth in np.linspace(0.0, 2.0 * np.pi, FOLD_AZIMUTHS, endpoint=False):
+        rays = np.stack([np.sin(theta) * np.cos(azimuth), np.sin(theta) * np.sin(azimuth), np.cos(theta)], -1)
+        with np.errstate(all="ignore"):
+            pixels = camera.img_from_cam(rays.reshape(-1, 3))  # [T, 2]
+            reach = np.hypot(*((pixels - (cx, cy)) / np.maximum(half_axes, 1e-9)).T)  # [T] 1 on the ellipse
+        inside = np.cumsum(~(reach < 1.0)) == 0  # up to the first that reaches it (NaN counts as reaching)
+        upto = reach[: np.count_nonzero(inside) + 1]
+        if not (np.all(np.isfinite(upto)) and np.all(np.diff(upto) > 0)):
+            raise PosingError(f"{cameras_file}: {label} ({camera.model_name} {camera.params_to_string()}) folds "
+                              f"the image (its projection turns back or fails before the image's edge)")
 
 
 def check_image_names(model, images_file):
