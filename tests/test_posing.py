@@ -25,6 +25,7 @@ from nerf.posing import cache as posing_cache  # noqa: E402
 from nerf.posing.alignment import pose_errors, umeyama  # noqa: E402
 from nerf.posing.colmap_model import check_projection_folds  # noqa: E402
 from nerf.posing.frames import blurred, extract_frames  # noqa: E402
+from nerf.posing.inputs import check_images, list_image_names  # noqa: E402
 from nerf.posing.roi import region_of_interest  # noqa: E402
 from nerf.posing.undistort import undistortion  # noqa: E402
 from nerf.provider import load_scene  # noqa: E402
@@ -386,6 +387,37 @@ def test_refuses_a_folder_without_images(tmp_path, capfd):
 def test_refuses_one_image(scene, tmp_path, capfd):
     copy_views(scene, tmp_path / "one", [0])
     assert_refused([tmp_path / "one", tmp_path / "out"], capfd, tmp_path / "one", "only one image")
+
+
+def test_refuses_a_folder_of_copies_of_one_picture_at_once(scene, tmp_path, capfd):
+    """200 copies of one photo: structure from motion searched for a baseline for over 300 s, then failed."""
+    import time
+
+    copy_views(scene, tmp_path / "copies", [0, 1])
+    for i in range(2, 200):
+        shutil.copy(tmp_path / "copies" / "000000.png", tmp_path / "copies" / f"{i:06d}.png")
+    t0 = time.perf_counter()
+    assert_refused([tmp_path / "copies", tmp_path / "out"], capfd, tmp_path / "copies",
+                   "only 2 distinct images (198 more are copies of them)")
+    assert time.perf_counter() - t0 < 60
+
+
+def test_copies_among_the_photos_are_left_out(scene, tmp_path, capfd):
+    """Copies of a photo (re-encoded the same pixels: a PNG written again) add no view: each is named in a
+    warning and left out; the others are checked and kept in order."""
+    copy_views(scene, tmp_path / "views", [0, 1, 2, 3])
+    again = cv2.imread(str(tmp_path / "views" / "000001.png"))
+    cv2.imwrite(str(tmp_path / "views" / "000001 copy.png"), again, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    shutil.copy(tmp_path / "views" / "000003.png", tmp_path / "views" / "a_copy.png")
+    capfd.readouterr()
+    size, kept = check_images(str(tmp_path / "views"), list_image_names(str(tmp_path / "views")), "views")
+    assert size == (WIDTH, HEIGHT)
+    assert kept == ["000000.png", "000001 copy.png", "000002.png", "000003.png"]  # the first of each, in order
+    err = capfd.readouterr().err.splitlines()
+    assert err == [f"warning: {tmp_path / 'views' / '000001.png'}: the same picture as "
+                   f"{tmp_path / 'views' / '000001 copy.png'}; left out",
+                   f"warning: {tmp_path / 'views' / 'a_copy.png'}: the same picture as "
+                   f"{tmp_path / 'views' / '000003.png'}; left out"], err
 
 
 def test_refuses_images_of_different_sizes(scene, tmp_path, capfd):

@@ -1,7 +1,9 @@
 """What the input of posing is — a folder of images, a video file, or an existing COLMAP model — and the checks
 that must pass before anything is computed or written: enough images, all readable, all one size, a model with
 all its files."""
+import hashlib
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -100,19 +102,42 @@ def classify_input(path):
     return PosingInput("images", path, image_dir=image_dir, image_names=names)
 
 
+def too_few(where, count, copies=0):
+    """The PosingError of an input with `count` usable images (`copies` more that repeat one of them)."""
+    what = "only one image" if count == 1 else f"only {count} images"
+    if copies:
+        what = what.replace("image", "distinct image") + f" ({copies} more are copies of them)"
+    return PosingError(f"{where}: {what}; structure from motion needs at least {MIN_IMAGES} views of the object")
+
+
 def check_images(image_dir, names, where):
-    """The common (width, height) of the images `names` in image_dir: at least MIN_IMAGES, every one decodable
-    (a damaged file is named), all of one size (NeuS stacks them; structure from motion shares one camera) and
-    large enough to find features on (sfm.check_feature_image_size)."""
+    """((width, height), the names kept) of the images `names` in image_dir: every one decodable (a damaged file
+    is named), all of one size (NeuS stacks them; structure from motion shares one camera), large enough to find
+    features on (sfm.check_feature_image_size), and at least MIN_IMAGES of them distinct. An image whose pixels
+    repeat an earlier one's is left out with a warning: it adds no view, and a folder of copies would keep
+    structure from motion searching for a baseline for minutes before it fails."""
     if len(names) < MIN_IMAGES:
-        count = "only one image" if len(names) == 1 else f"only {len(names)} images"
-        raise PosingError(f"{where}: {count}; structure from motion needs at least {MIN_IMAGES} views of the object")
+        raise too_few(where, len(names))
     paths = [os.path.join(image_dir, n) for n in names]
-    sizes = read_all(lambda p: read_image(p)[0].shape[:2], paths)
-    for path, size in zip(paths, sizes):
-        if size != sizes[0]:
-            raise PosingError(f"{path}: image is {size[1]}x{size[0]}, {paths[0]} is {sizes[0][1]}x{sizes[0][0]} "
+
+    def size_and_digest(path):
+        rgb = read_image(path)[0]
+        return rgb.shape[:2], hashlib.blake2b(rgb.tobytes(), digest_size=16).digest()
+
+    read = read_all(size_and_digest, paths)
+    for path, (size, _) in zip(paths, read):
+        if size != read[0][0]:
+            raise PosingError(f"{path}: image is {size[1]}x{size[0]}, {paths[0]} is {read[0][0][1]}x{read[0][0][0]} "
                               f"(all images must have one size)")
-    size = sizes[0][1], sizes[0][0]
+    size = read[0][0][1], read[0][0][0]
     check_feature_image_size(size, paths[0])
-    return size
+    first = {}
+    for path, (_, digest) in zip(paths, read):
+        first.setdefault(digest, path)
+    kept = [name for name, path, (_, digest) in zip(names, paths, read) if first[digest] == path]
+    if len(kept) < MIN_IMAGES:
+        raise too_few(where, len(kept), len(names) - len(kept))
+    for path, (_, digest) in zip(paths, read):
+        if first[digest] != path:
+            print(f"warning: {path}: the same picture as {first[digest]}; left out", file=sys.stderr)
+    return size, kept

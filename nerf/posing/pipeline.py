@@ -135,9 +135,8 @@ def reconstruct_input(source, input_path, size, work, camera_model, matching, fr
         with times.stage("frames"):
             frames = extract_frames(input_path, frames_dir, step=frame_step, max_frames=max_frames,
                                     blur_ratio=blur_ratio, disable=disable)
-        names = [name for name, _ in frames]
-        size = check_images(frames_dir, names, input_path)
-        sources = {name: f"frame {index}" for name, index in frames}
+        size, names = check_images(frames_dir, [name for name, _ in frames], input_path)
+        sources = {name: f"frame {index}" for name, index in frames if name in names}
     else:
         names = link_images(source.image_dir, source.image_names, frames_dir)
         sources = dict(zip(names, source.image_names))
@@ -242,7 +241,7 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
     with stop_signals_interrupt():  # a kill stops as Ctrl-C does: one line, the temporary folder removed
         size, given = None, None
         if source.kind == "images":
-            size = check_images(source.image_dir, source.image_names, input_path)
+            size, source.image_names = check_images(source.image_dir, source.image_names, input_path)
         elif source.kind == "colmap":
             given = read_model(source.model_dir, source.model_ext, source.image_dir)
         else:
