@@ -25,7 +25,6 @@ from nerf.posing import cache as posing_cache  # noqa: E402
 from nerf.posing.alignment import pose_errors, umeyama  # noqa: E402
 from nerf.posing.colmap_model import check_projection_folds  # noqa: E402
 from nerf.posing.frames import blurred, extract_frames  # noqa: E402
-from nerf.posing.inputs import check_images, list_image_names  # noqa: E402
 from nerf.posing.roi import region_of_interest  # noqa: E402
 from nerf.posing.undistort import undistortion  # noqa: E402
 from nerf.provider import load_scene  # noqa: E402
@@ -403,21 +402,23 @@ def test_refuses_a_folder_of_copies_of_one_picture_at_once(scene, tmp_path, capf
 
 
 def test_copies_among_the_photos_are_left_out(scene, tmp_path, capfd):
-    """Copies of a photo (re-encoded the same pixels: a PNG written again) add no view: each is named in a
-    warning and left out; the others are checked and kept in order."""
-    copy_views(scene, tmp_path / "views", [0, 1, 2, 3])
+    """Copies of a photo (the same pixels, even written again in another encoding) add no view: the first of each
+    is kept, the others left out, each named in a warning line once posing has ended, and in posing.json."""
+    copy_views(scene, tmp_path / "views", range(VIEWS))
     again = cv2.imread(str(tmp_path / "views" / "000001.png"))
     cv2.imwrite(str(tmp_path / "views" / "000001 copy.png"), again, [cv2.IMWRITE_PNG_COMPRESSION, 9])
-    shutil.copy(tmp_path / "views" / "000003.png", tmp_path / "views" / "a_copy.png")
+    shutil.copy(tmp_path / "views" / "000003.png", tmp_path / "views" / "z_copy.png")
     capfd.readouterr()
-    size, kept = check_images(str(tmp_path / "views"), list_image_names(str(tmp_path / "views")), "views")
-    assert size == (WIDTH, HEIGHT)
-    assert kept == ["000000.png", "000001 copy.png", "000002.png", "000003.png"]  # the first of each, in order
-    err = capfd.readouterr().err.splitlines()
-    assert err == [f"warning: {tmp_path / 'views' / '000001.png'}: the same picture as "
-                   f"{tmp_path / 'views' / '000001 copy.png'}; left out",
-                   f"warning: {tmp_path / 'views' / 'a_copy.png'}: the same picture as "
-                   f"{tmp_path / 'views' / '000003.png'}; left out"], err
+    info = pose_images(str(tmp_path / "views"), str(tmp_path / "out"), progress=False)
+    views = tmp_path / "views"
+    copies = {str(views / "000001.png"): str(views / "000001 copy.png"),
+              str(views / "z_copy.png"): str(views / "000003.png")}
+    assert info["copies_left_out"] == copies
+    assert json.loads((tmp_path / "out" / "posing.json").read_text())["copies_left_out"] == copies
+    assert sorted(info["views"][i]["source"] for i in range(len(info["views"]))) == sorted(
+        ["000001 copy.png"] + [f"{i:06d}.png" for i in range(VIEWS) if i != 1])
+    err = [line for line in capfd.readouterr().err.splitlines() if line.startswith("warning")]
+    assert err == [f"warning: {c}: the same picture as {o}; left out" for c, o in copies.items()], err
 
 
 def test_refuses_images_of_different_sizes(scene, tmp_path, capfd):
@@ -857,6 +858,20 @@ def test_a_video_too_small_to_pose_is_named(tmp_path, capfd):
     rng = np.random.default_rng(5)
     write_video(tmp_path / "tiny.mp4", [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(4)])
     assert_refused([tmp_path / "tiny.mp4", tmp_path / "out"], capfd, tmp_path / "tiny.mp4", "image is 16x16")
+
+
+def test_a_video_of_a_still_picture_is_refused_by_its_frames(scene, tmp_path, capfd):
+    """A camera that never moved (a lossless video, so that its frames decode the same): the error counts the
+    copies and names the video, not its frames in the temporary folder, and no warning line comes before it."""
+    import imageio.v2 as imageio
+
+    texture = cv2.cvtColor(cv2.imread(str(scene.parent / "blob.png")), cv2.COLOR_BGR2RGB)[:240, :320]
+    with imageio.get_writer(str(tmp_path / "still.avi"), format="FFMPEG", fps=10, codec="ffv1",
+                            macro_block_size=1) as writer:
+        for _ in range(12):
+            writer.append_data(texture)
+    assert_refused([tmp_path / "still.avi", tmp_path / "out", "--frame_step", "1"], capfd, tmp_path / "still.avi",
+                   "only one distinct image (11 more are copies of them)")
 
 
 def test_failed_posing_leaves_no_progress_bar_line(tmp_path, capfd):

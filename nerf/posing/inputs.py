@@ -3,7 +3,6 @@ that must pass before anything is computed or written: enough images, all readab
 all its files."""
 import hashlib
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -110,12 +109,13 @@ def too_few(where, count, copies=0):
     return PosingError(f"{where}: {what}; structure from motion needs at least {MIN_IMAGES} views of the object")
 
 
-def check_images(image_dir, names, where):
-    """((width, height), the names kept) of the images `names` in image_dir: every one decodable (a damaged file
-    is named), all of one size (NeuS stacks them; structure from motion shares one camera), large enough to find
-    features on (sfm.check_feature_image_size), and at least MIN_IMAGES of them distinct. An image whose pixels
-    repeat an earlier one's is left out with a warning: it adds no view, and a folder of copies would keep
-    structure from motion searching for a baseline for minutes before it fails."""
+def check_images(image_dir, names, where, labels=None):
+    """((width, height), the names kept, the copies left out) of the images `names` in image_dir: every one
+    decodable (a damaged file is named), all of one size (NeuS stacks them; structure from motion shares one
+    camera), large enough to find features on (sfm.check_feature_image_size), and at least MIN_IMAGES of them
+    distinct. An image whose pixels repeat an earlier one's adds no view (and a folder of copies kept structure
+    from motion searching for a baseline for minutes before it failed): it is left out, and named in the copies,
+    {what it is: what it copies}, by labels {name: what it is called} (a video's frames) or else by path."""
     if len(names) < MIN_IMAGES:
         raise too_few(where, len(names))
     paths = [os.path.join(image_dir, n) for n in names]
@@ -131,13 +131,14 @@ def check_images(image_dir, names, where):
                               f"(all images must have one size)")
     size = read[0][0][1], read[0][0][0]
     check_feature_image_size(size, paths[0])
-    first = {}
-    for path, (_, digest) in zip(paths, read):
-        first.setdefault(digest, path)
-    kept = [name for name, path, (_, digest) in zip(names, paths, read) if first[digest] == path]
+    label = dict(zip(names, [labels[n] for n in names] if labels else paths))
+    first, kept, copies = {}, [], {}
+    for name, (_, digest) in zip(names, read):
+        if digest in first:
+            copies[label[name]] = label[first[digest]]
+        else:
+            first[digest] = name
+            kept.append(name)
     if len(kept) < MIN_IMAGES:
-        raise too_few(where, len(kept), len(names) - len(kept))
-    for path, (_, digest) in zip(paths, read):
-        if first[digest] != path:
-            print(f"warning: {path}: the same picture as {first[digest]}; left out", file=sys.stderr)
-    return size, kept
+        raise too_few(where, len(kept), len(copies))
+    return size, kept, copies

@@ -7,6 +7,7 @@ input or a failed reconstruction leaves nothing behind."""
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 
@@ -131,12 +132,15 @@ def reconstruct_input(source, input_path, size, work, camera_model, matching, fr
     """Structure from motion on an image folder or a video: (Reconstruction, folder of its images,
     {COLMAP name: source name}, number of images, info dict)."""
     frames_dir = os.path.join(work, "images")
+    copies = {}
     if source.kind == "video":
         with times.stage("frames"):
             frames = extract_frames(input_path, frames_dir, step=frame_step, max_frames=max_frames,
                                     blur_ratio=blur_ratio, disable=disable)
-        size, names = check_images(frames_dir, [name for name, _ in frames], input_path)
-        sources = {name: f"frame {index}" for name, index in frames if name in names}
+        sources = {name: f"frame {index}" for name, index in frames}
+        size, names, copies = check_images(frames_dir, list(sources), input_path,
+                                           {name: f"{input_path} {source}" for name, source in sources.items()})
+        sources = {name: sources[name] for name in names}
     else:
         names = link_images(source.image_dir, source.image_names, frames_dir)
         sources = dict(zip(names, source.image_names))
@@ -149,7 +153,10 @@ def reconstruct_input(source, input_path, size, work, camera_model, matching, fr
                           f"least {need}); the others share too few features with them (more overlap or texture?)")
     with times.stage("refinement"):
         model, refinement = refine_cameras(model, camera_model, disable=disable)
-    return model, frames_dir, sources, len(names), {"sfm": sfm, "refinement": refinement}
+    info = {"sfm": sfm, "refinement": refinement}
+    if copies:  # (a folder's copies are found before, by pose_images)
+        info["copies_left_out"] = copies
+    return model, frames_dir, sources, len(names), info
 
 
 @np.errstate(all="ignore")  # huge numbers overflow in the checks' arithmetic: they refuse the results instead
@@ -221,8 +228,9 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
     blur_ratio: video frames (see frames.extract_frames). center [3], radius: the region of interest in world
     units instead of the one found from the sparse points. progress: progress bars on stderr, each cleared when
     its stage ends so that none is left above an error line (None: on a terminal only).
-    extra_info: more entries for posing.json. Raises PosingError (one line) for a bad input or a scene that
-    cannot be posed; nothing is written then."""
+    extra_info: more entries for posing.json. Photos (or frames) that copy an earlier one's pixels are left out,
+    listed in posing.json's copies_left_out and, once posing has ended, in warning lines. Raises PosingError
+    (one line) for a bad input or a scene that cannot be posed; nothing is written then."""
     times = StageTimes()
     disable = None if progress is None else not progress  # tqdm's: None hides bars off a terminal
     t_start, cpu_start = time.perf_counter(), cpu_seconds()
@@ -239,9 +247,9 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
     check_output(out_dir, target, overwrite)
     pycolmap = pycolmap_module()  # imported before the handlers below: importing it installs COLMAP's own
     with stop_signals_interrupt():  # a kill stops as Ctrl-C does: one line, the temporary folder removed
-        size, given = None, None
+        size, given, copies = None, None, {}
         if source.kind == "images":
-            size, source.image_names = check_images(source.image_dir, source.image_names, input_path)
+            size, source.image_names, copies = check_images(source.image_dir, source.image_names, input_path)
         elif source.kind == "colmap":
             given = read_model(source.model_dir, source.model_ext, source.image_dir)
         else:
@@ -256,7 +264,7 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
                 tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(target)}-", dir=parent)
             except OSError as e:  # what check_output could not foresee (a full disk, a path too long in all)
                 raise PosingError(f"{out_dir}: cannot be created ({e.strerror})") from None
-            info = {"input": os.path.abspath(input_path), "kind": source.kind}
+            info = {"input": os.path.abspath(input_path), "kind": source.kind, "copies_left_out": copies}
             if source.kind == "colmap":
                 model, image_dir = given, source.image_dir
                 sources = {name: name for name in registered_names(model)}
@@ -278,4 +286,6 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
             if created or tmp:
                 shutil.rmtree(created or tmp, ignore_errors=True)
             raise
+    for copy, original in info["copies_left_out"].items():  # after, so that a refused input gets one line alone
+        print(f"warning: {copy}: the same picture as {original}; left out", file=sys.stderr)
     return info
