@@ -196,7 +196,7 @@ def load_mask_views(scene_dir):
 
     def read(path):
         check_file(path, "a mask")
-        return imread(path, cv2.IMREAD_GRAYSCALE, "mask")
+        return imread(path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION, "mask")
 
     masks = read_all(read, mask_paths)
     for path, mask in zip(mask_paths, masks):

@@ -91,7 +91,8 @@ def imread(path, flags, what):
 
 def read_image(path: str):
     """(rgb [H, W, 3] uint8, alpha [H, W] uint8 or None); 16-bit images are reduced to 8 bits, float images
-    (values in [0, 1]) quantised."""
+    (values in [0, 1]) quantised. The pixels as stored: an EXIF rotation is not applied, as COLMAP does not
+    apply it, so that poses found from the photos fit them (masks are read so too)."""
     check_file(path, "an image")
     img = imread(path, cv2.IMREAD_UNCHANGED, "image")
     if img.dtype == np.uint16:
@@ -116,7 +117,7 @@ def read_image(path: str):
 
 def read_mask(path: str, shape):
     check_file(path, "a mask")
-    img = imread(path, cv2.IMREAD_GRAYSCALE, "mask")
+    img = imread(path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION, "mask")  # as read_image: raw pixels
     if img.shape != shape:
         raise DatasetError(f"{path}: mask is {img.shape[1]}x{img.shape[0]} but its image is {shape[1]}x{shape[0]}")
     return binary_mask(img, path, "mask")

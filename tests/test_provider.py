@@ -401,6 +401,27 @@ def test_mask_count_mismatch(small_scene, tmp_path, capsys):
     assert str(bad / "mask") in err and "15 masks for 16 images" in err
 
 
+def test_an_exif_rotation_is_ignored_by_images_and_masks_alike(tmp_path):
+    """A phone stores landscape pixels with an EXIF rotation. COLMAP poses the pixels as stored, and so does
+    read_image; a JPEG mask was read turned by its rotation, against its image (refused as the wrong size)."""
+    from PIL import Image
+
+    from nerf.images import read_image, read_mask
+
+    rng = np.random.default_rng(0)
+    pixels = cv2.resize(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), (40, 30), interpolation=cv2.INTER_CUBIC)
+    mask = np.zeros((30, 40), np.uint8)
+    mask[5:20, 3:15] = 255
+    for name, values in (("image.jpg", pixels), ("mask.jpg", mask)):
+        image = Image.fromarray(values)
+        exif = image.getexif()
+        exif[0x0112] = 6  # Orientation: turn 90 degrees clockwise to view
+        image.save(tmp_path / name, exif=exif, quality=100, subsampling=0)
+    rgb = read_image(str(tmp_path / "image.jpg"))[0]
+    assert rgb.shape == (30, 40, 3) and np.abs(rgb.astype(int) - pixels).mean() < 3
+    assert np.mean(read_mask(str(tmp_path / "mask.jpg"), rgb.shape[:2]) == mask) > 0.98
+
+
 def test_mask_size_mismatch(small_scene, tmp_path, capsys):
     bad = broken_copy(small_scene, tmp_path)
     name = sorted(os.listdir(bad / "mask"))[3]
