@@ -21,6 +21,20 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".JPG", ".PNG", ".exr")
 MAX_IMAGE_PIXELS = 2**27
 
 
+# EXIF orientation -> the stored pixels [H, W, ...] turned as they are meant to be seen (1: as stored)
+UPRIGHT = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],  # mirrored
+    3: lambda a: a[::-1, ::-1],  # turned 180 degrees
+    4: lambda a: a[::-1],  # mirrored upside down
+    5: lambda a: a.swapaxes(0, 1),  # mirrored about the main diagonal
+    6: lambda a: np.rot90(a, -1),  # turned 90 degrees clockwise (a phone held upright)
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),  # mirrored about the other diagonal
+    8: lambda a: np.rot90(a, 1),  # turned 90 degrees counter-clockwise
+}
+QUARTER_TURNS = (5, 6, 7, 8)  # the orientations that swap width and height
+
+
 @contextmanager
 def quiet_decoders():
     """Silence what image decoders print while reading: libpng and libjpeg write their own warnings
@@ -89,10 +103,26 @@ def imread(path, flags, what):
     return img
 
 
+def exif_orientation(path):
+    """The EXIF orientation of an image file (a key of UPRIGHT); 1 where it states none or Pillow cannot read its
+    header. Pillow reads the header only."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with Image.open(path) as header:
+                value = header.getexif().get(0x0112, 1)
+        except Exception:  # not a format Pillow reads, or damaged: imread names it
+            return 1
+    return value if value in UPRIGHT else 1
+
+
 def read_image(path: str):
     """(rgb [H, W, 3] uint8, alpha [H, W] uint8 or None); 16-bit images are reduced to 8 bits, float images
     (values in [0, 1]) quantised. The pixels as stored: an EXIF rotation is not applied, as COLMAP does not
-    apply it, so that poses found from the photos fit them (masks are read so too)."""
+    apply it, so that the cameras of a dataset fit them (masks are read so too; posing turns plain photos
+    upright itself, nerf/posing/inputs.py)."""
     check_file(path, "an image")
     img = imread(path, cv2.IMREAD_UNCHANGED, "image")
     if img.dtype == np.uint16:

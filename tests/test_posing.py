@@ -25,6 +25,7 @@ from nerf.posing import cache as posing_cache  # noqa: E402
 from nerf.posing.alignment import pose_errors, umeyama  # noqa: E402
 from nerf.posing.colmap_model import check_projection_folds  # noqa: E402
 from nerf.posing.frames import blurred, extract_frames  # noqa: E402
+from nerf.posing.inputs import check_images  # noqa: E402
 from nerf.posing.roi import region_of_interest  # noqa: E402
 from nerf.posing.undistort import undistortion  # noqa: E402
 from nerf.provider import load_scene  # noqa: E402
@@ -419,6 +420,54 @@ def test_copies_among_the_photos_are_left_out(scene, tmp_path, capfd):
         ["000001 copy.png"] + [f"{i:06d}.png" for i in range(VIEWS) if i != 1])
     err = [line for line in capfd.readouterr().err.splitlines() if line.startswith("warning")]
     assert err == [f"warning: {c}: the same picture as {o}; left out" for c, o in copies.items()], err
+
+
+def save_on_its_side(rgb, path, orientation=6):
+    """rgb [H, W, 3] written as a JPEG whose pixels are turned as a phone stores them, with the EXIF orientation
+    that turns them back ((6) a quarter turn clockwise, (8) counter-clockwise, (1) none: stored as given)."""
+    from PIL import Image
+
+    stored = {1: rgb, 6: np.rot90(rgb, 1), 8: np.rot90(rgb, -1)}[orientation]
+    image = Image.fromarray(np.ascontiguousarray(stored))
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.save(path, exif=exif, quality=98, subsampling=0)
+
+
+def test_photos_stored_on_their_side_are_posed_upright(scene, tmp_path):
+    """A phone held upright stores its pixels on their side with an EXIF rotation; COLMAP reads them as stored.
+    Posed as stored, the cameras were rolled a quarter turn: renders lay on their side and the orbit video turned
+    about a level axis. Turned upright first, they pose as the upright photos do."""
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "ref" / "image").mkdir(parents=True)
+    shutil.copy(scene / "cameras_sphere.npz", tmp_path / "ref")
+    for i in range(VIEWS):
+        rgb = cv2.cvtColor(cv2.imread(str(scene / "image" / f"{i:06d}.png")), cv2.COLOR_BGR2RGB)
+        save_on_its_side(rgb, tmp_path / "photos" / f"{i:06d}.jpg")
+        os.symlink(scene / "image" / f"{i:06d}.png", tmp_path / "ref" / "image" / f"{i:06d}.jpg")  # names only
+    info = pose_images(str(tmp_path / "photos"), str(tmp_path / "out"), progress=False)
+    assert info["exif_orientation"] == 6 and info["registered"] == VIEWS
+    first = cv2.imread(str(tmp_path / "out" / "image" / "000000.png"))
+    assert first.shape == (HEIGHT, WIDTH, 3)
+    assert np.abs(first.astype(int) - cv2.imread(str(scene / "image" / "000000.png"))).mean() < 3
+    result = compare_poses(str(tmp_path / "out"), str(tmp_path / "ref"))
+    assert result["rotation_deg"]["median"] < MAX_ROTATION_DEG, result
+    assert result["centre_error_pct"]["median"] < 100 * MAX_CENTRE_ERROR, result
+
+
+def test_photos_turned_different_ways_are_posed_as_stored(scene, tmp_path):
+    """Rotations that differ (a phone turned either way) leave the pixels as stored: one sensor, one camera."""
+    (tmp_path / "photos").mkdir()
+    for i, orientation in enumerate((6, 8, 1, 6, 6)):
+        rgb = cv2.cvtColor(cv2.imread(str(scene / "image" / f"{i:06d}.png")), cv2.COLOR_BGR2RGB)
+        save_on_its_side(rgb, tmp_path / "photos" / f"{i:06d}.jpg", orientation)
+    photos = sorted(os.listdir(tmp_path / "photos"))
+    with pytest.raises(PosingError, match="all images must have one size"):  # stored landscape and portrait
+        check_images(str(tmp_path / "photos"), photos, "photos")
+    checked = check_images(str(tmp_path / "photos"), ["000000.jpg", "000001.jpg", "000003.jpg"], "photos")
+    assert checked.orientation == 1 and checked.size == (HEIGHT, WIDTH)  # as stored: on their side
+    checked = check_images(str(tmp_path / "photos"), ["000000.jpg", "000003.jpg", "000004.jpg"], "photos")
+    assert checked.orientation == 6 and checked.size == (WIDTH, HEIGHT)  # all alike: upright
 
 
 def test_refuses_images_of_different_sizes(scene, tmp_path, capfd):

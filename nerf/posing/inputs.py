@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..images import read_all, read_image
+from ..images import QUARTER_TURNS, exif_orientation, read_all, read_image
 from .errors import PosingError
 from .sfm import check_feature_image_size
 
@@ -24,6 +24,7 @@ class PosingInput:
     image_names: list = field(default_factory=list)  # file names inside image_dir, sorted
     model_dir: Optional[str] = None  # the COLMAP model folder (kind "colmap")
     model_ext: Optional[str] = None  # ".bin" or ".txt"
+    orientation: int = 1  # the images' common EXIF orientation (images.UPRIGHT), set by check_images' caller
 
 
 def list_image_names(folder):
@@ -109,31 +110,47 @@ def too_few(where, count, copies=0):
     return PosingError(f"{where}: {what}; structure from motion needs at least {MIN_IMAGES} views of the object")
 
 
+@dataclass
+class CheckedImages:
+    size: tuple  # (width, height) as the images are meant to be seen
+    names: list  # the names kept, in order
+    copies: dict  # {what a copy left out is called: what it copies}
+    orientation: int  # the EXIF orientation all share (images.UPRIGHT), 1 where they differ
+
+
 def check_images(image_dir, names, where, labels=None):
-    """((width, height), the names kept, the copies left out) of the images `names` in image_dir: every one
-    decodable (a damaged file is named), all of one size (NeuS stacks them; structure from motion shares one
-    camera), large enough to find features on (sfm.check_feature_image_size), and at least MIN_IMAGES of them
-    distinct. An image whose pixels repeat an earlier one's adds no view (and a folder of copies kept structure
-    from motion searching for a baseline for minutes before it failed): it is left out, and named in the copies,
-    {what it is: what it copies}, by labels {name: what it is called} (a video's frames) or else by path."""
+    """The CheckedImages of the images `names` in image_dir: every one decodable (a damaged file is named), all of
+    one size (NeuS stacks them; structure from motion shares one camera), large enough to find features on
+    (sfm.check_feature_image_size), and at least MIN_IMAGES of them distinct.
+
+    An image whose pixels repeat an earlier one's adds no view (and a folder of copies kept structure from motion
+    searching for a baseline for minutes before it failed): it is left out, and named in the copies by labels
+    {name: what it is called} (a video's frames) or else by path. Photos that all state one EXIF rotation (a
+    phone held upright stores its pixels on their side) are to be posed turned upright, so that the scene's up
+    is the cameras' (the orbit video's axis) and its renders stand upright; where the rotations differ, as stored
+    (one sensor's pixels: the shared camera fits them all)."""
     if len(names) < MIN_IMAGES:
         raise too_few(where, len(names))
     paths = [os.path.join(image_dir, n) for n in names]
 
-    def size_and_digest(path):
+    def size_digest_orientation(path):
         rgb = read_image(path)[0]
-        return rgb.shape[:2], hashlib.blake2b(rgb.tobytes(), digest_size=16).digest()
+        return rgb.shape[:2], hashlib.blake2b(rgb.tobytes(), digest_size=16).digest(), exif_orientation(path)
 
-    read = read_all(size_and_digest, paths)
-    for path, (size, _) in zip(paths, read):
+    read = read_all(size_digest_orientation, paths)
+    for path, (size, _, _) in zip(paths, read):
         if size != read[0][0]:
             raise PosingError(f"{path}: image is {size[1]}x{size[0]}, {paths[0]} is {read[0][0][1]}x{read[0][0][0]} "
                               f"(all images must have one size)")
-    size = read[0][0][1], read[0][0][0]
-    check_feature_image_size(size, paths[0])
+    orientations = {orientation for _, _, orientation in read}
+    orientation = orientations.pop() if len(orientations) == 1 else 1
+    height, width = read[0][0]
+    if orientation in QUARTER_TURNS:
+        width, height = height, width
+    check_feature_image_size((width, height), paths[0])
     label = dict(zip(names, [labels[n] for n in names] if labels else paths))
     first, kept, copies = {}, [], {}
-    for name, (_, digest) in zip(names, read):
+    for name, (_, digest, _) in zip(names, read):
         if digest in first:
             copies[label[name]] = label[first[digest]]
         else:
@@ -141,4 +158,4 @@ def check_images(image_dir, names, where, labels=None):
             kept.append(name)
     if len(kept) < MIN_IMAGES:
         raise too_few(where, len(kept), len(copies))
-    return size, kept, copies
+    return CheckedImages((width, height), kept, copies, orientation)

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from ..camera_geometry import check_camera_geometry, projection_camera, unit_projection
 from ..camera_geometry import check_sphere as check_region
 from ..files import outermost_missing, overlong_name, save_png, write_json
-from ..images import quiet_decoders, read_image
+from ..images import UPRIGHT, quiet_decoders, read_all, read_image
 from .colmap_model import read_model
 from .errors import PosingError
 from .export import world_mat, write_cameras, write_points_ply
@@ -107,14 +107,22 @@ def replace_folder(tmp, out_dir):
         shutil.rmtree(old, ignore_errors=True)
 
 
-def link_images(image_dir, names, link_dir):
+def link_images(image_dir, names, link_dir, orientation):
     """COLMAP names of the images: links 000000.png... in link_dir to the sources (no spaces or folders in
-    the names COLMAP's pair lists and databases see)."""
+    the names COLMAP's pair lists and databases see), or, for an EXIF orientation other than 1, PNG copies
+    turned upright (COLMAP reads the pixels as stored)."""
     os.makedirs(link_dir, exist_ok=True)
-    linked = []
-    for i, name in enumerate(names):
-        linked.append(f"{i:06d}{os.path.splitext(name)[1].lower()}")
-        os.symlink(os.path.abspath(os.path.join(image_dir, name)), os.path.join(link_dir, linked[-1]))
+    linked = [f"{i:06d}{'.png' if orientation != 1 else os.path.splitext(name)[1].lower()}"
+              for i, name in enumerate(names)]
+
+    def link(name, target):
+        source = os.path.abspath(os.path.join(image_dir, name))
+        if orientation == 1:
+            os.symlink(source, os.path.join(link_dir, target))
+        else:
+            save_png(os.path.join(link_dir, target), UPRIGHT[orientation](read_image(source)[0]))
+
+    read_all(lambda pair: link(*pair), list(zip(names, linked)))
     return linked
 
 
@@ -138,11 +146,12 @@ def reconstruct_input(source, input_path, size, work, camera_model, matching, fr
             frames = extract_frames(input_path, frames_dir, step=frame_step, max_frames=max_frames,
                                     blur_ratio=blur_ratio, disable=disable)
         sources = {name: f"frame {index}" for name, index in frames}
-        size, names, copies = check_images(frames_dir, list(sources), input_path,
-                                           {name: f"{input_path} {source}" for name, source in sources.items()})
+        checked = check_images(frames_dir, list(sources), input_path,
+                               {name: f"{input_path} {source}" for name, source in sources.items()})
+        size, names, copies = checked.size, checked.names, checked.copies
         sources = {name: sources[name] for name in names}
     else:
-        names = link_images(source.image_dir, source.image_names, frames_dir)
+        names = link_images(source.image_dir, source.image_names, frames_dir, source.orientation)
         sources = dict(zip(names, source.image_names))
     options = SfmOptions(matching=matching, num_threads=num_threads, seed=seed)
     model, sfm = reconstruct(frames_dir, names, size, os.path.join(work, "sfm"), sequential=source.kind == "video",
@@ -249,7 +258,9 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
     with stop_signals_interrupt():  # a kill stops as Ctrl-C does: one line, the temporary folder removed
         size, given, copies = None, None, {}
         if source.kind == "images":
-            size, source.image_names, copies = check_images(source.image_dir, source.image_names, input_path)
+            checked = check_images(source.image_dir, source.image_names, input_path)
+            size, copies = checked.size, checked.copies
+            source.image_names, source.orientation = checked.names, checked.orientation
         elif source.kind == "colmap":
             given = read_model(source.model_dir, source.model_ext, source.image_dir)
         else:
@@ -264,7 +275,8 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
                 tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(target)}-", dir=parent)
             except OSError as e:  # what check_output could not foresee (a full disk, a path too long in all)
                 raise PosingError(f"{out_dir}: cannot be created ({e.strerror})") from None
-            info = {"input": os.path.abspath(input_path), "kind": source.kind, "copies_left_out": copies}
+            info = {"input": os.path.abspath(input_path), "kind": source.kind, "copies_left_out": copies,
+                    "exif_orientation": source.orientation}
             if source.kind == "colmap":
                 model, image_dir = given, source.image_dir
                 sources = {name: name for name in registered_names(model)}
