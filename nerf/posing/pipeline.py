@@ -14,7 +14,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from ..camera_geometry import check_camera_geometry, projection_camera, unit_projection
+from ..camera_geometry import check_camera_geometry, projection_camera, sphere_similarity, unit_projection
 from ..camera_geometry import check_sphere as check_region
 from ..files import outermost_missing, overlong_name, save_png, write_json
 from ..images import UPRIGHT, quiet_decoders, read_all, read_image
@@ -24,7 +24,7 @@ from .export import world_mat, write_cameras, write_points_ply
 from .frames import check_video, extract_frames
 from .inputs import MIN_IMAGES, check_images, classify_input
 from .refine import refine_cameras
-from .roi import region_of_interest, scale_matrix
+from .roi import region_of_interest
 from .sfm import SfmOptions, camera_to_world, pycolmap_module, reconstruct, registered_names
 from ..interrupts import stop_signals_interrupt
 from .timing import StageTimes, cpu_seconds
@@ -198,7 +198,7 @@ def write_scene(folder, model, image_dir, sources, sphere, input_path, disable):
         if inside.any():
             raise PosingError(f"--radius: the sphere holds the camera of {sources[views[int(np.argmax(inside))][0]]} "
                               f"(a camera must be outside the region of interest)")
-    scale_mat = scale_matrix(centre, radius)
+    scale_mat = sphere_similarity(centre, radius)
     check_loadable(intrinsics, c2w, scale_mat, (camera.width, camera.height),
                    [f"the camera of {sources[name]}" for name, _ in views], input_path)
     os.makedirs(os.path.join(folder, "image"))

@@ -65,9 +65,3 @@ def region_of_interest(points, track_lengths, intrinsics, c2w, size, where):
     nearest_camera = np.linalg.norm(c2w[:, :3, 3] - centre, axis=1).min()
     return centre, float(min(radius, CAMERA_CLEARANCE * nearest_camera))
 
-
-def scale_matrix(centre, radius):
-    """[4, 4] similarity taking the unit sphere onto the sphere (centre [3], radius)."""
-    m = np.diag([radius, radius, radius, 1.0])
-    m[:3, 3] = centre
-    return m
