@@ -15,6 +15,10 @@ from .provider import camera_rays
 MAX_ELEVATION_DEG = 85.0
 
 
+class NoOrbitAxis(ValueError):
+    """The training cameras give no up direction to turn about (their rolls disagree): no orbit video."""
+
+
 def orbit_cameras(c2w, n_frames):
     """c2w [N, 4, 4] training cameras (normalised space, OpenCV axes) -> c2w [n_frames, 4, 4] of a full turn.
 
@@ -24,7 +28,9 @@ def orbit_cameras(c2w, n_frames):
     keep a ring of cameras, whose mean position is the centre, and a one-sided cap (DTU) alike. The turn
     starts at the azimuth of the cameras' mean direction (the captured side of a cap; the first camera's for
     a ring, whose mean direction vanishes) and steps 2 pi / n_frames, so the last frame is one step from the
-    first and the video loops.
+    first and the video loops. The frames are rolled as most training cameras are (`capture_roll`: a quarter
+    turn for photos a phone took upright and stored on their side), so that they frame the object as the
+    photos do.
     """
     if c2w.dim() != 3 or c2w.shape[1:] != (4, 4) or c2w.shape[0] == 0:
         raise ValueError(f"c2w: expected [N, 4, 4] cameras, got {list(c2w.shape)}")
@@ -57,9 +63,30 @@ def orbit_cameras(c2w, n_frames):
     right = torch.cross(forward, up.expand_as(forward), dim=-1)
     right = right / right.norm(dim=-1, keepdim=True)
     down = torch.cross(forward, right, dim=-1)
+    quarter = capture_roll(poses, up)
+    c, s = round(math.cos(quarter * math.pi / 2)), round(math.sin(quarter * math.pi / 2))
+    right, down = c * right + s * down, c * down - s * right
     out = torch.eye(4, dtype=up.dtype).repeat(n_frames, 1, 1)
     out[:, :3, 0], out[:, :3, 1], out[:, :3, 2], out[:, :3, 3] = right, down, forward, eye
     return out.to(device=c2w.device, dtype=c2w.dtype)
+
+
+def capture_roll(c2w, up):
+    """The quarter turns (0-3) by which most cameras c2w [N, 4, 4] are rolled about their optical axes from
+    level with `up` [3], turning the right vector towards the down vector (1 or 3: a phone held upright whose
+    photos keep their pixels on their side)."""
+    along_right, along_down = c2w[:, :3, 0] @ up, c2w[:, :3, 1] @ up  # [N] the up in each image's axes
+    quarters = torch.round(torch.atan2(-along_right, -along_down) / (math.pi / 2)).long() % 4  # [N]
+    return int(torch.bincount(quarters, minlength=4).argmax())
+
+
+def level_normal(vectors):
+    """[3] unit normal of the plane that vectors [N, 3] (unit) lie in, or None where they do not span one
+    (nearly all parallel, or spread out of any plane)."""
+    eigenvalues, eigenvectors = torch.linalg.eigh(vectors.T @ vectors / len(vectors))  # ascending
+    if eigenvalues[1] > 0.01 and eigenvalues[0] < 0.1 * eigenvalues[1]:
+        return eigenvectors[:, 0]
+    return None
 
 
 def orbit_axis(c2w):
@@ -70,19 +97,23 @@ def orbit_axis(c2w):
     up vector tilted away from it, which cancels out only over a full ring (a DTU-like cap at 30 degrees of
     elevation tilts it by ~25 degrees). An unrolled camera's right vector (x) is level instead, so the up
     direction is the one most nearly perpendicular to every right vector: the least eigenvector of their
-    second moment. Where the right vectors are (nearly) all parallel (one camera, a vertical arc) that leaves
-    a plane, and the mean up vector is projected into it."""
+    second moment. Cameras rolled a quarter turn (a phone held upright whose photos keep their pixels on
+    their side) have the down vector (y) level instead: where the right vectors span no plane and the down
+    vectors do, the up is the normal of theirs, on the side the cameras look down from (more often than up).
+    Where neither spans a plane (one camera, a vertical arc), the mean up vector is projected onto the plane
+    normal to the right vectors' dominant direction."""
     up = -c2w[:, :3, 1].mean(0)  # OpenCV y points down
-    rights = c2w[:, :3, 0]  # [N, 3]
-    eigenvalues, eigenvectors = torch.linalg.eigh(rights.T @ rights / len(rights))  # ascending
-    if eigenvalues[1] > 0.01 and eigenvalues[0] < 0.1 * eigenvalues[1]:  # right vectors span a plane
-        axis = eigenvectors[:, 0]
-        axis = axis if axis @ up >= 0 else -axis
+    level_right, level_down = level_normal(c2w[:, :3, 0]), level_normal(c2w[:, :3, 1])
+    if level_right is not None:
+        axis = level_right if level_right @ up >= 0 else -level_right
+    elif level_down is not None:  # (the mean up vector is level then: no side to take from it)
+        return level_down if level_down @ c2w[:, :3, 2].mean(0) <= 0 else -level_down
     else:
-        dominant = eigenvectors[:, 2]
+        dominant = torch.linalg.eigh(c2w[:, :3, 0].T @ c2w[:, :3, 0])[1][:, 2]
         axis = up - (up @ dominant) * dominant
     if axis.norm() < 1e-6 or axis @ up <= 1e-6:
-        raise ValueError("c2w: the cameras' up vectors cancel out; no up direction for the orbit")
+        raise NoOrbitAxis("the cameras' up vectors cancel out (rolled different ways?): no up direction to turn "
+                          "about")
     return axis / axis.norm()
 
 

@@ -25,7 +25,7 @@ from .evaluation import view_background, write_test_results
 from .files import overlong_name, write_json
 from .logger import Logger
 from .network_sdf import build_model
-from .orbit import render_orbit
+from .orbit import NoOrbitAxis, render_orbit
 from .provider import CAMERA_FILES, DatasetError, has_cameras_file, load_scene
 from .renderer_sdf import build_renderer
 from .trainer import Trainer, TrainingDiverged, TrainingInterrupted, views_shape
@@ -355,12 +355,16 @@ def train_and_export(args, config, scene, trainer, device, clock, viewer=None):
             print("warning: no orbit video: imageio-ffmpeg is not installed (pip install -r requirements.txt)",
                   file=sys.stderr)
         elif e.video_frames:
-            with denormals_flushed():
-                video = render_orbit(trainer.renderer, scene.train, view_background(config.field.background, device),
-                                     e.video_frames, e.video_downscale, e.eval_chunk,
-                                     os.path.join(results, "orbit.mp4"), use_amp=trainer.use_amp, quiet=args.quiet)
-            clock.lap("video")
-            print(f"orbit video: {video}")
+            try:
+                with denormals_flushed():
+                    video = render_orbit(trainer.renderer, scene.train,
+                                         view_background(config.field.background, device), e.video_frames,
+                                         e.video_downscale, e.eval_chunk, os.path.join(results, "orbit.mp4"),
+                                         use_amp=trainer.use_amp, quiet=args.quiet)
+                clock.lap("video")
+                print(f"orbit video: {video}")
+            except NoOrbitAxis as err:  # the mesh and the renders are written: the video alone is left out
+                print(f"warning: no orbit video: {err}", file=sys.stderr)
     report = clock.report()
     write_json(os.path.join(args.workspace, "timings_test.json" if args.test else "timings.json"), report)
     trainer.logger.log("stage seconds: " + ", ".join(f"{k} {v}" for k, v in clock.seconds.items()) +

@@ -81,6 +81,28 @@ def test_test_mode_needs_no_flags_and_writes_results_in_world_units(trained):
     assert main_sdf.main([root, "--workspace", workspace, "--test", "--eval_chunk", "1000"] + TRAIN_ARGS) == 0
 
 
+def test_cameras_without_an_up_direction_leave_out_only_the_orbit_video(trained, tmp_path, capsys, monkeypatch):
+    """Cameras rolled different ways give the orbit no axis: a warning line, the rest of --test written, exit 0
+    (before: a traceback after the mesh)."""
+    pytest.importorskip("imageio_ffmpeg")
+    import shutil
+
+    import nerf.orbit
+
+    def no_axis(c2w):
+        raise nerf.orbit.NoOrbitAxis("the cameras' up vectors cancel out")
+
+    monkeypatch.setattr(nerf.orbit, "orbit_axis", no_axis)
+    copy = str(tmp_path / "ws")
+    shutil.copytree(trained[2], copy)
+    shutil.rmtree(os.path.join(copy, "results"), ignore_errors=True)
+    assert main_sdf.main(["--workspace", copy, "--test", "--device", "cpu", "--quiet"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["warning: no orbit video: the cameras' up vectors cancel out"], err
+    assert os.path.isfile(os.path.join(copy, "results", "metrics.json"))
+    assert not os.path.exists(os.path.join(copy, "results", "orbit.mp4"))
+
+
 @pytest.mark.parametrize("flag", [["--num_levels", "16"], ["--cuda_ray"], ["--hidden_dim", "64"], ["--iters", "9"]])
 def test_test_mode_refuses_flags_that_change_the_model(trained, flag, capsys, tmp_path):
     _, _, workspace = trained
