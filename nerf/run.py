@@ -183,10 +183,12 @@ def scene_folder(data, workspace, quiet):
     if not os.path.exists(data) or (os.path.isdir(data) and has_cameras_file(data)):
         return data
     from .posing import PosingError, pose_folder_cached
-    from .posing.inputs import classify_input
+    from .posing.inputs import UnreadablePhotos, classify_input
 
     try:
         classify_input(data)
+    except UnreadablePhotos:
+        raise
     except PosingError:  # nothing to pose either: the loader's "no cameras file" says best what is missing
         return data
     created = not os.path.exists(workspace)

@@ -384,6 +384,23 @@ def test_refuses_a_folder_without_images(tmp_path, capfd):
     assert_refused([tmp_path / "empty", tmp_path / "out"], capfd, tmp_path / "empty", "no images found")
 
 
+def test_photos_of_a_format_we_cannot_read_are_named(tmp_path, capfd):
+    """A phone's HEIC photos (or raw files): neither OpenCV nor COLMAP reads them. Both routes say so, where
+    main_sdf.py said 'no cameras file'."""
+    (tmp_path / "phone").mkdir()
+    for i in range(5):
+        (tmp_path / "phone" / f"IMG_{i:04d}.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (tmp_path / "phone" / "IMG_0005.DNG").write_bytes(b"II*\x00")
+    expected = "6 photos in DNG/HEIC, which neither OpenCV nor COLMAP reads; convert them to JPEG or PNG first"
+    assert_refused([tmp_path / "phone", tmp_path / "out"], capfd, tmp_path / "phone", expected)
+    import main_sdf
+
+    assert main_sdf.main([str(tmp_path / "phone"), "--workspace", str(tmp_path / "ws"), "--device", "cpu"]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err == [f"error: {tmp_path / 'phone'}: {expected}"], err
+    assert not (tmp_path / "ws").exists()
+
+
 def test_refuses_one_image(scene, tmp_path, capfd):
     copy_views(scene, tmp_path / "one", [0])
     assert_refused([tmp_path / "one", tmp_path / "out"], capfd, tmp_path / "one", "only one image")

@@ -12,8 +12,15 @@ from .sfm import check_feature_image_size
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")  # what both OpenCV and COLMAP decode
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp")
+# photos that neither OpenCV nor COLMAP decodes: a phone's HEIC, cameras' raw files
+UNREADABLE_PHOTO_SUFFIXES = (".heic", ".heif", ".avif", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2")
 MODEL_PARTS = ("cameras", "images", "points3D")
 MIN_IMAGES = 3  # two views pose each other but leave nothing to hold out or to check a third view against
+
+
+class UnreadablePhotos(PosingError):
+    """A folder whose photos are all of a format we cannot read (HEIC, raw): said as such, where a folder without
+    any photo is left to the loader's 'no cameras file'."""
 
 
 @dataclass
@@ -98,6 +105,11 @@ def classify_input(path):
         image_dir = os.path.join(path, "images")
         names = list_image_names(image_dir)
     if not names:
+        unreadable = [n for n in os.listdir(image_dir) if n.lower().endswith(UNREADABLE_PHOTO_SUFFIXES)]
+        if unreadable:
+            kinds = sorted({os.path.splitext(n)[1].upper().lstrip(".") for n in unreadable})
+            raise UnreadablePhotos(f"{image_dir}: {len(unreadable)} photos in {'/'.join(kinds)}, which neither OpenCV "
+                                   f"nor COLMAP reads; convert them to JPEG or PNG first")
         raise PosingError(f"{path}: no images found ({', '.join(IMAGE_SUFFIXES)})")
     return PosingInput("images", path, image_dir=image_dir, image_names=names)
 
