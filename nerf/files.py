@@ -66,13 +66,17 @@ def write_json(path, data):
 
 
 def save_png(path, image):
-    """image: [H, W, 3] RGB or [H, W] grey, float in [0, 1] or uint8."""
+    """image: [H, W, 3] RGB, [H, W, 4] RGBA or [H, W] grey, float in [0, 1] or uint8."""
     if image.dtype != np.uint8:
         image = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
     def write(p):
         # encoded here and written by Python: cv2.imwrite crashes the process on a path that is not UTF-8
-        ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image)
+        if image.ndim == 3:  # OpenCV's channel order
+            ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA if image.shape[2] == 4
+                                                         else cv2.COLOR_RGB2BGR))
+        else:
+            ok, data = cv2.imencode(".png", image)
         if not ok:
             raise OSError(f"{p}: could not encode the image")
         with open(p, "wb") as f:

@@ -472,6 +472,30 @@ def test_photos_stored_on_their_side_are_posed_upright(scene, tmp_path):
     assert result["centre_error_pct"]["median"] < 100 * MAX_CENTRE_ERROR, result
 
 
+def test_cut_out_photos_give_the_scene_masks(scene, tmp_path, capfd):
+    """Photos with their background removed (transparent: an alpha channel) pose as before and their alpha
+    channels become the scene's masks, so that training uses them; all of them or none must be cut out."""
+    (tmp_path / "cut").mkdir()
+    for i in range(VIEWS):
+        rgb = cv2.imread(str(scene / "image" / f"{i:06d}.png"))
+        mask = cv2.imread(str(scene / "mask" / f"{i:03d}.png"), cv2.IMREAD_GRAYSCALE)
+        cv2.imwrite(str(tmp_path / "cut" / f"{i:06d}.png"), np.dstack([rgb * (mask[..., None] > 0), mask]))
+    info = pose_images(str(tmp_path / "cut"), str(tmp_path / "out"), progress=False)
+    assert info["masks_from_alpha"] and info["registered"] == VIEWS
+    loaded = load_scene(str(tmp_path / "out"), holdout=0)
+    for i, view in enumerate(info["views"]):
+        truth = cv2.imread(str(scene / "mask" / f"{int(view['source'][:6]):03d}.png"), cv2.IMREAD_GRAYSCALE) > 127
+        got = loaded.train.masks[i].numpy() > 127
+        assert (got & truth).sum() / (got | truth).sum() > 0.98  # (no resampling: pinhole cameras)
+    opaque = cv2.imread(str(scene / "image" / "000003.png"))
+    cv2.imwrite(str(tmp_path / "cut" / "000003.png"), np.dstack([opaque, np.full(opaque.shape[:2], 255, np.uint8)]))
+    assert_refused([tmp_path / "cut", tmp_path / "out2"], capfd, tmp_path / "cut" / "000003.png",
+                   "no transparent background, while")
+    cv2.imwrite(str(tmp_path / "cut" / "000003.png"), np.dstack([opaque, np.zeros(opaque.shape[:2], np.uint8)]))
+    assert_refused([tmp_path / "cut", tmp_path / "out2"], capfd, tmp_path / "cut" / "000003.png",
+                   "transparent all over")
+
+
 def test_photos_turned_different_ways_are_posed_as_stored(scene, tmp_path):
     """Rotations that differ (a phone turned either way) leave the pixels as stored: one sensor, one camera."""
     (tmp_path / "photos").mkdir()

@@ -32,6 +32,7 @@ class PosingInput:
     model_dir: Optional[str] = None  # the COLMAP model folder (kind "colmap")
     model_ext: Optional[str] = None  # ".bin" or ".txt"
     orientation: int = 1  # the images' common EXIF orientation (images.UPRIGHT), set by check_images' caller
+    cut_out: bool = False  # masks from the images' alpha channels (CheckedImages.cut_out)
 
 
 def list_image_names(folder):
@@ -128,12 +129,15 @@ class CheckedImages:
     names: list  # the names kept, in order
     copies: dict  # {what a copy left out is called: what it copies}
     orientation: int  # the EXIF orientation all share (images.UPRIGHT), 1 where they differ
+    cut_out: bool  # every image has a transparent background (an alpha channel below 255): masks from it
 
 
 def check_images(image_dir, names, where, labels=None):
     """The CheckedImages of the images `names` in image_dir: every one decodable (a damaged file is named), all of
     one size (NeuS stacks them; structure from motion shares one camera), large enough to find features on
-    (sfm.check_feature_image_size), and at least MIN_IMAGES of them distinct.
+    (sfm.check_feature_image_size), and at least MIN_IMAGES of them distinct. Cut-out photos (an alpha channel
+    transparent somewhere: a background removed) give masks, so all of them or none must be, and none may be
+    transparent all over.
 
     An image whose pixels repeat an earlier one's adds no view (and a folder of copies kept structure from motion
     searching for a baseline for minutes before it failed): it is left out, and named in the copies by labels
@@ -146,15 +150,23 @@ def check_images(image_dir, names, where, labels=None):
     paths = [os.path.join(image_dir, n) for n in names]
 
     def size_digest_orientation(path):
-        rgb = read_image(path)[0]
-        return rgb.shape[:2], hashlib.blake2b(rgb.tobytes(), digest_size=16).digest(), exif_orientation(path)
+        rgb, alpha = read_image(path)
+        if alpha is not None and not alpha.any():
+            raise PosingError(f"{path}: transparent all over (its alpha channel is 0 everywhere)")
+        cut_out = alpha is not None and bool((alpha < 255).any())
+        return rgb.shape[:2], hashlib.blake2b(rgb.tobytes(), digest_size=16).digest(), exif_orientation(path), cut_out
 
     read = read_all(size_digest_orientation, paths)
-    for path, (size, _, _) in zip(paths, read):
+    cut_out = [c for *_, c in read]
+    if any(cut_out) and not all(cut_out):
+        first, other = paths[cut_out.index(True)], paths[cut_out.index(False)]
+        raise PosingError(f"{other}: no transparent background, while {first} has one (cut-out photos give the "
+                          f"masks: all of them, or none)")
+    for path, (size, *_) in zip(paths, read):
         if size != read[0][0]:
             raise PosingError(f"{path}: image is {size[1]}x{size[0]}, {paths[0]} is {read[0][0][1]}x{read[0][0][0]} "
                               f"(all images must have one size)")
-    orientations = {orientation for _, _, orientation in read}
+    orientations = {orientation for _, _, orientation, _ in read}
     orientation = orientations.pop() if len(orientations) == 1 else 1
     height, width = read[0][0]
     if orientation in QUARTER_TURNS:
@@ -162,7 +174,7 @@ def check_images(image_dir, names, where, labels=None):
     check_feature_image_size((width, height), paths[0])
     label = dict(zip(names, [labels[n] for n in names] if labels else paths))
     first, kept, copies = {}, [], {}
-    for name, (_, digest, _) in zip(names, read):
+    for name, (_, digest, *_) in zip(names, read):
         if digest in first:
             copies[label[name]] = label[first[digest]]
         else:
@@ -170,4 +182,4 @@ def check_images(image_dir, names, where, labels=None):
             kept.append(name)
     if len(kept) < MIN_IMAGES:
         raise too_few(where, len(kept), len(copies))
-    return CheckedImages((width, height), kept, copies, orientation)
+    return CheckedImages((width, height), kept, copies, orientation, all(cut_out))

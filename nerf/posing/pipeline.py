@@ -110,7 +110,7 @@ def replace_folder(tmp, out_dir):
 def link_images(image_dir, names, link_dir, orientation):
     """COLMAP names of the images: links 000000.png... in link_dir to the sources (no spaces or folders in
     the names COLMAP's pair lists and databases see), or, for an EXIF orientation other than 1, PNG copies
-    turned upright (COLMAP reads the pixels as stored)."""
+    turned upright (COLMAP reads the pixels as stored), their alpha channels kept."""
     os.makedirs(link_dir, exist_ok=True)
     linked = [f"{i:06d}{'.png' if orientation != 1 else os.path.splitext(name)[1].lower()}"
               for i, name in enumerate(names)]
@@ -120,7 +120,9 @@ def link_images(image_dir, names, link_dir, orientation):
         if orientation == 1:
             os.symlink(source, os.path.join(link_dir, target))
         else:
-            save_png(os.path.join(link_dir, target), UPRIGHT[orientation](read_image(source)[0]))
+            rgb, alpha = read_image(source)
+            save_png(os.path.join(link_dir, target), UPRIGHT[orientation](rgb if alpha is None else
+                                                                          np.dstack([rgb, alpha])))
 
     read_all(lambda pair: link(*pair), list(zip(names, linked)))
     return linked
@@ -180,9 +182,10 @@ def check_loadable(intrinsics, c2w, scale_mat, size, labels, input_path):
                           unit_sphere=True)
 
 
-def write_scene(folder, model, image_dir, sources, sphere, input_path, disable):
+def write_scene(folder, model, image_dir, sources, sphere, input_path, disable, cut_out=False):
     """The NeuS files of the Reconstruction (images in image_dir) into folder; returns posing.json's entries
-    about them. sphere: the (centre, radius) override or None."""
+    about them. sphere: the (centre, radius) override or None. cut_out: the images' alpha channels are written
+    as the scene's masks (mask/)."""
     views = sorted(registered_names(model).items())  # (COLMAP name, image) in name (capture) order
     c2w = np.stack([camera_to_world(image) for _, image in views])
     points, colours, tracks = sparse_points(model)
@@ -202,10 +205,15 @@ def write_scene(folder, model, image_dir, sources, sphere, input_path, disable):
     check_loadable(intrinsics, c2w, scale_mat, (camera.width, camera.height),
                    [f"the camera of {sources[name]}" for name, _ in views], input_path)
     os.makedirs(os.path.join(folder, "image"))
+    if cut_out:
+        os.makedirs(os.path.join(folder, "mask"))
     for i, (name, image) in enumerate(tqdm(views, desc="export", unit="image", disable=disable, leave=False)):
         with quiet_decoders():
-            rgb, _ = read_image(os.path.join(image_dir, name))
-        save_png(os.path.join(folder, "image", f"{i:06d}.png"), undistortions[image.camera_id].apply(rgb))
+            rgb, alpha = read_image(os.path.join(image_dir, name))
+        undistort = undistortions[image.camera_id].apply
+        save_png(os.path.join(folder, "image", f"{i:06d}.png"), undistort(rgb))
+        if cut_out:
+            save_png(os.path.join(folder, "mask", f"{i:06d}.png"), undistort(alpha))
     write_cameras(os.path.join(folder, "cameras_sphere.npz"), intrinsics, c2w, scale_mat)
     write_points_ply(os.path.join(folder, "points3D.ply"), points, colours)
     sparse_dir = os.path.join(folder, "sparse", "0")
@@ -213,6 +221,7 @@ def write_scene(folder, model, image_dir, sources, sphere, input_path, disable):
     model.write_binary(sparse_dir)  # the distorted model, in COLMAP's image names (posing.json maps them)
     return {
         "registered": len(views),
+        "masks_from_alpha": cut_out,
         "views": [{"image": f"{i:06d}.png", "source": sources[name], "colmap_name": name}
                   for i, (name, _) in enumerate(views)],
         "camera": {"model": camera.model_name, "width": camera.width, "height": camera.height,
@@ -260,7 +269,7 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
         if source.kind == "images":
             checked = check_images(source.image_dir, source.image_names, input_path)
             size, copies = checked.size, checked.copies
-            source.image_names, source.orientation = checked.names, checked.orientation
+            source.image_names, source.orientation, source.cut_out = checked.names, checked.orientation, checked.cut_out
         elif source.kind == "colmap":
             given = read_model(source.model_dir, source.model_ext, source.image_dir)
         else:
@@ -287,7 +296,7 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
                     max_frames, blur_ratio, num_threads, seed, times, disable)
                 info.update(sfm_info)
             with times.stage("export"):
-                info.update(write_scene(tmp, model, image_dir, sources, sphere, input_path, disable))
+                info.update(write_scene(tmp, model, image_dir, sources, sphere, input_path, disable, source.cut_out))
             times.wall["total"], times.cpu["total"] = time.perf_counter() - t_start, cpu_seconds() - cpu_start
             info.update(total=total, times=times.as_dict(), pycolmap=pycolmap.__version__)
             info.update(extra_info or {})
