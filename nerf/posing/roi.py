@@ -64,4 +64,3 @@ def region_of_interest(points, track_lengths, intrinsics, c2w, size, where):
     radius = MARGIN * np.linalg.norm(selected - centre, axis=1).max()
     nearest_camera = np.linalg.norm(c2w[:, :3, 3] - centre, axis=1).min()
     return centre, float(min(radius, CAMERA_CLEARANCE * nearest_camera))
-
