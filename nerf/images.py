@@ -104,8 +104,8 @@ def imread(path, flags, what):
 
 
 def exif_orientation(path):
-    """The EXIF orientation of an image file (a key of UPRIGHT); 1 where it states none or Pillow cannot read its
-    header. Pillow reads the header only."""
+    """The EXIF orientation of an image file (a key of UPRIGHT, an int); 1 where it states none or one of no key,
+    or Pillow cannot read its header. Pillow reads the header only."""
     from PIL import Image
 
     with warnings.catch_warnings():
@@ -113,9 +113,11 @@ def exif_orientation(path):
         try:
             with Image.open(path) as header:
                 value = header.getexif().get(0x0112, 1)
-        except Exception:  # not a format Pillow reads, or damaged: imread names it
+            # a tag of another type than SHORT equals a key as a rational 6/1 or a float 6.0 does: Pillow's
+            # IFDRational then reached posing.json, which cannot hold it
+            return int(value) if value in UPRIGHT else 1
+        except Exception:  # not a format Pillow reads, or damaged (imread names it); an unhashable value
             return 1
-    return value if value in UPRIGHT else 1
 
 
 def read_image(path: str):

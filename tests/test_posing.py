@@ -496,6 +496,20 @@ def test_cut_out_photos_give_the_scene_masks(scene, tmp_path, capfd):
                    "transparent all over")
 
 
+def test_a_copy_of_other_exif_does_not_decide_the_orientation(scene, tmp_path):
+    """A copy left out (the same pixels, its EXIF stripped: a photo sent back through a messaging app) has no say
+    in the photos' orientation: it made the rotations differ, and the photos were posed on their side."""
+    (tmp_path / "photos").mkdir()
+    for i in range(5):
+        rgb = cv2.cvtColor(cv2.imread(str(scene / "image" / f"{i:06d}.png")), cv2.COLOR_BGR2RGB)
+        save_on_its_side(rgb, tmp_path / "photos" / f"{i:06d}.jpg")
+    cv2.imwrite(str(tmp_path / "photos" / "sent.png"), cv2.imread(str(tmp_path / "photos" / "000000.jpg"),
+                                                                  cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION))
+    checked = check_images(str(tmp_path / "photos"), sorted(os.listdir(tmp_path / "photos")), "photos")
+    assert checked.copies == {str(tmp_path / "photos" / "sent.png"): str(tmp_path / "photos" / "000000.jpg")}
+    assert checked.orientation == 6 and checked.size == (WIDTH, HEIGHT)
+
+
 def test_photos_turned_different_ways_are_posed_as_stored(scene, tmp_path):
     """Rotations that differ (a phone turned either way) leave the pixels as stored: one sensor, one camera."""
     (tmp_path / "photos").mkdir()
@@ -509,6 +523,33 @@ def test_photos_turned_different_ways_are_posed_as_stored(scene, tmp_path):
     assert checked.orientation == 1 and checked.size == (HEIGHT, WIDTH)  # as stored: on their side
     checked = check_images(str(tmp_path / "photos"), ["000000.jpg", "000003.jpg", "000004.jpg"], "photos")
     assert checked.orientation == 6 and checked.size == (WIDTH, HEIGHT)  # all alike: upright
+
+
+def exif_orientation_of_type(value_type, payload):
+    """Raw EXIF (little-endian TIFF) holding only an orientation tag of TIFF type value_type (5: RATIONAL,
+    12: DOUBLE), its value's bytes `payload` (stored after the directory: both are longer than 4 bytes)."""
+    import struct
+
+    entry = struct.pack("<HHII", 0x0112, value_type, 1, 8 + 2 + 12 + 4)  # the value's offset: after the directory
+    return b"Exif\0\0II*\0" + struct.pack("<IH", 8, 1) + entry + struct.pack("<I", 0) + payload
+
+
+@pytest.mark.parametrize("value_type, payload", [(5, b"\x06\0\0\0\x01\0\0\0"), (12, b"\0" * 6 + b"\x18\x40")],
+                         ids=["rational 6/1", "double 6.0"])
+def test_an_orientation_stated_in_another_type_is_an_int(scene, tmp_path, value_type, payload):
+    """An orientation tag of type RATIONAL (6/1) or DOUBLE (6.0) equals 6: Pillow's IFDRational was taken as the
+    orientation, and writing posing.json failed with a traceback."""
+    from PIL import Image
+
+    (tmp_path / "photos").mkdir()
+    for i in range(VIEWS):
+        rgb = cv2.cvtColor(cv2.imread(str(scene / "image" / f"{i:06d}.png")), cv2.COLOR_BGR2RGB)
+        Image.fromarray(np.ascontiguousarray(np.rot90(rgb, 1))).save(
+            tmp_path / "photos" / f"{i:06d}.jpg", exif=exif_orientation_of_type(value_type, payload), quality=98)
+    info = pose_images(str(tmp_path / "photos"), str(tmp_path / "out"), progress=False)
+    assert type(info["exif_orientation"]) is int and info["exif_orientation"] == 6
+    with open(tmp_path / "out" / "posing.json") as f:
+        assert json.load(f)["exif_orientation"] == 6
 
 
 def test_refuses_images_of_different_sizes(scene, tmp_path, capfd):
@@ -999,18 +1040,35 @@ UNUSABLE_CAMERAS = {  # the first camera's model, its parameters from the size (
                                            "folds the image (its projection turns back"),
     "DIVISION that fails": ("DIVISION", lambda w, h: [w, w, w / 2, h / 2, 5.0], "folds the image (its projection"),
     "folding EUCM": ("EUCM", lambda w, h: [w / 2, w / 2, w / 2, h / 2, 3.0, 1.0], "folds the image (its projection"),
+    # lenses that fold nothing but show the view in a few pixels, or a sliver of it over the whole image: their
+    # undistorted images were of one colour
+    "DIVISION of a view a few pixels wide": ("DIVISION", lambda w, h: [w, w, w / 2, h / 2, -1e9],
+                                             "focal lengths out, at the image's edge"),
+    "FOV of a sliver of the view": ("FOV", lambda w, h: [w, w, w / 2, h / 2, 1e9], "focal lengths out, at the"),
+    "RAD_TAN_THIN_PRISM_FISHEYE of a huge k0": ("RAD_TAN_THIN_PRISM_FISHEYE",
+                                                lambda w, h: [w, w, w / 2, h / 2, 1e30] + [0] * 11,
+                                                "focal lengths out, at the image's edge"),
+    "FOV wider than a half turn (turned inside out)": ("FOV", lambda w, h: [w, w, w / 2, h / 2, 5.0],
+                                                      "crosses the axis"),
+    # tangential and thin-prism terms, which the radial check leaves out
+    "OPENCV of a huge p1": ("OPENCV", lambda w, h: [w, w, w / 2, h / 2, 0, 0, 1e9, 0], "focal lengths out, at the"),
+    "THIN_PRISM_FISHEYE of a huge s1": ("THIN_PRISM_FISHEYE", lambda w, h: [w, w, w / 2, h / 2] + [0] * 6 + [1e9, 0],
+                                        "focal lengths out, at the image's edge"),
 }
 
 
 SANE_OTHER_LENSES = {  # models check_projection_folds checks, with parameters a real lens could have
     "FOV": [0.8], "DIVISION": [-0.2], "DIVISION beyond 180 degrees": [-5.0], "EUCM": [0.6, 1.1],
     "RAD_TAN_THIN_PRISM_FISHEYE": [0.05, -0.02, 0.003, 0, 0, 0, 1e-4, -1e-4, 1e-4, 0, 0, 0],
+    "FOV of a fisheye": [3.0], "SIMPLE_DIVISION": [0.5], "OPENCV": [-0.1, 0.02, 1e-3, -1e-3],
+    "THIN_PRISM_FISHEYE": [0.05, -0.01, 1e-3, -1e-3, 0.01, 0, 1e-4, -1e-4],
 }
 
 
 @pytest.mark.parametrize("model, extra", SANE_OTHER_LENSES.items(), ids=SANE_OTHER_LENSES.keys())
 def test_a_sane_lens_of_another_model_is_not_refused(model, extra):
-    camera = pycolmap.Camera(model=model.split()[0], width=400, height=300, params=[300, 310, 201, 149] + extra)
+    pinhole = [300, 201, 149] if model.startswith("SIMPLE") else [300, 310, 201, 149]
+    camera = pycolmap.Camera(model=model.split()[0], width=400, height=300, params=pinhole + extra)
     check_projection_folds(camera, "cameras.txt", "camera 1")  # raises PosingError if it folds
 
 

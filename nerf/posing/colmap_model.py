@@ -17,9 +17,9 @@ from .sfm import pycolmap_module, quiet_colmap
 
 # COLMAP's models with radial distortion -> (fisheye, the names of their coefficients in camera_geometry's order:
 # OpenCV's k1 k2 p1 p2 k3 k4 k5 k6, or cv2.fisheye's k1 k2 k3 k4, of which COLMAP's fisheye models are a part).
-# SIMPLE_RADIAL's "k" is k1; THIN_PRISM_FISHEYE's radial part is OPENCV_FISHEYE's (its tangential and thin-prism
-# terms, like OPENCV's tangential ones, are left out of the check). Other models with a distortion get
-# check_projection_folds.
+# SIMPLE_RADIAL's "k" is k1; THIN_PRISM_FISHEYE's radial part is OPENCV_FISHEYE's. Every model with a distortion
+# gets check_projection_folds too (after, so that a radial fold is named by its coefficients): it alone sees
+# tangential and thin-prism terms, and the other models.
 RADIAL_MODELS = {
     "SIMPLE_RADIAL": (False, ("k",)),
     "RADIAL": (False, ("k1", "k2")),
@@ -33,6 +33,11 @@ RADIAL_MODELS = {
 UNDISTORTED_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_FISHEYE", "FISHEYE")  # nothing that can fold
 FOLD_AZIMUTHS = 16  # directions out from the optical axis along which check_projection_folds follows the projection
 FOLD_MAX_ANGLE = 89.5  # degrees from the axis: pycolmap projects nothing at 90 degrees or beyond
+# Where the projection reaches the image's edge (or the widest ray): its distance from the principal point, in focal
+# lengths, at least this x the ray's angle (a fisheye's is about 1 x) and at most this x a pinhole's tan(angle): as
+# check_distortion's 0.1 to 10. Beyond, the image holds a few pixels' worth of the view, or a sliver of it spread
+# over the whole image (undistorted: one colour).
+PROJECTION_SCALE = (0.1, 10.0)
 
 
 def check_cameras(model, cameras_file):
@@ -53,7 +58,7 @@ def check_cameras(model, cameras_file):
                               f"longer image side, all parameters finite)")
         if camera.model_name in RADIAL_MODELS:
             check_radial_distortion(camera, cameras_file, f"camera {camera_id}")
-        elif camera.model_name not in UNDISTORTED_MODELS:
+        if camera.model_name not in UNDISTORTED_MODELS:
             check_projection_folds(camera, cameras_file, f"camera {camera_id}")
 
 
@@ -72,24 +77,36 @@ def check_radial_distortion(camera, cameras_file, label):
 
 
 def check_projection_folds(camera, cameras_file, label):
-    """For a camera model outside RADIAL_MODELS (FOV, DIVISION, EUCM, RAD_TAN_THIN_PRISM_FISHEYE, ...): along each
-    of FOLD_AZIMUTHS directions out from the optical axis, COLMAP's own projection must move steadily away from
-    the principal point until it reaches the ellipse inscribed in the image (or the rays reach FOLD_MAX_ANGLE: a
-    lens wider than that is used only as far as a pinhole view reaches). One that turns back or fails (NaN)
-    before folds the image, and undistorting it gives garbage."""
+    """For a camera of any model with a distortion (FOV, DIVISION, EUCM, RAD_TAN_THIN_PRISM_FISHEYE, and
+    RADIAL_MODELS' tangential and thin-prism terms): along each of FOLD_AZIMUTHS directions out from the optical
+    axis, COLMAP's own projection must move steadily away from the principal point, on the ray's side of it, until
+    it reaches the ellipse inscribed in the image (or the rays reach FOLD_MAX_ANGLE: a lens wider than that is used
+    only as far as a pinhole view reaches). One that turns back, crosses the axis or fails (NaN) before folds the
+    image, and undistorting it gives garbage; so does one whose scale there is no lens's (PROJECTION_SCALE)."""
     cx, cy = camera.principal_point_x, camera.principal_point_y
+    focal = np.array([camera.focal_length_x, camera.focal_length_y])
     half_axes = np.array([min(cx, camera.width - cx), min(cy, camera.height - cy)])  # COLMAP: edges at 0 and W
     theta = np.radians(np.linspace(0.0, FOLD_MAX_ANGLE, 2001))[:, None]  # [T, 1]
+    low, high = PROJECTION_SCALE
     for azimuth in np.linspace(0.0, 2.0 * np.pi, FOLD_AZIMUTHS, endpoint=False):
         rays = np.stack([np.sin(theta) * np.cos(azimuth), np.sin(theta) * np.sin(azimuth), np.cos(theta)], -1)
         with np.errstate(all="ignore"):
-            pixels = camera.img_from_cam(rays.reshape(-1, 3))  # [T, 2]
-            reach = np.hypot(*((pixels - (cx, cy)) / np.maximum(half_axes, 1e-9)).T)  # [T] 1 on the ellipse
+            offsets = camera.img_from_cam(rays.reshape(-1, 3)) - (cx, cy)  # [T, 2]
+            reach = np.hypot(*(offsets / np.maximum(half_axes, 1e-9)).T)  # [T] 1 on the ellipse
+            along = offsets @ (np.cos(azimuth), np.sin(azimuth))  # [T] > 0 on the ray's side of the axis
         inside = np.cumsum(~(reach < 1.0)) == 0  # up to the first that reaches it (NaN counts as reaching)
-        upto = reach[: np.count_nonzero(inside) + 1]
-        if not (np.all(np.isfinite(upto)) and np.all(np.diff(upto) > 0)):
+        edge = min(np.count_nonzero(inside), len(theta) - 1)  # that one, or the widest ray
+        upto = reach[: edge + 1]
+        if not (np.all(np.isfinite(upto)) and np.all(np.diff(upto) > 0) and np.all(along[1: edge + 1] > 0)):
             raise PosingError(f"{cameras_file}: {label} ({camera.model_name} {camera.params_to_string()}) folds "
-                              f"the image (its projection turns back or fails before the image's edge)")
+                              f"the image (its projection turns back, crosses the axis or fails before the image's "
+                              f"edge)")
+        angle, radius = theta[edge, 0], np.hypot(*(offsets[edge] / focal))
+        if not low * angle <= radius <= high * np.tan(angle):
+            raise PosingError(f"{cameras_file}: {label} ({camera.model_name} {camera.params_to_string()}) puts the "
+                              f"ray {np.degrees(angle):.3g} degrees off its axis {radius:.3g} focal lengths out, at "
+                              f"the image's edge; a lens's is {low:g} x the angle in radians to {high:g} x a "
+                              f"pinhole's")
 
 
 def check_image_names(model, images_file):

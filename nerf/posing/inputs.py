@@ -166,20 +166,20 @@ def check_images(image_dir, names, where, labels=None):
         if size != read[0][0]:
             raise PosingError(f"{path}: image is {size[1]}x{size[0]}, {paths[0]} is {read[0][0][1]}x{read[0][0][0]} "
                               f"(all images must have one size)")
-    orientations = {orientation for _, _, orientation, _ in read}
-    orientation = orientations.pop() if len(orientations) == 1 else 1
-    height, width = read[0][0]
-    if orientation in QUARTER_TURNS:
-        width, height = height, width
-    check_feature_image_size((width, height), paths[0])
     label = dict(zip(names, [labels[n] for n in names] if labels else paths))
-    first, kept, copies = {}, [], {}
-    for name, (_, digest, *_) in zip(names, read):
+    first, kept, copies, orientations = {}, [], {}, set()
+    for name, (_, digest, orientation, _) in zip(names, read):
         if digest in first:
             copies[label[name]] = label[first[digest]]
         else:
             first[digest] = name
             kept.append(name)
+            orientations.add(orientation)  # of the kept only: a copy stripped of its EXIF left all on their side
+    orientation = orientations.pop() if len(orientations) == 1 else 1
+    height, width = read[0][0]
+    if orientation in QUARTER_TURNS:
+        width, height = height, width
+    check_feature_image_size((width, height), paths[0])
     if len(kept) < MIN_IMAGES:
         raise too_few(where, len(kept), len(copies))
     return CheckedImages((width, height), kept, copies, orientation, all(cut_out))

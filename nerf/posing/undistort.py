@@ -11,7 +11,7 @@ Pixel conventions: COLMAP puts pixel centres at +0.5, ours (and cv2.remap's) at 
 is COLMAP's minus 0.5."""
 import numpy as np
 
-from ..camera_geometry import Undistortion, border_pixels, inside_image, smallest_zoom
+from ..camera_geometry import MAX_ZOOM, Undistortion, border_pixels, inside_image, smallest_zoom
 
 SKIP_SHIFT_PX = 0.1
 BORDER_SAMPLES = 64  # per side: where the coverage of the target image is checked
@@ -52,7 +52,7 @@ def undistortion(camera):
         return trial
 
     if not covered(camera, k, width, height):  # zoom in: the smallest focal-length factor that covers the image
-        k = zoomed(smallest_zoom(lambda factor: covered(camera, zoomed(factor), width, height), 1.0, 4.0))
+        k = zoomed(smallest_zoom(lambda factor: covered(camera, zoomed(factor), width, height), 1.0, MAX_ZOOM))
     v, u = np.mgrid[0:height, 0:width].astype(np.float64)
     src = source_pixels(camera, k, u.ravel(), v.ravel())
     shift = np.hypot(src[:, 0] - u.ravel(), src[:, 1] - v.ravel())
