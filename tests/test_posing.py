@@ -1049,7 +1049,7 @@ UNUSABLE_CAMERAS = {  # the first camera's model, its parameters from the size (
                                                 lambda w, h: [w, w, w / 2, h / 2, 1e30] + [0] * 11,
                                                 "focal lengths out, at the image's edge"),
     "FOV wider than a half turn (turned inside out)": ("FOV", lambda w, h: [w, w, w / 2, h / 2, 5.0],
-                                                      "crosses the axis"),
+                                                       "crosses the axis"),
     # tangential and thin-prism terms, which the radial check leaves out
     "OPENCV of a huge p1": ("OPENCV", lambda w, h: [w, w, w / 2, h / 2, 0, 0, 1e9, 0], "focal lengths out, at the"),
     "THIN_PRISM_FISHEYE of a huge s1": ("THIN_PRISM_FISHEYE", lambda w, h: [w, w, w / 2, h / 2] + [0] * 6 + [1e9, 0],
