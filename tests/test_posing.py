@@ -463,7 +463,7 @@ def test_photos_stored_on_their_side_are_posed_upright(scene, tmp_path):
         save_on_its_side(rgb, tmp_path / "photos" / f"{i:06d}.jpg")
         os.symlink(scene / "image" / f"{i:06d}.png", tmp_path / "ref" / "image" / f"{i:06d}.jpg")  # names only
     info = pose_images(str(tmp_path / "photos"), str(tmp_path / "out"), progress=False)
-    assert info["exif_orientation"] == 6 and info["registered"] == VIEWS
+    assert set(info["turned_upright"].values()) == {6} and info["registered"] == VIEWS
     first = cv2.imread(str(tmp_path / "out" / "image" / "000000.png"))
     assert first.shape == (HEIGHT, WIDTH, 3)
     assert np.abs(first.astype(int) - cv2.imread(str(scene / "image" / "000000.png"))).mean() < 3
@@ -507,22 +507,29 @@ def test_a_copy_of_other_exif_does_not_decide_the_orientation(scene, tmp_path):
                                                                   cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION))
     checked = check_images(str(tmp_path / "photos"), sorted(os.listdir(tmp_path / "photos")), "photos")
     assert checked.copies == {str(tmp_path / "photos" / "sent.png"): str(tmp_path / "photos" / "000000.jpg")}
-    assert checked.orientation == 6 and checked.size == (WIDTH, HEIGHT)
+    assert set(checked.turns.values()) == {6} and checked.size == (WIDTH, HEIGHT)
 
 
-def test_photos_turned_different_ways_are_posed_as_stored(scene, tmp_path):
-    """Rotations that differ (a phone turned either way) leave the pixels as stored: one sensor, one camera."""
+def test_photos_turned_different_ways_are_turned_when_that_makes_them_alike(scene, tmp_path):
+    """Stored alike but rotated different ways (a phone turned either way): as stored, one sensor, one camera.
+    Stored differently but alike once turned upright (some photos turned by an editor, which dropped the
+    rotation): each turned. Different as seen: refused, naming the first that differs."""
     (tmp_path / "photos").mkdir()
     for i, orientation in enumerate((6, 8, 1, 6, 6)):
         rgb = cv2.cvtColor(cv2.imread(str(scene / "image" / f"{i:06d}.png")), cv2.COLOR_BGR2RGB)
         save_on_its_side(rgb, tmp_path / "photos" / f"{i:06d}.jpg", orientation)
     photos = sorted(os.listdir(tmp_path / "photos"))
-    with pytest.raises(PosingError, match="all images must have one size"):  # stored landscape and portrait
-        check_images(str(tmp_path / "photos"), photos, "photos")
+    checked = check_images(str(tmp_path / "photos"), photos, "photos")
+    assert checked.turns == {"000000.jpg": 6, "000001.jpg": 8, "000003.jpg": 6, "000004.jpg": 6}
+    assert checked.size == (WIDTH, HEIGHT)
     checked = check_images(str(tmp_path / "photos"), ["000000.jpg", "000001.jpg", "000003.jpg"], "photos")
-    assert checked.orientation == 1 and checked.size == (HEIGHT, WIDTH)  # as stored: on their side
+    assert checked.turns == {} and checked.size == (HEIGHT, WIDTH)  # as stored: on their side
     checked = check_images(str(tmp_path / "photos"), ["000000.jpg", "000003.jpg", "000004.jpg"], "photos")
-    assert checked.orientation == 6 and checked.size == (WIDTH, HEIGHT)  # all alike: upright
+    assert set(checked.turns.values()) == {6} and checked.size == (WIDTH, HEIGHT)  # all alike: upright
+    sideways = cv2.cvtColor(cv2.imread(str(scene / "image" / "000005.png")), cv2.COLOR_BGR2RGB)
+    save_on_its_side(np.rot90(sideways, 1), tmp_path / "photos" / "000005.jpg", 1)  # on its side as seen
+    with pytest.raises(PosingError, match="000005.jpg: image is 240x320, .*000000.jpg is 320x240"):
+        check_images(str(tmp_path / "photos"), sorted(os.listdir(tmp_path / "photos")), "photos")
 
 
 def exif_orientation_of_type(value_type, payload):
@@ -547,9 +554,9 @@ def test_an_orientation_stated_in_another_type_is_an_int(scene, tmp_path, value_
         Image.fromarray(np.ascontiguousarray(np.rot90(rgb, 1))).save(
             tmp_path / "photos" / f"{i:06d}.jpg", exif=exif_orientation_of_type(value_type, payload), quality=98)
     info = pose_images(str(tmp_path / "photos"), str(tmp_path / "out"), progress=False)
-    assert type(info["exif_orientation"]) is int and info["exif_orientation"] == 6
+    assert all(type(o) is int for o in info["turned_upright"].values()) and len(info["turned_upright"]) == VIEWS
     with open(tmp_path / "out" / "posing.json") as f:
-        assert json.load(f)["exif_orientation"] == 6
+        assert set(json.load(f)["turned_upright"].values()) == {6}
 
 
 def test_refuses_images_of_different_sizes(scene, tmp_path, capfd):

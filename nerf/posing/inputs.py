@@ -31,7 +31,7 @@ class PosingInput:
     image_names: list = field(default_factory=list)  # file names inside image_dir, sorted
     model_dir: Optional[str] = None  # the COLMAP model folder (kind "colmap")
     model_ext: Optional[str] = None  # ".bin" or ".txt"
-    orientation: int = 1  # the images' common EXIF orientation (images.UPRIGHT), set by check_images' caller
+    turns: dict = field(default_factory=dict)  # CheckedImages.turns, set by check_images' caller
     cut_out: bool = False  # masks from the images' alpha channels (CheckedImages.cut_out)
 
 
@@ -125,10 +125,10 @@ def too_few(where, count, copies=0):
 
 @dataclass
 class CheckedImages:
-    size: tuple  # (width, height) as the images are meant to be seen
+    size: tuple  # (width, height) as posed: after the turns
     names: list  # the names kept, in order
     copies: dict  # {what a copy left out is called: what it copies}
-    orientation: int  # the EXIF orientation all share (images.UPRIGHT), 1 where they differ
+    turns: dict  # {name: the EXIF orientation (images.UPRIGHT) it is turned upright by}; the others as stored
     cut_out: bool  # every image has a transparent background (an alpha channel below 255): masks from it
 
 
@@ -141,10 +141,7 @@ def check_images(image_dir, names, where, labels=None):
 
     An image whose pixels repeat an earlier one's adds no view (and a folder of copies kept structure from motion
     searching for a baseline for minutes before it failed): it is left out, and named in the copies by labels
-    {name: what it is called} (a video's frames) or else by path. Photos that all state one EXIF rotation (a
-    phone held upright stores its pixels on their side) are to be posed turned upright, so that the scene's up
-    is the cameras' (the orbit video's axis) and its renders stand upright; where the rotations differ, as stored
-    (one sensor's pixels: the shared camera fits them all)."""
+    {name: what it is called} (a video's frames) or else by path. The kept decide the turns (`upright_turns`)."""
     if len(names) < MIN_IMAGES:
         raise too_few(where, len(names))
     paths = [os.path.join(image_dir, n) for n in names]
@@ -162,24 +159,43 @@ def check_images(image_dir, names, where, labels=None):
         first, other = paths[cut_out.index(True)], paths[cut_out.index(False)]
         raise PosingError(f"{other}: no transparent background, while {first} has one (cut-out photos give the "
                           f"masks: all of them, or none)")
-    for path, (size, *_) in zip(paths, read):
-        if size != read[0][0]:
-            raise PosingError(f"{path}: image is {size[1]}x{size[0]}, {paths[0]} is {read[0][0][1]}x{read[0][0][0]} "
-                              f"(all images must have one size)")
     label = dict(zip(names, [labels[n] for n in names] if labels else paths))
-    first, kept, copies, orientations = {}, [], {}, set()
-    for name, (_, digest, orientation, _) in zip(names, read):
+    first, kept, copies = {}, [], {}
+    for name, (_, digest, *_) in zip(names, read):
         if digest in first:
             copies[label[name]] = label[first[digest]]
         else:
             first[digest] = name
             kept.append(name)
-            orientations.add(orientation)  # of the kept only: a copy stripped of its EXIF left all on their side
-    orientation = orientations.pop() if len(orientations) == 1 else 1
-    height, width = read[0][0]
-    if orientation in QUARTER_TURNS:
-        width, height = height, width
-    check_feature_image_size((width, height), paths[0])
+    # of the kept only: a copy stripped of its EXIF made the rotations differ, and all were posed on their side
+    index = {name: i for i, name in enumerate(names)}
+    turns, size = upright_turns(kept, [read[index[n]][0] for n in kept], [read[index[n]][2] for n in kept],
+                                [paths[index[n]] for n in kept])
+    check_feature_image_size(size, paths[0])
     if len(kept) < MIN_IMAGES:
         raise too_few(where, len(kept), len(copies))
-    return CheckedImages((width, height), kept, copies, orientation, all(cut_out))
+    return CheckedImages(size, kept, copies, turns, all(cut_out))
+
+
+def upright_turns(names, sizes, orientations, paths):
+    """({name: orientation} of the images to turn upright before posing, their common (width, height) then) of
+    images with stored sizes [(height, width)] and EXIF orientations (images.UPRIGHT). Stored sizes alike:
+    photos that all state one rotation (a phone held upright stores its pixels on their side) are turned, so
+    that the scene's up is the cameras' (the orbit video's axis) and its renders stand upright; where the
+    rotations differ, none (one sensor's pixels: the shared camera fits them all). Stored sizes that differ yet
+    agree once each is turned (photos an editor turned, dropping the rotation): each is turned. Else the sizes
+    differ as seen too: PosingError naming the first that differs (NeuS stacks the images; structure from
+    motion shares one camera)."""
+    seen = [size[::-1] if orientation in QUARTER_TURNS else size for size, orientation in zip(sizes, orientations)]
+    if len(set(sizes)) == 1:
+        common = set(orientations)
+        orientation = common.pop() if len(common) == 1 else 1
+        turns = {name: orientation for name in names} if orientation != 1 else {}
+    elif len(set(seen)) == 1:
+        turns = {name: orientation for name, orientation in zip(names, orientations) if orientation != 1}
+    else:  # named as a viewer shows them (rotated)
+        i = next(i for i, size in enumerate(seen) if size != seen[0])
+        raise PosingError(f"{paths[i]}: image is {seen[i][1]}x{seen[i][0]}, {paths[0]} is {seen[0][1]}x"
+                          f"{seen[0][0]} (all images must have one size)")
+    height, width = seen[0] if turns else sizes[0]
+    return turns, (width, height)

@@ -107,21 +107,21 @@ def replace_folder(tmp, out_dir):
         shutil.rmtree(old, ignore_errors=True)
 
 
-def link_images(image_dir, names, link_dir, orientation):
+def link_images(image_dir, names, link_dir, turns):
     """COLMAP names of the images: links 000000.png... in link_dir to the sources (no spaces or folders in
-    the names COLMAP's pair lists and databases see), or, for an EXIF orientation other than 1, PNG copies
-    turned upright (COLMAP reads the pixels as stored), their alpha channels kept."""
+    the names COLMAP's pair lists and databases see), or, for those in turns {name: EXIF orientation}, PNG
+    copies turned upright (COLMAP reads the pixels as stored), their alpha channels kept."""
     os.makedirs(link_dir, exist_ok=True)
-    linked = [f"{i:06d}{'.png' if orientation != 1 else os.path.splitext(name)[1].lower()}"
+    linked = [f"{i:06d}{'.png' if name in turns else os.path.splitext(name)[1].lower()}"
               for i, name in enumerate(names)]
 
     def link(name, target):
         source = os.path.abspath(os.path.join(image_dir, name))
-        if orientation == 1:
+        if name not in turns:
             os.symlink(source, os.path.join(link_dir, target))
         else:
             rgb, alpha = read_image(source)
-            save_png(os.path.join(link_dir, target), UPRIGHT[orientation](rgb if alpha is None else
+            save_png(os.path.join(link_dir, target), UPRIGHT[turns[name]](rgb if alpha is None else
                                                                           np.dstack([rgb, alpha])))
 
     read_all(lambda pair: link(*pair), list(zip(names, linked)))
@@ -153,7 +153,7 @@ def reconstruct_input(source, input_path, size, work, camera_model, matching, fr
         size, names, copies = checked.size, checked.names, checked.copies
         sources = {name: sources[name] for name in names}
     else:
-        names = link_images(source.image_dir, source.image_names, frames_dir, source.orientation)
+        names = link_images(source.image_dir, source.image_names, frames_dir, source.turns)
         sources = dict(zip(names, source.image_names))
     options = SfmOptions(matching=matching, num_threads=num_threads, seed=seed)
     model, sfm = reconstruct(frames_dir, names, size, os.path.join(work, "sfm"), sequential=source.kind == "video",
@@ -269,7 +269,7 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
         if source.kind == "images":
             checked = check_images(source.image_dir, source.image_names, input_path)
             size, copies = checked.size, checked.copies
-            source.image_names, source.orientation, source.cut_out = checked.names, checked.orientation, checked.cut_out
+            source.image_names, source.turns, source.cut_out = checked.names, checked.turns, checked.cut_out
         elif source.kind == "colmap":
             given = read_model(source.model_dir, source.model_ext, source.image_dir)
         else:
@@ -285,7 +285,7 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
             except OSError as e:  # what check_output could not foresee (a full disk, a path too long in all)
                 raise PosingError(f"{out_dir}: cannot be created ({e.strerror})") from None
             info = {"input": os.path.abspath(input_path), "kind": source.kind, "copies_left_out": copies,
-                    "exif_orientation": source.orientation}
+                    "turned_upright": source.turns}
             if source.kind == "colmap":
                 model, image_dir = given, source.image_dir
                 sources = {name: name for name in registered_names(model)}
