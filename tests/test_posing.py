@@ -1009,7 +1009,7 @@ def test_a_video_of_a_still_picture_is_refused_by_its_frames(scene, tmp_path, ca
         for _ in range(12):
             writer.append_data(texture)
     assert_refused([tmp_path / "still.avi", tmp_path / "out", "--frame_step", "1"], capfd, tmp_path / "still.avi",
-                   "only one distinct image (11 more are copies of them)")
+                   "only one distinct image (11 more are copies of it)")
 
 
 def test_failed_posing_leaves_no_progress_bar_line(tmp_path, capfd):
