@@ -119,7 +119,8 @@ def too_few(where, count, copies=0):
     """The PosingError of an input with `count` usable images (`copies` more that repeat one of them)."""
     what = "only one image" if count == 1 else f"only {count} images"
     if copies:
-        what = what.replace("image", "distinct image") + f" ({copies} more are copies of {'it' if count == 1 else 'them'})"
+        of = "it" if count == 1 else "them"
+        what = what.replace("image", "distinct image") + f" ({copies} more are copies of {of})"
     return PosingError(f"{where}: {what}; structure from motion needs at least {MIN_IMAGES} views of the object")
 
 
