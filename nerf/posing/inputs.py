@@ -4,7 +4,7 @@ all its files."""
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from ..images import QUARTER_TURNS, exif_orientation, read_all, read_image
 from .errors import PosingError
@@ -124,6 +124,15 @@ def too_few(where, count, copies=0):
     return PosingError(f"{where}: {what}; structure from motion needs at least {MIN_IMAGES} views of the object")
 
 
+class ImageFacts(NamedTuple):
+    """What check_images reads of one image."""
+
+    size: tuple  # (height, width) as stored
+    digest: bytes  # of its pixels: copies share it
+    orientation: int  # its EXIF orientation (images.UPRIGHT)
+    cut_out: bool  # an alpha channel transparent somewhere
+
+
 @dataclass
 class CheckedImages:
     size: tuple  # (width, height) as posed: after the turns
@@ -147,35 +156,35 @@ def check_images(image_dir, names, where, labels=None):
         raise too_few(where, len(names))
     paths = [os.path.join(image_dir, n) for n in names]
 
-    def size_digest_orientation(path):
+    def facts(path):
         rgb, alpha = read_image(path)
         if alpha is not None and not alpha.any():
             raise PosingError(f"{path}: transparent all over (its alpha channel is 0 everywhere)")
-        cut_out = alpha is not None and bool((alpha < 255).any())
-        return rgb.shape[:2], hashlib.blake2b(rgb.tobytes(), digest_size=16).digest(), exif_orientation(path), cut_out
+        return ImageFacts(rgb.shape[:2], hashlib.blake2b(rgb.tobytes(), digest_size=16).digest(),
+                          exif_orientation(path), alpha is not None and bool((alpha < 255).any()))
 
-    read = read_all(size_digest_orientation, paths)
-    cut_out = [c for *_, c in read]
-    if any(cut_out) and not all(cut_out):
-        first, other = paths[cut_out.index(True)], paths[cut_out.index(False)]
-        raise PosingError(f"{other}: no transparent background, while {first} has one (cut-out photos give the "
-                          f"masks: all of them, or none)")
-    label = dict(zip(names, [labels[n] for n in names] if labels else paths))
+    read = dict(zip(names, read_all(facts, paths)))
+    path = dict(zip(names, paths))
+    cut_out = [name for name in names if read[name].cut_out]
+    if cut_out and len(cut_out) < len(names):
+        other = next(name for name in names if not read[name].cut_out)
+        raise PosingError(f"{path[other]}: no transparent background, while {path[cut_out[0]]} has one (cut-out "
+                          f"photos give the masks: all of them, or none)")
+    label = {name: labels[name] for name in names} if labels else path
     first, kept, copies = {}, [], {}
-    for name, (_, digest, *_) in zip(names, read):
-        if digest in first:
-            copies[label[name]] = label[first[digest]]
+    for name in names:
+        if read[name].digest in first:
+            copies[label[name]] = label[first[read[name].digest]]
         else:
-            first[digest] = name
+            first[read[name].digest] = name
             kept.append(name)
     # of the kept only: a copy stripped of its EXIF made the rotations differ, and all were posed on their side
-    index = {name: i for i, name in enumerate(names)}
-    turns, size = upright_turns(kept, [read[index[n]][0] for n in kept], [read[index[n]][2] for n in kept],
-                                [paths[index[n]] for n in kept])
+    turns, size = upright_turns(kept, [read[n].size for n in kept], [read[n].orientation for n in kept],
+                                [path[n] for n in kept])
     check_feature_image_size(size, paths[0])
     if len(kept) < MIN_IMAGES:
         raise too_few(where, len(kept), len(copies))
-    return CheckedImages(size, kept, copies, turns, all(cut_out))
+    return CheckedImages(size, kept, copies, turns, bool(cut_out))
 
 
 def upright_turns(names, sizes, orientations, paths):
