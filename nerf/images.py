@@ -19,6 +19,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".JPG", ".PNG", ".exr")
 # Pixels of one image, checked in its header before decoding: beyond any camera's (~100 MP), and small enough
 # that a few decoded at once fit in memory (a 16000 x 16000 PNG of a few hundred kB decodes to gigabytes).
 MAX_IMAGE_PIXELS = 2**27
+MASK_THRESHOLD = 127  # mask (or alpha) values above it are the object's
 
 
 # EXIF orientation -> the stored pixels [H, W, ...] turned as they are meant to be seen (1: as stored)
@@ -33,6 +34,9 @@ UPRIGHT = {
     8: lambda a: np.rot90(a, 1),  # turned 90 degrees counter-clockwise
 }
 QUARTER_TURNS = (5, 6, 7, 8)  # the orientations that swap width and height
+# EXIF orientation -> the pixels turned as seen [H, W, ...] back as stored (UPRIGHT's inverse)
+AS_STORED = {orientation: UPRIGHT[{6: 8, 8: 6}.get(orientation, orientation)] for orientation in UPRIGHT}
+TIFF_SIGNATURES = (b"II*\0", b"MM\0*")
 
 
 @contextmanager
@@ -100,12 +104,15 @@ def imread(path, flags, what):
         raise DatasetError(f"{path}: unreadable {what} (OpenCV: {error_line(e, last=True)})") from None
     if img is None or img.size == 0:
         raise DatasetError(f"{path}: unreadable {what} (damaged, or not a format OpenCV decodes)")
+    if flags & cv2.IMREAD_IGNORE_ORIENTATION and data[:4] in TIFF_SIGNATURES:  # (IMREAD_UNCHANGED has every bit)
+        # OpenCV's TIFF decoder turns the pixels by their orientation tag whatever the flags say: back as stored
+        img = np.ascontiguousarray(AS_STORED[exif_orientation(io.BytesIO(data))](img))
     return img
 
 
 def exif_orientation(path):
-    """The EXIF orientation of an image file (a key of UPRIGHT, an int); 1 where it states none or one of no key,
-    or Pillow cannot read its header. Pillow reads the header only."""
+    """The EXIF orientation of an image file (a path, or its bytes as a file object; a key of UPRIGHT, an int); 1
+    where it states none or one of no key, or Pillow cannot read its header. Pillow reads the header only."""
     from PIL import Image
 
     with warnings.catch_warnings():
@@ -158,7 +165,7 @@ def read_mask(path: str, shape):
 def binary_mask(values, path, what):
     """Mask values [H, W] uint8 -> {0, 255} (object = 255); a mask without a single object pixel is a
     mistake (an inverted or wrong file, or a view that does not see the object), not a view to train on."""
-    mask = np.where(values > 127, 255, 0).astype(np.uint8)
+    mask = np.where(values > MASK_THRESHOLD, 255, 0).astype(np.uint8)
     if not mask.any():
         raise DatasetError(f"{path}: {what} has no object pixel (all black: an object mask is white on the object)")
     return mask

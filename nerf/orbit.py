@@ -100,16 +100,27 @@ def orbit_axis(c2w):
     second moment. Cameras rolled a quarter turn (a phone held upright whose photos keep their pixels on
     their side) have the down vector (y) level instead: where the right vectors span no plane and the down
     vectors do, the up is the normal of theirs, on the side the cameras look down from (more often than up).
-    Where neither spans a plane (one camera, a vertical arc), the mean up vector is projected onto the plane
-    normal to the right vectors' dominant direction."""
+    Where both span one (a one-sided cap at one elevation: the tilted vectors lie on an arc of a cone, nearly a
+    plane), the level ones are those whose normal the others lean along. Where neither spans a plane (one
+    camera, a vertical arc), the mean up vector is projected onto the plane normal to the right vectors'
+    dominant direction, where they are nearly parallel; right vectors spread out of any plane are cameras
+    rolled different ways (NoOrbitAxis: that projection gave a level axis)."""
     up = -c2w[:, :3, 1].mean(0)  # OpenCV y points down
-    level_right, level_down = level_normal(c2w[:, :3, 0]), level_normal(c2w[:, :3, 1])
+    rights, downs = c2w[:, :3, 0], c2w[:, :3, 1]
+    level_right, level_down = level_normal(rights), level_normal(downs)
+    if level_right is not None and level_down is not None and \
+            (rights @ level_down).abs().mean() > (downs @ level_right).abs().mean():
+        level_right = None  # (the cameras are rolled a quarter turn: their right vectors are the tilted ones)
     if level_right is not None:
         axis = level_right if level_right @ up >= 0 else -level_right
     elif level_down is not None:  # (the mean up vector is level then: no side to take from it)
         return level_down if level_down @ c2w[:, :3, 2].mean(0) <= 0 else -level_down
     else:
-        dominant = torch.linalg.eigh(c2w[:, :3, 0].T @ c2w[:, :3, 0])[1][:, 2]
+        eigenvalues, eigenvectors = torch.linalg.eigh(rights.T @ rights / len(rights))
+        if eigenvalues[1] > 0.01:  # (the projection gave a level axis: the mean up of cameras on their side)
+            raise NoOrbitAxis("the cameras' right vectors spread out of any plane (rolled different ways?): no up "
+                              "direction to turn about")
+        dominant = eigenvectors[:, 2]
         axis = up - (up @ dominant) * dominant
     if axis.norm() < 1e-6 or axis @ up <= 1e-6:
         raise NoOrbitAxis("the cameras' up vectors cancel out (rolled different ways?): no up direction to turn "

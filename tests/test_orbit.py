@@ -105,6 +105,26 @@ def test_cameras_on_their_side_give_the_true_up_and_orbit_frames_rolled_as_they_
         assert np.abs(elevation - orbit_geometry(poses, up)[0].mean()).max() < tolerance
 
 
+@pytest.mark.parametrize("roll, quarter", [(90.0, 1), (-90.0, 3)])
+def test_a_cap_at_one_elevation_on_its_side_gives_the_true_up(roll, quarter):
+    """On a one-sided cap at one elevation the tilted vectors lie on an arc of a cone, nearly a plane, as the
+    level ones do: cameras on their side took their right vectors for the level ones (no orbit video)."""
+    poses, up = capture(np.linspace(-60, 60, 12), np.full(12, 30.0), np.full(12, 3.0), np.full(12, roll),
+                        random_rotation(3))
+    axis = orbit_axis(poses.double())
+    assert np.degrees(np.arccos(float(axis @ torch.from_numpy(up)))) < 1e-3
+    assert capture_roll(poses.double(), axis) == quarter
+
+
+@pytest.mark.parametrize("rolls", [[90.0] * 13 + [0.0] * 3, [0.0] * 13 + [90.0] * 3])
+def test_cameras_rolled_different_ways_give_no_axis_rather_than_a_wrong_one(rolls):
+    """Right vectors spread out of any plane (some cameras on their side, some not): the mean up vector projected
+    off their dominant direction gave a level axis (88 degrees off) or a tilted one (16), and a video about it."""
+    poses, _ = capture(np.arange(16) * 22.5, np.full(16, 20.0), np.full(16, 3.0), rolls, random_rotation(3))
+    with pytest.raises(NoOrbitAxis, match="rolled different ways"):
+        orbit_axis(poses.double())
+
+
 def test_a_cap_on_one_side_gives_a_full_turn_about_the_true_up():
     rng = np.random.default_rng(1)
     n = 40

@@ -401,6 +401,20 @@ def test_photos_of_a_format_we_cannot_read_are_named(tmp_path, capfd):
     assert not (tmp_path / "ws").exists()
 
 
+def test_only_files_count_as_photos_we_cannot_read(scene, tmp_path, capfd):
+    """A folder named like a HEIC photo, or a dangling link, is no photo: a folder holding only those has no
+    images (it was refused as '1 photos in HEIC'). HEIC photos beside too few readable ones are named in the
+    refusal, which said 'only one image' of a folder of five photos."""
+    (tmp_path / "odd" / "x.heic").mkdir(parents=True)
+    os.symlink(tmp_path / "missing.heic", tmp_path / "odd" / "gone.HEIC")
+    assert_refused([tmp_path / "odd", tmp_path / "out"], capfd, tmp_path / "odd", "no images found")
+    copy_views(scene, tmp_path / "mixed", [0])
+    for i in range(4):
+        (tmp_path / "mixed" / f"IMG_{i:04d}.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    assert_refused([tmp_path / "mixed", tmp_path / "out"], capfd, tmp_path / "mixed",
+                   "only one image (and 4 photos in HEIC, which neither OpenCV nor COLMAP reads")
+
+
 def test_refuses_one_image(scene, tmp_path, capfd):
     copy_views(scene, tmp_path / "one", [0])
     assert_refused([tmp_path / "one", tmp_path / "out"], capfd, tmp_path / "one", "only one image")
@@ -496,6 +510,21 @@ def test_cut_out_photos_give_the_scene_masks(scene, tmp_path, capfd):
                    "transparent all over")
 
 
+def test_cut_out_photos_are_judged_by_the_masks_threshold(scene, tmp_path, capfd):
+    """The masks are the alpha channels above half (images.binary_mask), so the photos are judged so too: an alpha
+    half transparent all over was posed into a scene whose masks the loader refused, and one barely transparent
+    everywhere (254: an editor's opacity) gave masks all object, the background trained as the object."""
+    for name, alpha in (("faint", 100), ("nearly", 254)):
+        (tmp_path / name).mkdir()
+        for i in range(4):
+            rgb = cv2.imread(str(scene / "image" / f"{i:06d}.png"))
+            cv2.imwrite(str(tmp_path / name / f"{i:06d}.png"),
+                        np.dstack([rgb, np.full(rgb.shape[:2], alpha, np.uint8)]))
+    assert_refused([tmp_path / "faint", tmp_path / "out"], capfd, tmp_path / "faint" / "000000.png",
+                   "transparent all over")
+    assert not check_images(str(tmp_path / "nearly"), sorted(os.listdir(tmp_path / "nearly")), "nearly").cut_out
+
+
 def test_a_copy_of_other_exif_does_not_decide_the_orientation(scene, tmp_path):
     """A copy left out (the same pixels, its EXIF stripped: a photo sent back through a messaging app) has no say
     in the photos' orientation: it made the rotations differ, and the photos were posed on their side."""
@@ -530,6 +559,34 @@ def test_photos_turned_different_ways_are_turned_when_that_makes_them_alike(scen
     save_on_its_side(np.rot90(sideways, 1), tmp_path / "photos" / "000005.jpg", 1)  # on its side as seen
     with pytest.raises(PosingError, match="000005.jpg: image is 240x320, .*000000.jpg is 320x240"):
         check_images(str(tmp_path / "photos"), sorted(os.listdir(tmp_path / "photos")), "photos")
+
+
+def save_tiff_on_its_side(rgb, path, orientation):
+    """rgb [H, W, 3] written as a TIFF whose pixels are stored turned, with the orientation tag that turns them
+    back (6 or 8)."""
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(np.rot90(rgb, 1 if orientation == 6 else -1)))
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.save(path, exif=exif)
+
+
+def test_tiff_photos_on_their_side_are_read_as_stored(scene, tmp_path):
+    """OpenCV's TIFF decoder turns the pixels by the orientation tag whatever the flags; COLMAP reads them as
+    stored. Taken as stored, photos that all state one rotation were turned twice (posed on their side), and
+    photos turned different ways were posed by COLMAP as stored while image/ held them turned: images and
+    cameras of different sizes."""
+    for name, orientations in (("alike", [6] * VIEWS), ("mixed", [6, 8] * (VIEWS // 2))):
+        (tmp_path / name).mkdir()
+        for i, orientation in enumerate(orientations):
+            rgb = cv2.cvtColor(cv2.imread(str(scene / "image" / f"{i:06d}.png")), cv2.COLOR_BGR2RGB)
+            save_tiff_on_its_side(rgb, tmp_path / name / f"{i:06d}.tif", orientation)
+    checked = check_images(str(tmp_path / "alike"), sorted(os.listdir(tmp_path / "alike")), "alike")
+    assert set(checked.turns.values()) == {6} and checked.size == (WIDTH, HEIGHT)
+    info = pose_images(str(tmp_path / "mixed"), str(tmp_path / "out"), progress=False)
+    assert info["turned_upright"] == {} and (info["camera"]["width"], info["camera"]["height"]) == (HEIGHT, WIDTH)
+    assert cv2.imread(str(tmp_path / "out" / "image" / "000000.png")).shape[:2] == (WIDTH, HEIGHT)  # as stored
 
 
 def exif_orientation_of_type(value_type, payload):

@@ -401,9 +401,11 @@ def test_mask_count_mismatch(small_scene, tmp_path, capsys):
     assert str(bad / "mask") in err and "15 masks for 16 images" in err
 
 
-def test_an_exif_rotation_is_ignored_by_images_and_masks_alike(tmp_path):
+@pytest.mark.parametrize("suffix", [".jpg", ".tif"])
+def test_an_exif_rotation_is_ignored_by_images_and_masks_alike(tmp_path, suffix):
     """A phone stores landscape pixels with an EXIF rotation. COLMAP poses the pixels as stored, and so does
-    read_image; a JPEG mask was read turned by its rotation, against its image (refused as the wrong size)."""
+    read_image; a JPEG mask was read turned by its rotation, against its image (refused as the wrong size).
+    OpenCV turns a TIFF by its orientation tag whatever the flags: it is turned back."""
     from PIL import Image
 
     from nerf.images import read_image, read_mask
@@ -412,14 +414,15 @@ def test_an_exif_rotation_is_ignored_by_images_and_masks_alike(tmp_path):
     pixels = cv2.resize(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), (40, 30), interpolation=cv2.INTER_CUBIC)
     mask = np.zeros((30, 40), np.uint8)
     mask[5:20, 3:15] = 255
-    for name, values in (("image.jpg", pixels), ("mask.jpg", mask)):
+    for name, values in (("image", pixels), ("mask", mask)):
         image = Image.fromarray(values)
         exif = image.getexif()
         exif[0x0112] = 6  # Orientation: turn 90 degrees clockwise to view
-        image.save(tmp_path / name, exif=exif, quality=100, subsampling=0)
-    rgb = read_image(str(tmp_path / "image.jpg"))[0]
+        image.save(tmp_path / (name + suffix), exif=exif, **({"quality": 100, "subsampling": 0}
+                                                              if suffix == ".jpg" else {}))
+    rgb = read_image(str(tmp_path / ("image" + suffix)))[0]
     assert rgb.shape == (30, 40, 3) and np.abs(rgb.astype(int) - pixels).mean() < 3
-    assert np.mean(read_mask(str(tmp_path / "mask.jpg"), rgb.shape[:2]) == mask) > 0.98
+    assert np.mean(read_mask(str(tmp_path / ("mask" + suffix)), rgb.shape[:2]) == mask) > 0.98
 
 
 def test_mask_size_mismatch(small_scene, tmp_path, capsys):

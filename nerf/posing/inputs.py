@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import NamedTuple, Optional
 
-from ..images import QUARTER_TURNS, exif_orientation, read_all, read_image
+from ..images import MASK_THRESHOLD, QUARTER_TURNS, exif_orientation, read_all, read_image
 from .errors import PosingError
 from .sfm import check_feature_image_size
 
@@ -39,6 +39,19 @@ def list_image_names(folder):
     """Names of the image files directly inside `folder`, sorted (the order of the views)."""
     return sorted(n for n in os.listdir(folder)
                   if n.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(folder, n)))
+
+
+def unreadable_photo_names(folder):
+    """Names of the photo files directly inside `folder` of a format we cannot read (UNREADABLE_PHOTO_SUFFIXES):
+    files only, as list_image_names (a folder named x.heic, or a dangling link, is no photo)."""
+    return sorted(n for n in os.listdir(folder)
+                  if n.lower().endswith(UNREADABLE_PHOTO_SUFFIXES) and os.path.isfile(os.path.join(folder, n)))
+
+
+def unreadable_kinds(names):
+    """'N photos in DNG/HEIC' of the names (unreadable_photo_names')."""
+    kinds = sorted({os.path.splitext(n)[1].upper().lstrip(".") for n in names})
+    return f"{len(names)} photo{'s' if len(names) != 1 else ''} in {'/'.join(kinds)}"
 
 
 def has_model_file(folder):
@@ -106,21 +119,23 @@ def classify_input(path):
         image_dir = os.path.join(path, "images")
         names = list_image_names(image_dir)
     if not names:
-        unreadable = [n for n in os.listdir(image_dir) if n.lower().endswith(UNREADABLE_PHOTO_SUFFIXES)]
+        unreadable = unreadable_photo_names(image_dir)
         if unreadable:
-            kinds = sorted({os.path.splitext(n)[1].upper().lstrip(".") for n in unreadable})
-            raise UnreadablePhotos(f"{image_dir}: {len(unreadable)} photos in {'/'.join(kinds)}, which neither OpenCV "
-                                   f"nor COLMAP reads; convert them to JPEG or PNG first")
+            raise UnreadablePhotos(f"{image_dir}: {unreadable_kinds(unreadable)}, which neither OpenCV nor COLMAP "
+                                   f"reads; convert them to JPEG or PNG first")
         raise PosingError(f"{path}: no images found ({', '.join(IMAGE_SUFFIXES)})")
     return PosingInput("images", path, image_dir=image_dir, image_names=names)
 
 
-def too_few(where, count, copies=0):
-    """The PosingError of an input with `count` usable images (`copies` more that repeat one of them)."""
+def too_few(where, count, copies=0, unreadable=()):
+    """The PosingError of an input with `count` usable images (`copies` more that repeat one of them; the names
+    `unreadable` of photos beside them of a format we cannot read, which the user may have counted on)."""
     what = "only one image" if count == 1 else f"only {count} images"
     if copies:
         of = "it" if count == 1 else "them"
         what = what.replace("image", "distinct image") + f" ({copies} more are copies of {of})"
+    if unreadable:
+        what += f" (and {unreadable_kinds(unreadable)}, which neither OpenCV nor COLMAP reads: convert them)"
     return PosingError(f"{where}: {what}; structure from motion needs at least {MIN_IMAGES} views of the object")
 
 
@@ -130,7 +145,7 @@ class ImageFacts(NamedTuple):
     size: tuple  # (height, width) as stored
     digest: bytes  # of its pixels: copies share it
     orientation: int  # its EXIF orientation (images.UPRIGHT)
-    cut_out: bool  # an alpha channel transparent somewhere
+    cut_out: bool  # an alpha channel transparent somewhere (at most MASK_THRESHOLD)
 
 
 @dataclass
@@ -139,7 +154,7 @@ class CheckedImages:
     names: list  # the names kept, in order
     copies: dict  # {what a copy left out is called: what it copies}
     turns: dict  # {name: the EXIF orientation (images.UPRIGHT) it is turned upright by}; the others as stored
-    cut_out: bool  # every image has a transparent background (an alpha channel below 255): masks from it
+    cut_out: bool  # every image has a transparent background (alpha at most MASK_THRESHOLD): masks from it
 
 
 def check_images(image_dir, names, where, labels=None):
@@ -152,16 +167,23 @@ def check_images(image_dir, names, where, labels=None):
     An image whose pixels repeat an earlier one's adds no view (and a folder of copies kept structure from motion
     searching for a baseline for minutes before it failed): it is left out, and named in the copies by labels
     {name: what it is called} (a video's frames) or else by path. The kept decide the turns (`upright_turns`)."""
+    # (a video's frames have none beside them)
+    unreadable = unreadable_photo_names(image_dir) if labels is None else ()
     if len(names) < MIN_IMAGES:
-        raise too_few(where, len(names))
+        raise too_few(where, len(names), unreadable=unreadable)
     paths = [os.path.join(image_dir, n) for n in names]
 
     def facts(path):
         rgb, alpha = read_image(path)
-        if alpha is not None and not alpha.any():
-            raise PosingError(f"{path}: transparent all over (its alpha channel is 0 everywhere)")
+        # background where the scene's mask will be (images.binary_mask: alpha at most half): judged by any other
+        # threshold, an alpha half transparent all over gave a scene whose masks the loader refuses, and one
+        # barely transparent (254 everywhere) gave masks all object
+        background = None if alpha is None else alpha <= MASK_THRESHOLD
+        if background is not None and background.all():
+            raise PosingError(f"{path}: transparent all over (its alpha channel is at most {MASK_THRESHOLD} "
+                              f"everywhere: no object pixel for the mask)")
         return ImageFacts(rgb.shape[:2], hashlib.blake2b(rgb.tobytes(), digest_size=16).digest(),
-                          exif_orientation(path), alpha is not None and bool((alpha < 255).any()))
+                          exif_orientation(path), background is not None and bool(background.any()))
 
     read = dict(zip(names, read_all(facts, paths)))
     path = dict(zip(names, paths))
@@ -183,7 +205,7 @@ def check_images(image_dir, names, where, labels=None):
                                 [path[n] for n in kept])
     check_feature_image_size(size, paths[0])
     if len(kept) < MIN_IMAGES:
-        raise too_few(where, len(kept), len(copies))
+        raise too_few(where, len(kept), len(copies), unreadable)
     return CheckedImages(size, kept, copies, turns, bool(cut_out))
 
 
