@@ -418,8 +418,8 @@ def test_an_exif_rotation_is_ignored_by_images_and_masks_alike(tmp_path, suffix)
         image = Image.fromarray(values)
         exif = image.getexif()
         exif[0x0112] = 6  # Orientation: turn 90 degrees clockwise to view
-        image.save(tmp_path / (name + suffix), exif=exif, **({"quality": 100, "subsampling": 0}
-                                                              if suffix == ".jpg" else {}))
+        lossless = {"quality": 100, "subsampling": 0} if suffix == ".jpg" else {}
+        image.save(tmp_path / (name + suffix), exif=exif, **lossless)
     rgb = read_image(str(tmp_path / ("image" + suffix)))[0]
     assert rgb.shape == (30, 40, 3) and np.abs(rgb.astype(int) - pixels).mean() < 3
     assert np.mean(read_mask(str(tmp_path / ("mask" + suffix)), rgb.shape[:2]) == mask) > 0.98
