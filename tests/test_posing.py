@@ -440,6 +440,7 @@ def test_copies_among_the_photos_are_left_out(scene, tmp_path, capfd):
     again = cv2.imread(str(tmp_path / "views" / "000001.png"))
     cv2.imwrite(str(tmp_path / "views" / "000001 copy.png"), again, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     shutil.copy(tmp_path / "views" / "000003.png", tmp_path / "views" / "z_copy.png")
+    (tmp_path / "views" / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")  # unreadable: left out too
     capfd.readouterr()
     info = pose_images(str(tmp_path / "views"), str(tmp_path / "out"), progress=False)
     views = tmp_path / "views"
@@ -450,7 +451,10 @@ def test_copies_among_the_photos_are_left_out(scene, tmp_path, capfd):
     assert sorted(info["views"][i]["source"] for i in range(len(info["views"]))) == sorted(
         ["000001 copy.png"] + [f"{i:06d}.png" for i in range(VIEWS) if i != 1])
     err = [line for line in capfd.readouterr().err.splitlines() if line.startswith("warning")]
-    assert err == [f"warning: {c}: the same picture as {o}; left out" for c, o in copies.items()], err
+    assert err == [f"warning: {c}: the same picture as {o}; left out" for c, o in copies.items()] + [
+        f"warning: {views}: 1 photo in HEIC left out, which neither OpenCV nor COLMAP reads (convert them to JPEG to "
+        f"use them)"], err
+    assert info["unreadable_left_out"] == ["IMG_0001.HEIC"]
 
 
 def save_on_its_side(rgb, path, orientation=6):
@@ -501,6 +505,11 @@ def test_cut_out_photos_give_the_scene_masks(scene, tmp_path, capfd):
         truth = cv2.imread(str(scene / "mask" / f"{int(view['source'][:6]):03d}.png"), cv2.IMREAD_GRAYSCALE) > 127
         got = loaded.train.masks[i].numpy() > 127
         assert (got & truth).sum() / (got | truth).sum() > 0.98  # (no resampling: pinhole cameras)
+    cut_rgb = cv2.imread(str(tmp_path / "cut" / "000003.png"))  # an opaque copy of a cut-out is only a copy
+    cv2.imwrite(str(tmp_path / "cut" / "z_copy.png"), np.dstack([cut_rgb, np.full(cut_rgb.shape[:2], 255, np.uint8)]))
+    checked = check_images(str(tmp_path / "cut"), sorted(os.listdir(tmp_path / "cut")), "cut")
+    assert checked.cut_out and list(checked.copies) == [str(tmp_path / "cut" / "z_copy.png")]
+    os.remove(tmp_path / "cut" / "z_copy.png")
     opaque = cv2.imread(str(scene / "image" / "000003.png"))
     cv2.imwrite(str(tmp_path / "cut" / "000003.png"), np.dstack([opaque, np.full(opaque.shape[:2], 255, np.uint8)]))
     assert_refused([tmp_path / "cut", tmp_path / "out2"], capfd, tmp_path / "cut" / "000003.png",

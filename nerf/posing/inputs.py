@@ -155,6 +155,7 @@ class CheckedImages:
     copies: dict  # {what a copy left out is called: what it copies}
     turns: dict  # {name: the EXIF orientation (images.UPRIGHT) it is turned upright by}; the others as stored
     cut_out: bool  # every image has a transparent background (alpha at most MASK_THRESHOLD): masks from it
+    unreadable: tuple = ()  # names of photos beside them that we cannot read (HEIC, raw): left out
 
 
 def check_images(image_dir, names, where, labels=None):
@@ -187,11 +188,6 @@ def check_images(image_dir, names, where, labels=None):
 
     read = dict(zip(names, read_all(facts, paths)))
     path = dict(zip(names, paths))
-    cut_out = [name for name in names if read[name].cut_out]
-    if cut_out and len(cut_out) < len(names):
-        other = next(name for name in names if not read[name].cut_out)
-        raise PosingError(f"{path[other]}: no transparent background, while {path[cut_out[0]]} has one (cut-out "
-                          f"photos give the masks: all of them, or none)")
     label = {name: labels[name] for name in names} if labels else path
     first, kept, copies = {}, [], {}
     for name in names:
@@ -200,13 +196,19 @@ def check_images(image_dir, names, where, labels=None):
         else:
             first[read[name].digest] = name
             kept.append(name)
-    # of the kept only: a copy stripped of its EXIF made the rotations differ, and all were posed on their side
+    # of the kept only: a copy stripped of its EXIF made the rotations differ, and all were posed on their side;
+    # an opaque copy of a cut-out photo is no second kind of photo
+    cut_out = [name for name in kept if read[name].cut_out]
+    if cut_out and len(cut_out) < len(kept):
+        other = next(name for name in kept if not read[name].cut_out)
+        raise PosingError(f"{path[other]}: no transparent background, while {path[cut_out[0]]} has one (cut-out "
+                          f"photos give the masks: all of them, or none)")
     turns, size = upright_turns(kept, [read[n].size for n in kept], [read[n].orientation for n in kept],
                                 [path[n] for n in kept])
     check_feature_image_size(size, paths[0])
     if len(kept) < MIN_IMAGES:
         raise too_few(where, len(kept), len(copies), unreadable)
-    return CheckedImages(size, kept, copies, turns, bool(cut_out))
+    return CheckedImages(size, kept, copies, turns, bool(cut_out), unreadable)
 
 
 def upright_turns(names, sizes, orientations, paths):

@@ -22,7 +22,7 @@ from .colmap_model import read_model
 from .errors import PosingError
 from .export import world_mat, write_cameras, write_points_ply
 from .frames import check_video, extract_frames
-from .inputs import MIN_IMAGES, check_images, classify_input
+from .inputs import MIN_IMAGES, check_images, classify_input, unreadable_kinds
 from .refine import refine_cameras
 from .roi import region_of_interest
 from .sfm import SfmOptions, camera_to_world, pycolmap_module, reconstruct, registered_names
@@ -247,7 +247,8 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
     units instead of the one found from the sparse points. progress: progress bars on stderr, each cleared when
     its stage ends so that none is left above an error line (None: on a terminal only).
     extra_info: more entries for posing.json. Photos (or frames) that copy an earlier one's pixels are left out,
-    listed in posing.json's copies_left_out and, once posing has ended, in warning lines. Raises PosingError
+    listed in posing.json's copies_left_out and, once posing has ended, in warning lines; so are photos beside
+    them of a format we cannot read (HEIC, raw: unreadable_left_out). Raises PosingError
     (one line) for a bad input or a scene that cannot be posed; nothing is written then."""
     times = StageTimes()
     disable = None if progress is None else not progress  # tqdm's: None hides bars off a terminal
@@ -265,10 +266,10 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
     check_output(out_dir, target, overwrite)
     pycolmap = pycolmap_module()  # imported before the handlers below: importing it installs COLMAP's own
     with stop_signals_interrupt():  # a kill stops as Ctrl-C does: one line, the temporary folder removed
-        size, given, copies = None, None, {}
+        size, given, copies, unreadable = None, None, {}, ()
         if source.kind == "images":
             checked = check_images(source.image_dir, source.image_names, input_path)
-            size, copies = checked.size, checked.copies
+            size, copies, unreadable = checked.size, checked.copies, checked.unreadable
             source.image_names, source.turns, source.cut_out = checked.names, checked.turns, checked.cut_out
         elif source.kind == "colmap":
             given = read_model(source.model_dir, source.model_ext, source.image_dir)
@@ -285,6 +286,7 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
             except OSError as e:  # what check_output could not foresee (a full disk, a path too long in all)
                 raise PosingError(f"{out_dir}: cannot be created ({e.strerror})") from None
             info = {"input": os.path.abspath(input_path), "kind": source.kind, "copies_left_out": copies,
+                    "unreadable_left_out": list(unreadable),
                     "turned_upright": source.turns}
             if source.kind == "colmap":
                 model, image_dir = given, source.image_dir
@@ -309,4 +311,7 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
             raise
     for copy, original in info["copies_left_out"].items():  # after, so that a refused input gets one line alone
         print(f"warning: {copy}: the same picture as {original}; left out", file=sys.stderr)
+    if unreadable:
+        print(f"warning: {source.image_dir}: {unreadable_kinds(unreadable)} left out, which neither OpenCV nor "
+              f"COLMAP reads (convert them to JPEG to use them)", file=sys.stderr)
     return info
