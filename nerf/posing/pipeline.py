@@ -248,8 +248,8 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
     its stage ends so that none is left above an error line (None: on a terminal only).
     extra_info: more entries for posing.json. Photos (or frames) that copy an earlier one's pixels are left out,
     listed in posing.json's copies_left_out and, once posing has ended, in warning lines; so are photos beside
-    them of a format we cannot read (HEIC, raw: unreadable_left_out). Raises PosingError
-    (one line) for a bad input or a scene that cannot be posed; nothing is written then."""
+    them of a format we cannot read (HEIC, raw: unreadable_left_out). Raises PosingError (one line) for a bad
+    input or a scene that cannot be posed; nothing is written then."""
     times = StageTimes()
     disable = None if progress is None else not progress  # tqdm's: None hides bars off a terminal
     t_start, cpu_start = time.perf_counter(), cpu_seconds()
@@ -286,8 +286,7 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
             except OSError as e:  # what check_output could not foresee (a full disk, a path too long in all)
                 raise PosingError(f"{out_dir}: cannot be created ({e.strerror})") from None
             info = {"input": os.path.abspath(input_path), "kind": source.kind, "copies_left_out": copies,
-                    "unreadable_left_out": list(unreadable),
-                    "turned_upright": source.turns}
+                    "unreadable_left_out": list(unreadable), "turned_upright": source.turns}
             if source.kind == "colmap":
                 model, image_dir = given, source.image_dir
                 sources = {name: name for name in registered_names(model)}
