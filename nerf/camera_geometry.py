@@ -35,6 +35,11 @@ OPENCV_COEFFICIENTS = ("k1", "k2", "p1", "p2", "k3", "k4", "k5", "k6")
 FISHEYE_COEFFICIENTS = ("k1", "k2", "k3", "k4")
 
 
+# How much a lens may scale the image's edge against a pinhole's (the distorted / undistorted radius there): a fit
+# beyond puts a few pixels' worth of the view in the image, or a sliver of it over the whole image.
+LENS_EDGE_SCALE = (0.1, 10.0)
+
+
 def radial_factor(dist, fisheye, t):
     """A lens's radial distortion as the factor distorted / undistorted at t [N] (the ray's radius in normalised
     image units, or for `fisheye` its angle theta to the axis) -> [N]; the distorted radius is t times it.
@@ -79,8 +84,10 @@ def check_distortion(k, dist, size, path, label, fisheye=False):
     lens = f"{label} {describe_distortion(dist, fisheye)}"
     if not len(reached) or not np.all(np.diff(distorted[: reached[0] + 1]) > 0):
         raise DatasetError(f"{path}: {lens} folds the image (the radial map turns back before the image's edge)")
-    if not 0.1 <= factor <= 10.0:
-        raise DatasetError(f"{path}: {lens} scales the image's edge by {factor:.3g}, expected a lens's (0.1 to 10)")
+    low, high = LENS_EDGE_SCALE
+    if not low <= factor <= high:
+        raise DatasetError(f"{path}: {lens} scales the image's edge by {factor:.3g}, expected a lens's ({low:g} to "
+                           f"{high:g})")
 
 
 @dataclass

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from ..camera_geometry import COORDINATE_LIMIT, FOCAL_RANGE, check_distortion
+from ..camera_geometry import COORDINATE_LIMIT, FOCAL_RANGE, LENS_EDGE_SCALE, check_distortion
 from ..images import read_all, read_image
 from ..input_checks import DatasetError, error_line
 from .colmap_binary import check_binary_model
@@ -33,11 +33,6 @@ RADIAL_MODELS = {
 UNDISTORTED_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_FISHEYE", "FISHEYE")  # nothing that can fold
 FOLD_AZIMUTHS = 16  # directions out from the optical axis along which check_projection_folds follows the projection
 FOLD_MAX_ANGLE = 89.5  # degrees from the axis: pycolmap projects nothing at 90 degrees or beyond
-# Where the projection reaches the image's edge (or the widest ray): its distance from the principal point, in focal
-# lengths, at least this x the ray's angle (a fisheye's is about 1 x) and at most this x a pinhole's tan(angle): as
-# check_distortion's 0.1 to 10. Beyond, the image holds a few pixels' worth of the view, or a sliver of it spread
-# over the whole image (undistorted: one colour).
-PROJECTION_SCALE = (0.1, 10.0)
 
 
 def check_cameras(model, cameras_file):
@@ -82,12 +77,14 @@ def check_projection_folds(camera, cameras_file, label):
     axis, COLMAP's own projection must move steadily away from the principal point, on the ray's side of it, until
     it reaches the ellipse inscribed in the image (or the rays reach FOLD_MAX_ANGLE: a lens wider than that is used
     only as far as a pinhole view reaches). One that turns back, crosses the axis or fails (NaN) before folds the
-    image, and undistorting it gives garbage; so does one whose scale there is no lens's (PROJECTION_SCALE)."""
+    image, and undistorting it gives garbage; so does one whose scale there is no lens's: where it reaches the
+    image's edge (or the widest ray), its distance from the principal point in focal lengths must be from
+    LENS_EDGE_SCALE's low x the ray's angle (a fisheye's is about 1 x) to its high x a pinhole's tan(angle)."""
     cx, cy = camera.principal_point_x, camera.principal_point_y
     focal = np.array([camera.focal_length_x, camera.focal_length_y])
     half_axes = np.array([min(cx, camera.width - cx), min(cy, camera.height - cy)])  # COLMAP: edges at 0 and W
     theta = np.radians(np.linspace(0.0, FOLD_MAX_ANGLE, 2001))[:, None]  # [T, 1]
-    low, high = PROJECTION_SCALE
+    low, high = LENS_EDGE_SCALE
     for azimuth in np.linspace(0.0, 2.0 * np.pi, FOLD_AZIMUTHS, endpoint=False):
         rays = np.stack([np.sin(theta) * np.cos(azimuth), np.sin(theta) * np.sin(azimuth), np.cos(theta)], -1)
         with np.errstate(all="ignore"):
