@@ -104,6 +104,8 @@ class FieldConfig:
     bg_sh_degree: int = opt(4, "spherical-harmonics degree of the background's view direction (lower: less "
                                "freedom to colour the backdrop per view; 1: none)", minimum=1,
                             maximum=MAX_SH_DEGREE)
+    bg_levels_until: float = opt(0.0, "fraction of training by which every background hash level is active "
+                                      "(coarse to fine from 2; 0: all from the start)", minimum=0.0)
 
 
 @dataclass(frozen=True)

@@ -37,11 +37,19 @@ class BackgroundField(nn.Module):
                                          nn.Linear(hidden_dim, 1 + feature_dim))
         self.color_net = nn.Sequential(nn.Linear(feature_dim + self.dir_encoder.output_dim, hidden_dim), nn.ReLU(),
                                        nn.Linear(hidden_dim, 3))
+        # Coarse to fine (--bg_levels_until): recomputed from the step, so not saved.
+        self.register_buffer("level_mask", torch.ones(self.encoder.output_dim), persistent=False)
+
+    def set_active_levels(self, active_levels: int):
+        mask = torch.zeros_like(self.level_mask)
+        mask[: active_levels * self.encoder.level_dim] = 1
+        self.level_mask.copy_(mask)
 
     def forward(self, x, dirs):
         """x [N, 3], dirs [N, 3] unit -> density [N] >= 0 (per unit length of the
         contracted space), rgb [N, 3] in (0, 1)."""
-        h = self.density_net(self.encoder(contract(x, self.radius), bound=2.0 * self.radius))
+        features = self.encoder(contract(x, self.radius), bound=2.0 * self.radius)  # [N, levels * 2]
+        h = self.density_net(features * self.level_mask.to(x.dtype))
         density = F.softplus(h[:, 0] - 1.0)  # starts nearly transparent (softplus(-1) = 0.31)
         rgb = torch.sigmoid(self.color_net(torch.cat([h[:, 1:], self.dir_encoder(dirs)], -1)))
         return density, rgb

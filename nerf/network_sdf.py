@@ -19,6 +19,18 @@ from shencoder import SHEncoder
 from .network_background import build_background
 
 
+def active_levels(start: int, fraction: float, levels: int, progress: float) -> int:
+    """How many of `levels` hash levels are on at `progress` (0-1) of training: `start`, rising linearly to all
+    at `fraction` (0: all from the start)."""
+    if fraction <= 0 or start >= levels:
+        return levels
+    return min(levels, start + int((levels - start) * progress / fraction))
+
+
+# The background's coarsest levels on at the start when --bg_levels_until > 0.
+BG_LEVELS_START = 2
+
+
 def log_lerp(start, end, t):
     """Geometric interpolation start -> end for t in [0, 1]."""
     t = min(max(t, 0.0), 1.0)
@@ -107,7 +119,7 @@ class NeuSModel(nn.Module):
     """The SDF, colour and variance together, with the step-dependent knobs in one `update_step`."""
 
     def __init__(self, sdf_net: SDFNetwork, color_net: ColorNetwork, normals, init_variance, fd_eps,
-                 progressive_levels, anneal_end, background=None):
+                 progressive_levels, anneal_end, background=None, bg_levels_until=0.0):
         super().__init__()
         if normals not in ("analytic", "fd"):
             raise ValueError(f"normals must be 'analytic' or 'fd', got {normals!r}")
@@ -119,6 +131,7 @@ class NeuSModel(nn.Module):
         self.fd_eps_range = fd_eps
         self.progressive_levels = progressive_levels  # (levels at start, fraction of training to reach all)
         self.anneal_end = anneal_end
+        self.bg_levels_until = bg_levels_until
         # Step-dependent values live in buffers, updated in place, so that a captured CUDA graph sees them.
         self.register_buffer("fd_eps", torch.tensor(float(fd_eps[0])), persistent=False)
         self.register_buffer("cos_anneal_ratio", torch.tensor(1.0), persistent=False)
@@ -133,12 +146,10 @@ class NeuSModel(nn.Module):
         self.fd_eps.fill_(log_lerp(self.fd_eps_range[0], self.fd_eps_range[1], progress))
         self.cos_anneal_ratio.fill_(1.0 if self.anneal_end <= 0 else min(1.0, progress / self.anneal_end))
         start, fraction = self.progressive_levels
-        levels = self.sdf_net.encoder.num_levels
-        if fraction <= 0 or start >= levels:
-            active = levels
-        else:
-            active = start + int((levels - start) * progress / fraction)
-        self.sdf_net.set_active_levels(min(active, levels))
+        self.sdf_net.set_active_levels(active_levels(start, fraction, self.sdf_net.encoder.num_levels, progress))
+        if self.background is not None:
+            self.background.set_active_levels(active_levels(BG_LEVELS_START, self.bg_levels_until,
+                                                            self.background.encoder.num_levels, progress))
 
     def sdf(self, x):
         return self.sdf_net.sdf(x)
@@ -181,4 +192,5 @@ def build_model(field, radius: float) -> NeuSModel:
     return NeuSModel(sdf_net, color_net, normals=field.normals, init_variance=field.init_variance,
                      fd_eps=(field.fd_eps_start, field.fd_eps_end),
                      progressive_levels=(field.levels_start, field.levels_until),
-                     anneal_end=field.anneal_end, background=build_background(field, radius))
+                     anneal_end=field.anneal_end, background=build_background(field, radius),
+                     bg_levels_until=field.bg_levels_until)
