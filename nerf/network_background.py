@@ -14,6 +14,8 @@ from torch import nn
 from hashencoder import HashEncoder
 from shencoder import SHEncoder
 
+from .progressive_levels import fill_level_mask
+
 
 def contract(x, radius: float):
     """x [N, 3] -> [N, 3] inside the ball of 2 radius: the identity inside the sphere of `radius`, outside it
@@ -40,10 +42,8 @@ class BackgroundField(nn.Module):
         # Coarse to fine (--bg_levels_until): recomputed from the step, so not saved.
         self.register_buffer("level_mask", torch.ones(self.encoder.output_dim), persistent=False)
 
-    def set_active_levels(self, active_levels: int):
-        mask = torch.zeros_like(self.level_mask)
-        mask[: active_levels * self.encoder.level_dim] = 1
-        self.level_mask.copy_(mask)
+    def set_active_levels(self, active: int):
+        fill_level_mask(self.level_mask, active, self.encoder.level_dim)
 
     def forward(self, x, dirs):
         """x [N, 3], dirs [N, 3] unit -> density [N] >= 0 (per unit length of the

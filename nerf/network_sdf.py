@@ -17,18 +17,7 @@ from hashencoder import HashEncoder
 from shencoder import SHEncoder
 
 from .network_background import build_background
-
-
-def active_levels(start: int, fraction: float, levels: int, progress: float) -> int:
-    """How many of `levels` hash levels are on at `progress` (0-1) of training: `start`, rising linearly to all
-    at `fraction` (0: all from the start)."""
-    if fraction <= 0 or start >= levels:
-        return levels
-    return min(levels, start + int((levels - start) * progress / fraction))
-
-
-# The background's coarsest levels on at the start when --bg_levels_until > 0.
-BG_LEVELS_START = 2
+from .progressive_levels import active_levels, fill_level_mask
 
 
 def log_lerp(start, end, t):
@@ -80,10 +69,8 @@ class SDFNetwork(nn.Module):
                     layer.weight[0] = 4.0 / width
                     layer.bias[0] = -radius
 
-    def set_active_levels(self, active_levels: int):
-        mask = torch.zeros_like(self.level_mask)
-        mask[: active_levels * self.encoder.level_dim] = 1
-        self.level_mask.copy_(mask)
+    def set_active_levels(self, active: int):
+        fill_level_mask(self.level_mask, active, self.encoder.level_dim)
 
     def forward(self, x):
         """x [N, 3] -> sdf [N], feature [N, F]."""
@@ -119,7 +106,7 @@ class NeuSModel(nn.Module):
     """The SDF, colour and variance together, with the step-dependent knobs in one `update_step`."""
 
     def __init__(self, sdf_net: SDFNetwork, color_net: ColorNetwork, normals, init_variance, fd_eps,
-                 progressive_levels, anneal_end, background=None, bg_levels_until=0.0):
+                 progressive_levels, anneal_end, background=None, bg_progressive_levels=(1, 0.0)):
         super().__init__()
         if normals not in ("analytic", "fd"):
             raise ValueError(f"normals must be 'analytic' or 'fd', got {normals!r}")
@@ -131,7 +118,7 @@ class NeuSModel(nn.Module):
         self.fd_eps_range = fd_eps
         self.progressive_levels = progressive_levels  # (levels at start, fraction of training to reach all)
         self.anneal_end = anneal_end
-        self.bg_levels_until = bg_levels_until
+        self.bg_progressive_levels = bg_progressive_levels  # the same for the background field
         # Step-dependent values live in buffers, updated in place, so that a captured CUDA graph sees them.
         self.register_buffer("fd_eps", torch.tensor(float(fd_eps[0])), persistent=False)
         self.register_buffer("cos_anneal_ratio", torch.tensor(1.0), persistent=False)
@@ -148,8 +135,9 @@ class NeuSModel(nn.Module):
         start, fraction = self.progressive_levels
         self.sdf_net.set_active_levels(active_levels(start, fraction, self.sdf_net.encoder.num_levels, progress))
         if self.background is not None:
-            self.background.set_active_levels(active_levels(BG_LEVELS_START, self.bg_levels_until,
-                                                            self.background.encoder.num_levels, progress))
+            start, fraction = self.bg_progressive_levels
+            self.background.set_active_levels(active_levels(start, fraction, self.background.encoder.num_levels,
+                                                            progress))
 
     def sdf(self, x):
         return self.sdf_net.sdf(x)
@@ -193,4 +181,4 @@ def build_model(field, radius: float) -> NeuSModel:
                      fd_eps=(field.fd_eps_start, field.fd_eps_end),
                      progressive_levels=(field.levels_start, field.levels_until),
                      anneal_end=field.anneal_end, background=build_background(field, radius),
-                     bg_levels_until=field.bg_levels_until)
+                     bg_progressive_levels=(field.bg_levels_start, field.bg_levels_until))

@@ -12,6 +12,7 @@ from nerf.config import resolve
 from nerf.evaluation import region_scores
 from nerf.mesh_metrics import evaluate_mesh
 from nerf.network_background import BackgroundField, build_background, contract
+from nerf.network_sdf import build_model
 from nerf.renderer_sdf import render_background
 
 
@@ -89,6 +90,38 @@ def test_checkpoints_of_older_versions_keep_the_background_from_the_spheres_exit
     assert from_dict(saved).sampler.bg_from_entry
     del saved["sampler"]["bg_from_entry"]
     assert not from_dict(saved).sampler.bg_from_entry
+
+
+def test_the_backgrounds_hash_levels_come_on_coarse_to_fine():
+    config = resolve({"background": "nerf", "bg_num_levels": 6, "bg_levels_until": 0.5}, "cpu", "scene")
+    model = build_model(config.field, 1.0)
+    field = model.background
+    x = torch.nn.functional.normalize(torch.randn(128, 3), dim=-1) * (1 + torch.rand(128, 1) * 5)
+    dirs = torch.nn.functional.normalize(torch.randn(128, 3), dim=-1)
+
+    def levels_with_gradient(step):
+        model.update_step(step, 100)
+        field.zero_grad()
+        density, rgb = field(x, dirs)
+        (density.sum() + rgb.sum()).backward()
+        grad = field.encoder.embeddings.grad  # [rows, 2]
+        offsets = field.encoder.offsets  # each level's first row
+        return [bool(grad[offsets[i]:offsets[i + 1]].abs().sum() > 0) for i in range(len(offsets) - 1)]
+
+    assert levels_with_gradient(0) == [True, True] + [False] * 4  # bg_levels_start
+    assert levels_with_gradient(25) == [True] * 4 + [False] * 2
+    assert levels_with_gradient(50) == [True] * 6
+    assert levels_with_gradient(100) == [True] * 6
+    assert "level_mask" not in field.state_dict()  # follows the step, as the SDF's does on resume
+
+
+def test_checkpoints_of_older_versions_keep_every_background_level_from_the_start():
+    from nerf.config import from_dict, to_dict
+
+    saved = to_dict(resolve({}, "cpu", "scene"))
+    assert from_dict(saved).field.bg_levels_until == 0.5
+    del saved["field"]["bg_levels_until"]
+    assert from_dict(saved).field.bg_levels_until == 0.0
 
 
 def test_the_backgrounds_colour_depends_on_the_view_direction_only_as_its_degree_allows():
