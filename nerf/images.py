@@ -15,7 +15,7 @@ from .input_checks import DatasetError, check_file, error_line
 from .native_stderr import native_stderr_silenced
 
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".JPG", ".PNG", ".exr")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".JPG", ".PNG", ".exr", ".heic", ".HEIC", ".heif", ".HEIF")
 # Pixels of one image, checked in its header before decoding: beyond any camera's (~100 MP), and small enough
 # that a few decoded at once fit in memory (a 16000 x 16000 PNG of a few hundred kB decodes to gigabytes).
 MAX_IMAGE_PIXELS = 2**27
@@ -37,6 +37,12 @@ QUARTER_TURNS = (5, 6, 7, 8)  # the orientations that swap width and height
 # EXIF orientation -> the pixels turned as seen [H, W, ...] back as stored (UPRIGHT's inverse)
 AS_STORED = {orientation: UPRIGHT[{6: 8, 8: 6}.get(orientation, orientation)] for orientation in UPRIGHT}
 TIFF_SIGNATURES = (b"II*\0", b"MM\0*")
+# HEIF files (a phone's HEIC photos) by the brand of their first box, 'ftyp': decoded by pillow-heif, not OpenCV
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+
+
+def is_heif(data):
+    return data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS
 
 
 @contextmanager
@@ -82,6 +88,11 @@ def check_pixel_count(data, path, what):
             width = height = None
         except Exception:  # not a format Pillow reads (EXR...), or damaged: OpenCV decides
             return
+    check_size(width, height, path, what)
+
+
+def check_size(width, height, path, what):
+    """DatasetError if width x height is more than MAX_IMAGE_PIXELS (None: more than the decoder's own limit)."""
     if width is None or width * height > MAX_IMAGE_PIXELS:
         size = "" if width is None else f"{width}x{height}, "
         raise DatasetError(f"{path}: {what} is too large ({size}at most {MAX_IMAGE_PIXELS} pixels)")
@@ -95,6 +106,8 @@ def imread(path, flags, what):
             data = f.read()
     except OSError as e:
         raise DatasetError(f"{path}: unreadable {what} ({e.strerror})") from None
+    if is_heif(data):
+        return decode_heif(data, flags, path, what)
     if data[:2] == b"\xff\xd8":  # a JPEG by its start-of-image marker, whatever its name says
         check_jpeg_complete(data, path, what)
     check_pixel_count(data, path, what)
@@ -108,6 +121,33 @@ def imread(path, flags, what):
         # OpenCV's TIFF decoder turns the pixels by their orientation tag whatever the flags say: back as stored
         img = np.ascontiguousarray(AS_STORED[exif_orientation(io.BytesIO(data))](img))
     return img
+
+
+def decode_heif(data, flags, path, what):
+    """A HEIF file's primary image as cv2.imdecode(`flags`) gives other formats: BGR, BGRA or grey as stored with
+    IMREAD_UNCHANGED, or grey with IMREAD_GRAYSCALE; 8 bits (10- and 12-bit photos reduced). Turned as it is meant
+    to be seen: libheif applies the file's rotation and mirroring (a phone's portrait photo comes out upright) and
+    pillow-heif then says orientation 1, so exif_orientation, which does not read HEIF, agrees."""
+    import pillow_heif
+
+    try:
+        heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True)
+        check_size(*heif.size, path, what)  # from the header, before decoding
+        pixels = np.asarray(heif)  # [H, W] grey or [H, W, 3 or 4] RGB(A), decoded here
+    except DatasetError:
+        raise
+    except Exception as e:  # libheif's errors for a damaged or unsupported file (ValueError, RuntimeError...)
+        raise DatasetError(f"{path}: unreadable {what} (HEIF: {error_line(e)})") from None
+    if pixels.dtype != np.uint8 or not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] in (3, 4))):
+        raise DatasetError(f"{path}: unsupported {what} (HEIF {heif.mode})")
+    grey = flags & ~cv2.IMREAD_IGNORE_ORIENTATION == cv2.IMREAD_GRAYSCALE
+    if pixels.ndim == 2:
+        return pixels if grey or flags == cv2.IMREAD_UNCHANGED else cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR)
+    if grey:
+        return cv2.cvtColor(np.ascontiguousarray(pixels[..., :3]), cv2.COLOR_RGB2GRAY)
+    if flags == cv2.IMREAD_UNCHANGED and pixels.shape[2] == 4:
+        return cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA)
+    return cv2.cvtColor(np.ascontiguousarray(pixels[..., :3]), cv2.COLOR_RGB2BGR)
 
 
 def exif_orientation(path):
@@ -131,7 +171,7 @@ def read_image(path: str):
     """(rgb [H, W, 3] uint8, alpha [H, W] uint8 or None); 16-bit images are reduced to 8 bits, float images
     (values in [0, 1]) quantised. The pixels as stored: an EXIF rotation is not applied, as COLMAP does not
     apply it, so that the cameras of a dataset fit them (masks are read so too; posing turns plain photos
-    upright itself, nerf/posing/inputs.py)."""
+    upright itself, nerf/posing/inputs.py). HEIC photos alone come turned as seen (decode_heif)."""
     check_file(path, "an image")
     img = imread(path, cv2.IMREAD_UNCHANGED, "image")
     if img.dtype == np.uint16:

@@ -46,3 +46,16 @@ def blade_scene(tmp_path_factory):
     info = make_scene(root, shape="blade", views=4, width=64, height=48, gt_resolution=64, seed=0,
                       formats=("neus",))
     return root, info
+
+
+def save_heic(values, path, orientation=1):
+    """values [H, W, C] uint8 (C 1, 3 or 4) as a HEIC file (pillow-heif's encoder), its EXIF orientation as given
+    (pillow-heif stores it as the HEIF's own rotation, as a phone does)."""
+    import pillow_heif
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    # quality -1 and no chroma subsampling: near lossless
+    pillow_heif.from_pillow(Image.fromarray(values.squeeze())).save(str(path), quality=-1, chroma=444,
+                                                                    exif=exif.tobytes())

@@ -385,13 +385,13 @@ def test_refuses_a_folder_without_images(tmp_path, capfd):
 
 
 def test_photos_of_a_format_we_cannot_read_are_named(tmp_path, capfd):
-    """A phone's HEIC photos (or raw files): neither OpenCV nor COLMAP reads them. Both routes say so, where
-    main_sdf.py said 'no cameras file'."""
+    """AVIF photos (or raw files): neither we nor COLMAP read them. Both routes say so, where main_sdf.py said 'no
+    cameras file'."""
     (tmp_path / "phone").mkdir()
     for i in range(5):
-        (tmp_path / "phone" / f"IMG_{i:04d}.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+        (tmp_path / "phone" / f"IMG_{i:04d}.AVIF").write_bytes(b"\x00\x00\x00\x18ftypavif")
     (tmp_path / "phone" / "IMG_0005.DNG").write_bytes(b"II*\x00")
-    expected = "6 photos in DNG/HEIC, which neither OpenCV nor COLMAP reads; convert them to JPEG or PNG first"
+    expected = "6 photos in AVIF/DNG, which neither OpenCV nor COLMAP reads; convert them to JPEG or PNG first"
     assert_refused([tmp_path / "phone", tmp_path / "out"], capfd, tmp_path / "phone", expected)
     import main_sdf
 
@@ -402,17 +402,17 @@ def test_photos_of_a_format_we_cannot_read_are_named(tmp_path, capfd):
 
 
 def test_only_files_count_as_photos_we_cannot_read(scene, tmp_path, capfd):
-    """A folder named like a HEIC photo, or a dangling link, is no photo: a folder holding only those has no
-    images (it was refused as '1 photos in HEIC'). HEIC photos beside too few readable ones are named in the
+    """A folder named like a raw photo, or a dangling link, is no photo: a folder holding only those has no
+    images (it was refused as '1 photos in DNG'). Raw photos beside too few readable ones are named in the
     refusal, which said 'only one image' of a folder of five photos."""
-    (tmp_path / "odd" / "x.heic").mkdir(parents=True)
-    os.symlink(tmp_path / "missing.heic", tmp_path / "odd" / "gone.HEIC")
+    (tmp_path / "odd" / "x.dng").mkdir(parents=True)
+    os.symlink(tmp_path / "missing.dng", tmp_path / "odd" / "gone.DNG")
     assert_refused([tmp_path / "odd", tmp_path / "out"], capfd, tmp_path / "odd", "no images found")
     copy_views(scene, tmp_path / "mixed", [0])
     for i in range(4):
-        (tmp_path / "mixed" / f"IMG_{i:04d}.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+        (tmp_path / "mixed" / f"IMG_{i:04d}.DNG").write_bytes(b"II*\x00")
     assert_refused([tmp_path / "mixed", tmp_path / "out"], capfd, tmp_path / "mixed",
-                   "only one image (and 4 photos in HEIC, which neither OpenCV nor COLMAP reads")
+                   "only one image (and 4 photos in DNG, which neither OpenCV nor COLMAP reads")
 
 
 def test_refuses_one_image(scene, tmp_path, capfd):
@@ -440,7 +440,7 @@ def test_copies_among_the_photos_are_left_out(scene, tmp_path, capfd):
     again = cv2.imread(str(tmp_path / "views" / "000001.png"))
     cv2.imwrite(str(tmp_path / "views" / "000001 copy.png"), again, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     shutil.copy(tmp_path / "views" / "000003.png", tmp_path / "views" / "z_copy.png")
-    (tmp_path / "views" / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")  # unreadable: left out too
+    (tmp_path / "views" / "IMG_0001.DNG").write_bytes(b"II*\x00")  # unreadable: left out too
     capfd.readouterr()
     info = pose_images(str(tmp_path / "views"), str(tmp_path / "out"), progress=False)
     views = tmp_path / "views"
@@ -452,9 +452,9 @@ def test_copies_among_the_photos_are_left_out(scene, tmp_path, capfd):
         ["000001 copy.png"] + [f"{i:06d}.png" for i in range(VIEWS) if i != 1])
     err = [line for line in capfd.readouterr().err.splitlines() if line.startswith("warning")]
     assert err == [f"warning: {c}: the same picture as {o}; left out" for c, o in copies.items()] + [
-        f"warning: {views}: 1 photo in HEIC left out, which neither OpenCV nor COLMAP reads (convert them to JPEG to "
+        f"warning: {views}: 1 photo in DNG left out, which neither OpenCV nor COLMAP reads (convert them to JPEG to "
         f"use them)"], err
-    assert info["unreadable_left_out"] == ["IMG_0001.HEIC"]
+    assert info["unreadable_left_out"] == ["IMG_0001.DNG"]
 
 
 def save_on_its_side(rgb, path, orientation=6):
@@ -488,6 +488,34 @@ def test_photos_stored_on_their_side_are_posed_upright(scene, tmp_path):
     result = compare_poses(str(tmp_path / "out"), str(tmp_path / "ref"))
     assert result["rotation_deg"]["median"] < MAX_ROTATION_DEG, result
     assert result["centre_error_pct"]["median"] < 100 * MAX_CENTRE_ERROR, result
+
+
+def test_heic_photos_from_a_phone_are_posed(scene, tmp_path, capfd):
+    """An iPhone's photos are HEIC, stored on their side with the HEIF's own rotation. They are decoded as seen,
+    handed to COLMAP (which reads no HEIC) as PNG copies, and pose as the PNG photos do; main_sdf.py poses such a
+    folder by the same route. Before, both routes refused them ('convert them to JPEG or PNG first')."""
+    from conftest import save_heic
+
+    from nerf.posing.inputs import classify_input
+
+    (tmp_path / "phone").mkdir()
+    (tmp_path / "ref" / "image").mkdir(parents=True)
+    shutil.copy(scene / "cameras_sphere.npz", tmp_path / "ref")
+    for i in range(VIEWS):
+        rgb = cv2.cvtColor(cv2.imread(str(scene / "image" / f"{i:06d}.png")), cv2.COLOR_BGR2RGB)
+        save_heic(np.ascontiguousarray(np.rot90(rgb, 1)), tmp_path / "phone" / f"IMG_{i:04d}.HEIC", orientation=6)
+        os.symlink(scene / "image" / f"{i:06d}.png", tmp_path / "ref" / "image" / f"IMG_{i:04d}.HEIC")  # names only
+    assert classify_input(str(tmp_path / "phone")).kind == "images"  # main_sdf.py's test for photos to pose
+    info = pose_images(str(tmp_path / "phone"), str(tmp_path / "out"), progress=False)
+    assert info["registered"] == VIEWS and not info["turned_upright"] and not info["unreadable_left_out"]
+    first = cv2.imread(str(tmp_path / "out" / "image" / "000000.png"))
+    assert first.shape == (HEIGHT, WIDTH, 3)
+    assert np.abs(first.astype(int) - cv2.imread(str(scene / "image" / "000000.png"))).mean() < 3
+    result = compare_poses(str(tmp_path / "out"), str(tmp_path / "ref"))
+    assert result["rotation_deg"]["median"] < MAX_ROTATION_DEG, result
+    assert result["centre_error_pct"]["median"] < 100 * MAX_CENTRE_ERROR, result
+    # the folder itself is untouched: the copies live in posing's work folder, gone once it has ended
+    assert sorted(os.listdir(tmp_path / "phone")) == [f"IMG_{i:04d}.HEIC" for i in range(VIEWS)]
 
 
 def test_cut_out_photos_give_the_scene_masks(scene, tmp_path, capfd):

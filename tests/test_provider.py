@@ -10,9 +10,10 @@ import torch
 
 import main_sdf
 from nerf.camera_geometry import opengl_to_opencv
+from nerf.input_checks import DatasetError
 from nerf.provider import LENS_MODELS, image_rays, load_scene, pixel_rays
 
-from conftest import shared_data
+from conftest import save_heic, shared_data
 
 
 def world_rays(scene, views, index):
@@ -423,6 +424,43 @@ def test_an_exif_rotation_is_ignored_by_images_and_masks_alike(tmp_path, suffix)
     rgb = read_image(str(tmp_path / ("image" + suffix)))[0]
     assert rgb.shape == (30, 40, 3) and np.abs(rgb.astype(int) - pixels).mean() < 3
     assert np.mean(read_mask(str(tmp_path / ("mask" + suffix)), rgb.shape[:2]) == mask) > 0.98
+
+
+def test_heic_photos_are_read_as_they_are_seen(tmp_path):
+    """A phone's HEIC photo (an iPhone's default): decoded by pillow-heif into what OpenCV gives for other files,
+    its alpha channel kept, a mask read as grey, the file's rotation applied (libheif applies it, and then the
+    EXIF says none: turning it again by the EXIF would lay it on its side)."""
+    from nerf.images import exif_orientation, read_image, read_mask
+
+    rng = np.random.default_rng(0)
+    pixels = cv2.resize(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), (40, 30), interpolation=cv2.INTER_CUBIC)
+    save_heic(pixels, tmp_path / "image.heic")
+    rgb, alpha = read_image(str(tmp_path / "image.heic"))
+    assert rgb.shape == (30, 40, 3) and alpha is None and np.abs(rgb.astype(int) - pixels).mean() < 3
+    save_heic(np.rot90(pixels, 1), tmp_path / "side.HEIC", orientation=6)  # stored on its side, as a phone does
+    rgb = read_image(str(tmp_path / "side.HEIC"))[0]
+    assert rgb.shape == (30, 40, 3) and np.abs(rgb.astype(int) - pixels).mean() < 3
+    assert exif_orientation(str(tmp_path / "side.HEIC")) == 1
+    cut = np.dstack([pixels, np.where(np.arange(40) < 20, 255, 0).astype(np.uint8)[None].repeat(30, 0)])
+    save_heic(cut, tmp_path / "cut.heic")
+    rgb, alpha = read_image(str(tmp_path / "cut.heic"))
+    assert alpha is not None and (alpha[:, :18] > 250).all() and (alpha[:, 22:] < 5).all()
+    mask = np.zeros((30, 40, 1), np.uint8)
+    mask[5:20, 3:15] = 255
+    save_heic(mask, tmp_path / "mask.heic")
+    assert np.mean(read_mask(str(tmp_path / "mask.heic"), (30, 40)) == mask[..., 0]) > 0.98
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_damaged_heic_photo_is_named(tmp_path, damage):
+    from nerf.images import read_image
+
+    save_heic(np.full((30, 40, 3), 128, np.uint8), tmp_path / "photo.heic")
+    data = (tmp_path / "photo.heic").read_bytes()
+    data = data[: len(data) // 2] if damage == "truncated" else data[:16] + bytes(200)
+    (tmp_path / "photo.heic").write_bytes(data)
+    with pytest.raises(DatasetError, match=r"photo\.heic: unreadable image \(HEIF: .+\)$"):
+        read_image(str(tmp_path / "photo.heic"))
 
 
 def test_mask_size_mismatch(small_scene, tmp_path, capsys):

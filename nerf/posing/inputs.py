@@ -10,16 +10,18 @@ from ..images import MASK_THRESHOLD, QUARTER_TURNS, exif_orientation, read_all, 
 from .errors import PosingError
 from .sfm import check_feature_image_size
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")  # what both OpenCV and COLMAP decode
+COLMAP_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")  # what both OpenCV and COLMAP decode
+# and a phone's HEIC photos, which we decode (images.decode_heif) and hand to COLMAP as PNG copies
+IMAGE_SUFFIXES = COLMAP_SUFFIXES + (".heic", ".heif")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp")
-# photos that neither OpenCV nor COLMAP decodes: a phone's HEIC, cameras' raw files
-UNREADABLE_PHOTO_SUFFIXES = (".heic", ".heif", ".avif", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2")
+# photos that neither we nor COLMAP decode: AVIF, cameras' raw files
+UNREADABLE_PHOTO_SUFFIXES = (".avif", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2")
 MODEL_PARTS = ("cameras", "images", "points3D")
 MIN_IMAGES = 3  # two views pose each other but leave nothing to hold out or to check a third view against
 
 
 class UnreadablePhotos(PosingError):
-    """A folder whose photos are all of a format we cannot read (HEIC, raw): said as such, where a folder without
+    """A folder whose photos are all of a format we cannot read (AVIF, raw): said as such, where a folder without
     any photo is left to the loader's 'no cameras file'."""
 
 
@@ -155,7 +157,7 @@ class CheckedImages:
     copies: dict  # {what a copy left out is called: what it copies}
     turns: dict  # {name: the EXIF orientation (images.UPRIGHT) it is turned upright by}; the others as stored
     cut_out: bool  # every image has a transparent background (alpha at most MASK_THRESHOLD): masks from it
-    unreadable: tuple = ()  # names of photos beside them that we cannot read (HEIC, raw): left out
+    unreadable: tuple = ()  # names of photos beside them that we cannot read (AVIF, raw): left out
 
 
 def check_images(image_dir, names, where, labels=None):

@@ -22,7 +22,7 @@ from .colmap_model import read_model
 from .errors import PosingError
 from .export import world_mat, write_cameras, write_points_ply
 from .frames import check_video, extract_frames
-from .inputs import MIN_IMAGES, check_images, classify_input, unreadable_kinds
+from .inputs import COLMAP_SUFFIXES, MIN_IMAGES, check_images, classify_input, unreadable_kinds
 from .refine import refine_cameras
 from .roi import region_of_interest
 from .sfm import SfmOptions, camera_to_world, pycolmap_module, reconstruct, registered_names
@@ -109,20 +109,22 @@ def replace_folder(tmp, out_dir):
 
 def link_images(image_dir, names, link_dir, turns):
     """COLMAP names of the images: links 000000.png... in link_dir to the sources (no spaces or folders in
-    the names COLMAP's pair lists and databases see), or, for those in turns {name: EXIF orientation}, PNG
-    copies turned upright (COLMAP reads the pixels as stored), their alpha channels kept."""
+    the names COLMAP's pair lists and databases see), or PNG copies, their alpha channels kept, of those in
+    turns {name: EXIF orientation}, turned upright (COLMAP reads the pixels as stored), and of those COLMAP
+    cannot read (HEIC)."""
     os.makedirs(link_dir, exist_ok=True)
-    linked = [f"{i:06d}{'.png' if name in turns else os.path.splitext(name)[1].lower()}"
+    copied = {name for name in names if name in turns or not name.lower().endswith(COLMAP_SUFFIXES)}
+    linked = [f"{i:06d}{'.png' if name in copied else os.path.splitext(name)[1].lower()}"
               for i, name in enumerate(names)]
 
     def link(name, target):
         source = os.path.abspath(os.path.join(image_dir, name))
-        if name not in turns:
+        if name not in copied:
             os.symlink(source, os.path.join(link_dir, target))
         else:
             rgb, alpha = read_image(source)
-            save_png(os.path.join(link_dir, target), UPRIGHT[turns[name]](rgb if alpha is None else
-                                                                          np.dstack([rgb, alpha])))
+            save_png(os.path.join(link_dir, target), UPRIGHT[turns.get(name, 1)](rgb if alpha is None else
+                                                                                 np.dstack([rgb, alpha])))
 
     read_all(lambda pair: link(*pair), list(zip(names, linked)))
     return linked
@@ -248,7 +250,7 @@ def pose_images(input_path, out_dir, camera_model="auto", matching="auto", frame
     its stage ends so that none is left above an error line (None: on a terminal only).
     extra_info: more entries for posing.json. Photos (or frames) that copy an earlier one's pixels are left out,
     listed in posing.json's copies_left_out and, once posing has ended, in warning lines; so are photos beside
-    them of a format we cannot read (HEIC, raw: unreadable_left_out). Raises PosingError (one line) for a bad
+    them of a format we cannot read (AVIF, raw: unreadable_left_out). Raises PosingError (one line) for a bad
     input or a scene that cannot be posed; nothing is written then."""
     times = StageTimes()
     disable = None if progress is None else not progress  # tqdm's: None hides bars off a terminal
