@@ -124,22 +124,25 @@ def imread(path, flags, what):
 
 
 def decode_heif(data, flags, path, what):
-    """A HEIF file's primary image as cv2.imdecode(`flags`) gives other formats: BGR, BGRA or grey as stored with
-    IMREAD_UNCHANGED, or grey with IMREAD_GRAYSCALE; 8 bits (10- and 12-bit photos reduced). Turned as it is meant
-    to be seen: libheif applies the file's rotation and mirroring (a phone's portrait photo comes out upright) and
-    pillow-heif then says orientation 1, so exif_orientation, which does not read HEIF, agrees."""
+    """A HEIF file's primary image as cv2.imdecode(`flags`) gives a JPEG: BGR, BGRA or grey as stored with
+    IMREAD_UNCHANGED, grey with IMREAD_GRAYSCALE; 8 bits (10- and 12-bit photos reduced); as stored with
+    IMREAD_UNCHANGED or IMREAD_IGNORE_ORIENTATION, else turned by its EXIF orientation. libheif always applies the
+    file's own rotation (which a phone writes as its EXIF orientation too): turned back as stored here, so that a
+    phone's HEIC photos are taken as its JPEGs are (read_image, exif_orientation, posing's upright_turns)."""
     import pillow_heif
 
     try:
         heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True)
         check_size(*heif.size, path, what)  # from the header, before decoding
-        pixels = np.asarray(heif)  # [H, W] grey or [H, W, 3 or 4] RGB(A), decoded here
+        pixels = np.asarray(heif)  # [H, W] grey or [H, W, 3 or 4] RGB(A), as seen, decoded here
     except DatasetError:
         raise
     except Exception as e:  # libheif's errors for a damaged or unsupported file (ValueError, RuntimeError...)
         raise DatasetError(f"{path}: unreadable {what} (HEIF: {error_line(e)})") from None
     if pixels.dtype != np.uint8 or not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] in (3, 4))):
         raise DatasetError(f"{path}: unsupported {what} (HEIF {heif.mode})")
+    if flags == cv2.IMREAD_UNCHANGED or flags & cv2.IMREAD_IGNORE_ORIENTATION:
+        pixels = np.ascontiguousarray(AS_STORED[heif_orientation(heif)](pixels))
     grey = flags & ~cv2.IMREAD_IGNORE_ORIENTATION == cv2.IMREAD_GRAYSCALE
     if pixels.ndim == 2:
         return pixels if grey or flags == cv2.IMREAD_UNCHANGED else cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR)
@@ -150,19 +153,45 @@ def decode_heif(data, flags, path, what):
     return cv2.cvtColor(np.ascontiguousarray(pixels[..., :3]), cv2.COLOR_RGB2BGR)
 
 
+def heif_orientation(heif):
+    """The EXIF orientation that a HEIF file (pillow_heif.HeifFile) states, as exif_orientation."""
+    from PIL import Image
+
+    try:
+        exif = Image.Exif()
+        if heif.info.get("exif"):
+            exif.load(heif.info["exif"])
+        return orientation_key(exif.get(0x0112, 1))
+    except Exception:  # damaged EXIF, an unhashable value: it states none
+        return 1
+
+
+def orientation_key(value):
+    """An EXIF orientation value as a key of UPRIGHT (an int); 1 for one of no key. A tag of another type than
+    SHORT equals a key as a rational 6/1 or a float 6.0 does: Pillow's IFDRational then reached posing.json,
+    which cannot hold it."""
+    return int(value) if value in UPRIGHT else 1
+
+
 def exif_orientation(path):
     """The EXIF orientation of an image file (a path, or its bytes as a file object; a key of UPRIGHT, an int); 1
-    where it states none or one of no key, or Pillow cannot read its header. Pillow reads the header only."""
+    where it states none or one of no key, or its header cannot be read. Reads the header only."""
     from PIL import Image
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
+            if isinstance(path, io.BytesIO):
+                head = path.getvalue()[:12]
+            else:
+                with open(path, "rb") as f:
+                    head = f.read(12)
+            if is_heif(head):  # Pillow reads no HEIF
+                import pillow_heif
+
+                return heif_orientation(pillow_heif.open_heif(path))
             with Image.open(path) as header:
-                value = header.getexif().get(0x0112, 1)
-            # a tag of another type than SHORT equals a key as a rational 6/1 or a float 6.0 does: Pillow's
-            # IFDRational then reached posing.json, which cannot hold it
-            return int(value) if value in UPRIGHT else 1
+                return orientation_key(header.getexif().get(0x0112, 1))
         except Exception:  # not a format Pillow reads, or damaged (imread names it); an unhashable value
             return 1
 
@@ -171,7 +200,7 @@ def read_image(path: str):
     """(rgb [H, W, 3] uint8, alpha [H, W] uint8 or None); 16-bit images are reduced to 8 bits, float images
     (values in [0, 1]) quantised. The pixels as stored: an EXIF rotation is not applied, as COLMAP does not
     apply it, so that the cameras of a dataset fit them (masks are read so too; posing turns plain photos
-    upright itself, nerf/posing/inputs.py). HEIC photos alone come turned as seen (decode_heif)."""
+    upright itself, nerf/posing/inputs.py). HEIC photos too (decode_heif)."""
     check_file(path, "an image")
     img = imread(path, cv2.IMREAD_UNCHANGED, "image")
     if img.dtype == np.uint16:

@@ -491,11 +491,12 @@ def test_photos_stored_on_their_side_are_posed_upright(scene, tmp_path):
 
 
 def test_heic_photos_from_a_phone_are_posed(scene, tmp_path, capfd):
-    """An iPhone's photos are HEIC, stored on their side with the HEIF's own rotation. They are decoded as seen,
+    """An iPhone's photos are HEIC, stored on their side with a rotation. They are turned upright as its JPEGs are,
     handed to COLMAP (which reads no HEIC) as PNG copies, and pose as the PNG photos do; main_sdf.py poses such a
     folder by the same route. Before, both routes refused them ('convert them to JPEG or PNG first')."""
     from conftest import save_heic
 
+    from nerf.images import read_image
     from nerf.posing.inputs import classify_input
 
     (tmp_path / "phone").mkdir()
@@ -507,7 +508,8 @@ def test_heic_photos_from_a_phone_are_posed(scene, tmp_path, capfd):
         os.symlink(scene / "image" / f"{i:06d}.png", tmp_path / "ref" / "image" / f"IMG_{i:04d}.HEIC")  # names only
     assert classify_input(str(tmp_path / "phone")).kind == "images"  # main_sdf.py's test for photos to pose
     info = pose_images(str(tmp_path / "phone"), str(tmp_path / "out"), progress=False)
-    assert info["registered"] == VIEWS and not info["turned_upright"] and not info["unreadable_left_out"]
+    assert info["registered"] == VIEWS and set(info["turned_upright"].values()) == {6}
+    assert not info["unreadable_left_out"]
     first = cv2.imread(str(tmp_path / "out" / "image" / "000000.png"))
     assert first.shape == (HEIGHT, WIDTH, 3)
     assert np.abs(first.astype(int) - cv2.imread(str(scene / "image" / "000000.png"))).mean() < 3
@@ -516,6 +518,14 @@ def test_heic_photos_from_a_phone_are_posed(scene, tmp_path, capfd):
     assert result["centre_error_pct"]["median"] < 100 * MAX_CENTRE_ERROR, result
     # the folder itself is untouched: the copies live in posing's work folder, gone once it has ended
     assert sorted(os.listdir(tmp_path / "phone")) == [f"IMG_{i:04d}.HEIC" for i in range(VIEWS)]
+    # one phone's photos held different ways share its sensor's stored size: posed as stored, as its JPEGs are
+    (tmp_path / "held").mkdir()
+    for i in range(4):
+        shutil.copy(tmp_path / "phone" / f"IMG_{i:04d}.HEIC", tmp_path / "held")
+    stored = read_image(str(tmp_path / "phone" / "IMG_0004.HEIC"))[0]  # [WIDTH, HEIGHT, 3]: on its side
+    save_heic(stored, tmp_path / "held" / "IMG_0004.HEIC", orientation=1)  # the phone held level
+    checked = check_images(str(tmp_path / "held"), sorted(os.listdir(tmp_path / "held")), "held")
+    assert checked.turns == {} and checked.size == (HEIGHT, WIDTH)  # (width, height): on their side
 
 
 def test_cut_out_photos_give_the_scene_masks(scene, tmp_path, capfd):

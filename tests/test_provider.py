@@ -426,29 +426,33 @@ def test_an_exif_rotation_is_ignored_by_images_and_masks_alike(tmp_path, suffix)
     assert np.mean(read_mask(str(tmp_path / ("mask" + suffix)), rgb.shape[:2]) == mask) > 0.98
 
 
-def test_heic_photos_are_read_as_they_are_seen(tmp_path):
-    """A phone's HEIC photo (an iPhone's default): decoded by pillow-heif into what OpenCV gives for other files,
-    its alpha channel kept, a mask read as grey, the file's rotation applied (libheif applies it, and then the
-    EXIF says none: turning it again by the EXIF would lay it on its side)."""
-    from nerf.images import exif_orientation, read_image, read_mask
+def test_heic_photos_are_read_as_jpeg_photos_are(tmp_path):
+    """A phone's HEIC photo (an iPhone's default): decoded by pillow-heif into what OpenCV gives for a JPEG, its
+    alpha channel kept, a mask read as grey. As stored, its EXIF orientation told apart, as for a JPEG (libheif
+    applies the file's rotation, which is turned back), so that photos held different ways are one camera."""
+    from nerf.images import exif_orientation, imread, read_image, read_mask
 
     rng = np.random.default_rng(0)
     pixels = cv2.resize(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), (40, 30), interpolation=cv2.INTER_CUBIC)
     save_heic(pixels, tmp_path / "image.heic")
     rgb, alpha = read_image(str(tmp_path / "image.heic"))
     assert rgb.shape == (30, 40, 3) and alpha is None and np.abs(rgb.astype(int) - pixels).mean() < 3
-    save_heic(np.rot90(pixels, 1), tmp_path / "side.HEIC", orientation=6)  # stored on its side, as a phone does
+    assert exif_orientation(str(tmp_path / "image.heic")) == 1
+    side = np.ascontiguousarray(np.rot90(pixels, 1))  # stored on its side, as a phone held upright does
+    save_heic(side, tmp_path / "side.HEIC", orientation=6)
     rgb = read_image(str(tmp_path / "side.HEIC"))[0]
-    assert rgb.shape == (30, 40, 3) and np.abs(rgb.astype(int) - pixels).mean() < 3
-    assert exif_orientation(str(tmp_path / "side.HEIC")) == 1
+    assert rgb.shape == (40, 30, 3) and np.abs(rgb.astype(int) - side).mean() < 3
+    assert exif_orientation(str(tmp_path / "side.HEIC")) == 6
+    bgr = imread(str(tmp_path / "side.HEIC"), cv2.IMREAD_COLOR, "image")  # as OpenCV's IMREAD_COLOR: turned
+    assert bgr.shape == (30, 40, 3) and np.abs(bgr[..., ::-1].astype(int) - pixels).mean() < 3
     cut = np.dstack([pixels, np.where(np.arange(40) < 20, 255, 0).astype(np.uint8)[None].repeat(30, 0)])
     save_heic(cut, tmp_path / "cut.heic")
     rgb, alpha = read_image(str(tmp_path / "cut.heic"))
     assert alpha is not None and (alpha[:, :18] > 250).all() and (alpha[:, 22:] < 5).all()
     mask = np.zeros((30, 40, 1), np.uint8)
     mask[5:20, 3:15] = 255
-    save_heic(mask, tmp_path / "mask.heic")
-    assert np.mean(read_mask(str(tmp_path / "mask.heic"), (30, 40)) == mask[..., 0]) > 0.98
+    save_heic(np.ascontiguousarray(np.rot90(mask, 1)), tmp_path / "mask.heic", orientation=6)
+    assert np.mean(read_mask(str(tmp_path / "mask.heic"), (40, 30)) == np.rot90(mask, 1)[..., 0]) > 0.98
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
