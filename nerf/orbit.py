@@ -13,6 +13,10 @@ from .provider import camera_rays
 
 # Above this elevation (degrees) the optical axis nears the up axis and the camera's roll is ill-defined.
 MAX_ELEVATION_DEG = 85.0
+# Cameras rolled different quarter turns: a camera agrees with an up direction when its right or down vector is
+# this close to level (degrees; a hand-held phone's roll wanders by a few), and an up needs this share of them.
+MIXED_ROLL_TOLERANCE_DEG = 5.0
+MIXED_ROLL_AGREEMENT = 0.75
 
 
 class NoOrbitAxis(ValueError):
@@ -75,9 +79,14 @@ def capture_roll(c2w, up):
     """The quarter turns (0-3) by which most cameras c2w [N, 4, 4] are rolled about their optical axes from
     level with `up` [3], turning the right vector towards the down vector (1 or 3: a phone held upright whose
     photos keep their pixels on their side)."""
+    return int(torch.bincount(camera_quarters(c2w, up), minlength=4).argmax())
+
+
+def camera_quarters(c2w, up):
+    """[N] int: the quarter turns (0-3, nearest) by which each camera c2w [N, 4, 4] is rolled from level with up
+    [3] (capture_roll)."""
     along_right, along_down = c2w[:, :3, 0] @ up, c2w[:, :3, 1] @ up  # [N] the up in each image's axes
-    quarters = torch.round(torch.atan2(-along_right, -along_down) / (math.pi / 2)).long() % 4  # [N]
-    return int(torch.bincount(quarters, minlength=4).argmax())
+    return torch.round(torch.atan2(-along_right, -along_down) / (math.pi / 2)).long() % 4
 
 
 def level_normal(vectors):
@@ -103,8 +112,48 @@ def orbit_axis(c2w):
     Where both span one (a one-sided cap at one elevation: the tilted vectors lie on an arc of a cone, nearly a
     plane), the level ones are those whose normal the others lean along. Where neither spans a plane (one
     camera, a vertical arc), the mean up vector is projected onto the plane normal to the right vectors'
-    dominant direction, where they are nearly parallel; right vectors spread out of any plane are cameras
-    rolled different ways (NoOrbitAxis: that projection gave a level axis)."""
+    dominant direction, where they are nearly parallel. Cameras rolled different ways by quarter turns (one phone
+    held both ways) spread their right vectors out of any plane, or lean them into a false one: `mixed_roll_axis`
+    finds their up, taken where no other is found or where the cameras are far nearer level with it (up to
+    quarter turns: roll_residual) than with the other. Else NoOrbitAxis (right vectors spread out of any plane:
+    that projection gave a level axis)."""
+    try:
+        axis, error = single_roll_axis(c2w), None
+    except NoOrbitAxis as e:
+        axis, error = None, e
+    mixed = mixed_roll_axis(c2w)
+    if mixed is not None and (axis is None or roll_residual(c2w, mixed) < 0.5 * roll_residual(c2w, axis)):
+        return mixed
+    if axis is None:
+        raise error
+    quarters = camera_quarters(c2w, axis)
+    if torch.bincount(quarters, minlength=4).max() < MIXED_ROLL_AGREEMENT * len(c2w):
+        # cameras rolled different ways, which mixed_roll_axis could not resolve: that up is likely a false one
+        raise NoOrbitAxis("the cameras are rolled different ways and no up direction is level with them all: no "
+                          "up direction to turn about")
+    return axis
+
+
+def level_with(c2w, axes):
+    """[N, C] bool: whether camera c2w [N, 4, 4]'s right or down vector is level with axes [C, 3] (unit), within
+    MIXED_ROLL_TOLERANCE_DEG."""
+    return tilts(c2w, axes) < math.sin(math.radians(MIXED_ROLL_TOLERANCE_DEG))
+
+
+def tilts(c2w, axes):
+    """[N, C]: the sine of the angle between axes [C, 3] (unit) and the plane normal to whichever of camera c2w
+    [N, 4, 4]'s right and down vectors is nearer level with it (0: a camera level with it, up to quarter turns)."""
+    return torch.minimum((c2w[:, :3, 0] @ axes.T).abs(), (c2w[:, :3, 1] @ axes.T).abs())
+
+
+def roll_residual(c2w, axis):
+    """How far the cameras c2w [N, 4, 4] are from level with `axis` [3], up to quarter turns: the upper quartile of
+    their tilts (a few cameras may be off)."""
+    return float(torch.quantile(tilts(c2w, axis[None])[:, 0], 0.75))
+
+
+def single_roll_axis(c2w):
+    """orbit_axis for cameras rolled alike (up to the roll's noise); NoOrbitAxis where they give none."""
     up = -c2w[:, :3, 1].mean(0)  # OpenCV y points down
     rights, downs = c2w[:, :3, 0], c2w[:, :3, 1]
     level_right, level_down = level_normal(rights), level_normal(downs)
@@ -118,14 +167,49 @@ def orbit_axis(c2w):
     else:
         eigenvalues, eigenvectors = torch.linalg.eigh(rights.T @ rights / len(rights))
         if eigenvalues[1] > 0.01:  # (the projection gave a level axis: the mean up of cameras on their side)
-            raise NoOrbitAxis("the cameras' right vectors spread out of any plane (rolled different ways?): no up "
-                              "direction to turn about")
+            raise NoOrbitAxis("the cameras' right vectors spread out of any plane (rolled different ways, not by "
+                              "quarter turns?): no up direction to turn about")
         dominant = eigenvectors[:, 2]
         axis = up - (up @ dominant) * dominant
     if axis.norm() < 1e-6 or axis @ up <= 1e-6:
         raise NoOrbitAxis("the cameras' up vectors cancel out (rolled different ways?): no up direction to turn "
                           "about")
     return axis / axis.norm()
+
+
+def mixed_roll_axis(c2w):
+    """c2w [N, 4, 4] (OpenCV axes) -> [3] unit or None: the up of cameras rolled by different quarter turns (one
+    phone's photos, some taken upright and some level, posed as stored), for which one of each camera's right and
+    down vectors is level. Each pair of level-vector candidates of two cameras gives a normal; the one that most
+    cameras hold a level vector for (MIXED_ROLL_TOLERANCE_DEG) is refined as the least eigenvector of theirs,
+    on the side the cameras look down from. None where fewer than MIXED_ROLL_AGREEMENT of them, or than three,
+    agree on any, or where a camera is more than twice the tolerance off level with the result."""
+    rights, downs = c2w[:, :3, 0], c2w[:, :3, 1]
+    n = len(c2w)
+    pairs = torch.combinations(torch.arange(n), 2)  # [P, 2]
+    if len(pairs) > 512:  # enough to meet a pair of agreeing cameras many times over
+        pairs = pairs[torch.randperm(len(pairs), generator=torch.Generator().manual_seed(0))[:512]]
+    ends = torch.stack([rights, downs], 1)  # [N, 2, 3]
+    normals = torch.cross(ends[pairs[:, 0]][:, :, None], ends[pairs[:, 1]][:, None], dim=-1).reshape(-1, 3)
+    normals = normals[normals.norm(dim=-1) > 0.2]  # (nearly parallel vectors span no plane)
+    if len(normals) == 0:
+        return None
+    normals = normals / normals.norm(dim=-1, keepdim=True)  # [C, 3]
+    # on the side the cameras look down from; a false up (e.g. the normal of tilted vectors) has some look up
+    forwards = c2w[:, :3, 2] @ normals.T  # [N, C]
+    normals = normals * torch.where(forwards.mean(0) <= 0, 1.0, -1.0).to(normals.dtype)[:, None]
+    looks_down = (c2w[:, :3, 2] @ normals.T <= math.sin(math.radians(MIXED_ROLL_TOLERANCE_DEG))).all(0)  # [C]
+    agree = level_with(c2w, normals) & looks_down  # [N, C]
+    best = int(agree.sum(0).argmax())
+    if agree[:, best].sum() < max(3, MIXED_ROLL_AGREEMENT * n):  # (the pair itself always agrees)
+        return None
+    axis = normals[best]
+    level = torch.where(((rights @ axis).abs() < (downs @ axis).abs())[:, None], rights, downs)[agree[:, best]]
+    axis = torch.linalg.eigh(level.T @ level)[1][:, 0]
+    # every camera near level with it: a false up that most cameras happen to agree with leaves a few far off
+    if tilts(c2w, axis[None]).max() > math.sin(math.radians(2 * MIXED_ROLL_TOLERANCE_DEG)):
+        return None
+    return axis if axis @ c2w[:, :3, 2].mean(0) <= 0 else -axis
 
 
 def _in_plane(vector, normal):
