@@ -141,6 +141,8 @@ def decode_heif(data, flags, path, what):
         raise DatasetError(f"{path}: unreadable {what} (HEIF: {error_line(e)})") from None
     if pixels.dtype != np.uint8 or not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] in (3, 4))):
         raise DatasetError(f"{path}: unsupported {what} (HEIF {heif.mode})")
+    if heif.premultiplied_alpha:  # colours stored multiplied by the alpha ('prem'): as libheif decodes them
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_mRGBA2RGBA)
     if flags == cv2.IMREAD_UNCHANGED or flags & cv2.IMREAD_IGNORE_ORIENTATION:
         pixels = np.ascontiguousarray(AS_STORED[heif_orientation(heif)](pixels))
     grey = flags & ~cv2.IMREAD_IGNORE_ORIENTATION == cv2.IMREAD_GRAYSCALE

@@ -467,6 +467,22 @@ def test_a_damaged_heic_photo_is_named(tmp_path, damage):
         read_image(str(tmp_path / "photo.heic"))
 
 
+def test_a_heic_photo_with_premultiplied_alpha_keeps_its_colours(tmp_path):
+    """A HEIF may store its colours multiplied by its alpha (its 'prem' reference): libheif decodes them so, and a
+    half transparent photo was read half as bright, a mask from it all black ('no object pixel')."""
+    import pillow_heif
+    from PIL import Image
+
+    from nerf.images import read_image, read_mask
+
+    pixels = np.full((30, 40, 3), (200, 120, 40), np.uint8)
+    rgba = Image.fromarray(np.dstack([pixels, np.full((30, 40), 128, np.uint8)])).convert("RGBa")
+    pillow_heif.from_pillow(rgba).save(str(tmp_path / "cut.heic"), quality=-1, chroma=444)
+    assert pillow_heif.open_heif(str(tmp_path / "cut.heic")).premultiplied_alpha  # as a premultiplied file
+    rgb, alpha = read_image(str(tmp_path / "cut.heic"))
+    assert np.abs(alpha.astype(int) - 128).max() <= 2 and np.abs(rgb.astype(int) - pixels).max() <= 4
+    assert read_mask(str(tmp_path / "cut.heic"), (30, 40)).all()  # grey 134 of the colours: the object's
+
 def test_mask_size_mismatch(small_scene, tmp_path, capsys):
     bad = broken_copy(small_scene, tmp_path)
     name = sorted(os.listdir(bad / "mask"))[3]
