@@ -126,7 +126,7 @@ def imread(path, flags, what):
 def decode_heif(data, flags, path, what):
     """A HEIF file's primary image as cv2.imdecode(`flags`) gives a JPEG: BGR, BGRA or grey as stored with
     IMREAD_UNCHANGED, grey with IMREAD_GRAYSCALE; 8 bits (10- and 12-bit photos reduced); as stored with
-    IMREAD_UNCHANGED or IMREAD_IGNORE_ORIENTATION, else turned by its EXIF orientation. libheif always applies the
+    IMREAD_UNCHANGED or IMREAD_IGNORE_ORIENTATION, else turned by its own rotation. libheif always applies the
     file's own rotation (which a phone writes as its EXIF orientation too): turned back as stored here, so that a
     phone's HEIC photos are taken as its JPEGs are (read_image, exif_orientation, posing's upright_turns)."""
     import pillow_heif
@@ -156,16 +156,18 @@ def decode_heif(data, flags, path, what):
 
 
 def heif_orientation(heif):
-    """The EXIF orientation that a HEIF file (pillow_heif.HeifFile) states, as exif_orientation."""
-    from PIL import Image
-
-    try:
-        exif = Image.Exif()
-        if heif.info.get("exif"):
-            exif.load(heif.info["exif"])
-        return orientation_key(exif.get(0x0112, 1))
-    except Exception:  # damaged EXIF, an unhashable value: it states none
-        return 1
+    """The orientation (a key of UPRIGHT) that libheif turns a HEIF file's (pillow_heif.HeifFile) primary image by:
+    the file's own rotation and mirroring ('irot', 'imir'), which HEIF viewers apply and a phone also writes as its
+    EXIF orientation. Not the EXIF itself, which may disagree (stated as a LONG, for which pillow-heif writes no
+    rotation; reset to 1 by a converter) and then turned libheif's pixels back onto their side."""
+    probe = np.arange(6).reshape(2, 3)
+    # pillow-heif (pinned, requirements.txt) has them on its C image only, in the order libheif applies them
+    for kind, *values in heif[heif.primary_index]._c_image.transformations:
+        if kind == "irot":  # counter-clockwise, in degrees
+            probe = np.rot90(probe, values[0] // 90)
+        elif kind == "imir":  # 0: top and bottom swapped, 1: left and right
+            probe = probe[::-1] if values[0] == 0 else probe[:, ::-1]
+    return next(key for key, turn in UPRIGHT.items() if np.array_equal(turn(np.arange(6).reshape(2, 3)), probe))
 
 
 def orientation_key(value):
@@ -177,7 +179,8 @@ def orientation_key(value):
 
 def exif_orientation(path):
     """The EXIF orientation of an image file (a path, or its bytes as a file object; a key of UPRIGHT, an int); 1
-    where it states none or one of no key, or its header cannot be read. Reads the header only."""
+    where it states none or one of no key, or its header cannot be read. Reads the header only. A HEIF's is its
+    own rotation (heif_orientation)."""
     from PIL import Image
 
     with warnings.catch_warnings():

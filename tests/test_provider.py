@@ -467,6 +467,38 @@ def test_a_damaged_heic_photo_is_named(tmp_path, damage):
         read_image(str(tmp_path / "photo.heic"))
 
 
+@pytest.mark.parametrize("stated", ["as_a_long_without_rotation", "as_none_beside_a_rotation"])
+def test_a_heic_photo_is_turned_back_by_the_rotation_libheif_applied(tmp_path, stated):
+    """libheif turns a HEIF's pixels by the file's own rotation ('irot', 'imir'), which HEIF viewers apply whatever
+    its EXIF states. They were turned back by the EXIF orientation: where the two disagree (an orientation stated as
+    a LONG, which pillow-heif writes no rotation for; one a converter reset to 1), the photo was read on its side."""
+    import struct
+
+    import pillow_heif
+    from PIL import Image
+
+    from nerf.images import UPRIGHT, exif_orientation, imread, read_image, read_mask
+
+    rng = np.random.default_rng(0)
+    pixels = cv2.resize(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), (40, 30), interpolation=cv2.INTER_CUBIC)
+    long_value = stated == "as_a_long_without_rotation"
+    value = struct.pack(">I", 6) if long_value else struct.pack(">HH", 6, 0)
+    exif = b"MM\0*" + struct.pack(">IHHHI", 8, 1, 0x0112, 4 if long_value else 3, 1) + value + bytes(4)
+    for name, values in (("photo.heic", pixels), ("mask.heic", pixels[..., 1])):
+        pillow_heif.from_pillow(Image.fromarray(values)).save(str(tmp_path / name), quality=-1, chroma=444, exif=exif)
+        if not long_value:  # the rotation kept, the EXIF orientation made 1
+            data = (tmp_path / name).read_bytes()
+            assert data.count(exif) == 1
+            (tmp_path / name).write_bytes(data.replace(exif, exif.replace(value, struct.pack(">HH", 1, 0))))
+    seen = 1 if long_value else 6  # as libheif, and so a viewer, shows it
+    rgb = read_image(str(tmp_path / "photo.heic"))[0]
+    assert rgb.shape == (30, 40, 3) and np.abs(rgb.astype(int) - pixels).mean() < 3  # as stored
+    assert exif_orientation(str(tmp_path / "photo.heic")) == seen
+    bgr = imread(str(tmp_path / "photo.heic"), cv2.IMREAD_COLOR, "image")
+    assert np.abs(bgr[..., ::-1].astype(int) - UPRIGHT[seen](pixels)).mean() < 3
+    assert np.mean(read_mask(str(tmp_path / "mask.heic"), (30, 40)) == np.where(pixels[..., 1] > 127, 255, 0)) > 0.98
+
+
 def test_a_heic_photo_with_premultiplied_alpha_keeps_its_colours(tmp_path):
     """A HEIF may store its colours multiplied by its alpha (its 'prem' reference): libheif decodes them so, and a
     half transparent photo was read half as bright, a mask from it all black ('no object pixel')."""
