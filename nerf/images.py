@@ -133,7 +133,10 @@ def decode_heif(data, flags, path, what):
 
     try:
         heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True)
-        check_size(*heif.size, path, what)  # from the header, before decoding
+        # from the header, before decoding; of the whole coded image, which libheif decodes before its crop ('clap'),
+        # not the cropped size pillow-heif states (a huge image cropped to a few pixels)
+        crops = [t[-2:] for t in heif[heif.primary_index]._c_image.transformations if t[0] == "clap"]
+        check_size(*max([heif.size, *crops], key=lambda size: size[0] * size[1]), path, what)
         pixels = np.asarray(heif)  # [H, W] grey or [H, W, 3 or 4] RGB(A), as seen, decoded here
     except DatasetError:
         raise

@@ -467,6 +467,20 @@ def test_a_damaged_heic_photo_is_named(tmp_path, damage):
         read_image(str(tmp_path / "photo.heic"))
 
 
+def test_a_huge_heic_cropped_small_is_refused_before_decoding(tmp_path):
+    """A HEIF's size after its crop ('clap') is what pillow-heif states, yet libheif decodes the whole coded image:
+    a 20000x20000 one cropped to 40x30 passed the pixel-count limit and was decoded (gigabytes for a real one)."""
+    from nerf.images import MAX_IMAGE_PIXELS, read_image
+
+    save_heic(np.full((30, 40, 3), 128, np.uint8), tmp_path / "photo.heic")  # coded 64x64, cropped to 40x30
+    data = (tmp_path / "photo.heic").read_bytes()
+    at = data.index(b"ispe") + 8  # version and flags, then width and height
+    (tmp_path / "photo.heic").write_bytes(data[:at] + (20000).to_bytes(4, "big") * 2 + data[at + 8:])
+    too_large = rf"photo\.heic: image is too large \(20000x20000, at most {MAX_IMAGE_PIXELS} pixels\)$"
+    with pytest.raises(DatasetError, match=too_large):
+        read_image(str(tmp_path / "photo.heic"))
+
+
 @pytest.mark.parametrize("stated", ["as_a_long_without_rotation", "as_none_beside_a_rotation"])
 def test_a_heic_photo_is_turned_back_by_the_rotation_libheif_applied(tmp_path, stated):
     """libheif turns a HEIF's pixels by the file's own rotation ('irot', 'imir'), which HEIF viewers apply whatever
