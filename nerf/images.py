@@ -142,6 +142,8 @@ def decode_heif(data, flags, path, what):
         raise
     except Exception as e:  # libheif's errors for a damaged or unsupported file (ValueError, RuntimeError...)
         raise DatasetError(f"{path}: unreadable {what} (HEIF: {error_line(e)})") from None
+    if heif.mode == "I;16":  # a 10- or 12-bit grey image, which pillow-heif gives scaled to 16 bits (colour: 8)
+        pixels = (pixels >> 8).astype(np.uint8)
     if pixels.dtype != np.uint8 or not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] in (3, 4))):
         raise DatasetError(f"{path}: unsupported {what} (HEIF {heif.mode})")
     if heif.premultiplied_alpha:  # colours stored multiplied by the alpha ('prem'): as libheif decodes them

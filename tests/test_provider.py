@@ -467,6 +467,25 @@ def test_a_damaged_heic_photo_is_named(tmp_path, damage):
         read_image(str(tmp_path / "photo.heic"))
 
 
+@pytest.mark.parametrize("bits", [10, 12])
+def test_a_grey_heic_of_more_than_8_bits_is_read(tmp_path, monkeypatch, bits):
+    """pillow-heif reduces a 10- or 12-bit colour HEIF to 8 bits, but gives a grey one as 16-bit values: such a
+    photo or mask was refused ('unsupported image (HEIF I;16)'), where a 16-bit grey PNG is read."""
+    import pillow_heif
+    from PIL import Image
+
+    from nerf.images import read_image, read_mask
+
+    monkeypatch.setattr(pillow_heif.options, "SAVE_HDR_TO_12_BIT", bits == 12)
+    grey = (np.arange(30 * 40).reshape(30, 40) % 256).astype(np.uint8)
+    pillow_heif.from_pillow(Image.fromarray(grey.astype(np.uint16) * 257)).save(str(tmp_path / "grey.heic"),
+                                                                                quality=-1, chroma=444)
+    assert pillow_heif.open_heif(str(tmp_path / "grey.heic")).info["bit_depth"] == bits
+    rgb, alpha = read_image(str(tmp_path / "grey.heic"))
+    assert alpha is None and rgb.dtype == np.uint8 and np.abs(rgb.astype(int) - grey[..., None]).max() <= 1
+    assert (read_mask(str(tmp_path / "grey.heic"), (30, 40)) == np.where(grey > 127, 255, 0)).all()
+
+
 def test_a_huge_heic_cropped_small_is_refused_before_decoding(tmp_path):
     """A HEIF's size after its crop ('clap') is what pillow-heif states, yet libheif decodes the whole coded image:
     a 20000x20000 one cropped to 40x30 passed the pixel-count limit and was decoded (gigabytes for a real one)."""
