@@ -528,6 +528,21 @@ def test_heic_photos_from_a_phone_are_posed(scene, tmp_path, capfd):
     assert checked.turns == {} and checked.size == (HEIGHT, WIDTH)  # (width, height): on their side
 
 
+def test_heic_photos_named_as_jpeg_or_png_are_posed(scene, tmp_path, capfd):
+    """A HEIC photo under a .jpg or .png name (apps that export or rename them so) is read by its content, but was
+    handed to COLMAP by its name, as a link COLMAP cannot decode: left unposed without a word ('posed 13 of 16')."""
+    from conftest import save_heic
+
+    (tmp_path / "phone").mkdir()
+    for i in range(VIEWS):
+        rgb = cv2.cvtColor(cv2.imread(str(scene / "image" / f"{i:06d}.png")), cv2.COLOR_BGR2RGB)
+        save_heic(rgb, tmp_path / "phone" / f"IMG_{i:04d}{({3: '.jpg', 5: '.png'}).get(i, '.HEIC')}")
+    code, out, err = run_script([tmp_path / "phone", tmp_path / "out"], capfd)
+    assert code == 0 and f"posed {VIEWS} of {VIEWS} images" in out, (out, err)
+    third = cv2.imread(str(tmp_path / "out" / "image" / "000003.png"))  # IMG_0003.jpg's view
+    assert np.abs(third.astype(int) - cv2.imread(str(scene / "image" / "000003.png"))).mean() < 3
+
+
 def test_cut_out_photos_give_the_scene_masks(scene, tmp_path, capfd):
     """Photos with their background removed (transparent: an alpha channel) pose as before and their alpha
     channels become the scene's masks, so that training uses them; all of them or none must be cut out."""

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from ..camera_geometry import check_camera_geometry, projection_camera, sphere_similarity, unit_projection
 from ..camera_geometry import check_sphere as check_region
 from ..files import outermost_missing, overlong_name, save_png, write_json
-from ..images import UPRIGHT, quiet_decoders, read_all, read_image
+from ..images import UPRIGHT, is_heif, quiet_decoders, read_all, read_image
 from .colmap_model import read_model
 from .errors import PosingError
 from .export import world_mat, write_cameras, write_points_ply
@@ -107,13 +107,20 @@ def replace_folder(tmp, out_dir):
         shutil.rmtree(old, ignore_errors=True)
 
 
+def colmap_reads(path):
+    """Whether COLMAP decodes the image file itself: of one of its formats by name, and no HEIF under such a name
+    (apps that export or rename HEIC photos as .jpg), which we read by its content and COLMAP cannot."""
+    with open(path, "rb") as f:
+        return path.lower().endswith(COLMAP_SUFFIXES) and not is_heif(f.read(12))
+
+
 def link_images(image_dir, names, link_dir, turns):
     """COLMAP names of the images: links 000000.png... in link_dir to the sources (no spaces or folders in
     the names COLMAP's pair lists and databases see), or PNG copies, their alpha channels kept, of those in
     turns {name: EXIF orientation}, turned upright (COLMAP reads the pixels as stored), and of those COLMAP
-    cannot read (HEIC)."""
+    cannot read (HEIC, whatever its name)."""
     os.makedirs(link_dir, exist_ok=True)
-    copied = {name for name in names if name in turns or not name.lower().endswith(COLMAP_SUFFIXES)}
+    copied = {name for name in names if name in turns or not colmap_reads(os.path.join(image_dir, name))}
     linked = [f"{i:06d}{'.png' if name in copied else os.path.splitext(name)[1].lower()}"
               for i, name in enumerate(names)]
 
