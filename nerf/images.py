@@ -135,7 +135,7 @@ def decode_heif(data, flags, path, what):
         heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True)
         # from the header, before decoding; of the whole coded image, which libheif decodes before its crop ('clap'),
         # not the cropped size pillow-heif states (a huge image cropped to a few pixels)
-        crops = [t[-2:] for t in heif[heif.primary_index]._c_image.transformations if t[0] == "clap"]
+        crops = [t[-2:] for t in heif_transformations(heif) if t[0] == "clap"]
         check_size(*max([heif.size, *crops], key=lambda size: size[0] * size[1]), path, what)
         pixels = np.asarray(heif)  # [H, W] grey or [H, W, 3 or 4] RGB(A), as seen, decoded here
     except DatasetError:
@@ -166,13 +166,22 @@ def heif_orientation(heif):
     EXIF orientation. Not the EXIF itself, which may disagree (stated as a LONG, for which pillow-heif writes no
     rotation; reset to 1 by a converter) and then turned libheif's pixels back onto their side."""
     probe = np.arange(6).reshape(2, 3)
-    # pillow-heif (pinned, requirements.txt) has them on its C image only, in the order libheif applies them
-    for kind, *values in heif[heif.primary_index]._c_image.transformations:
+    for kind, *values in heif_transformations(heif):
         if kind == "irot":  # counter-clockwise, in degrees
             probe = np.rot90(probe, values[0] // 90)
         elif kind == "imir":  # 0: top and bottom swapped, 1: left and right
             probe = probe[::-1] if values[0] == 0 else probe[:, ::-1]
     return next(key for key, turn in UPRIGHT.items() if np.array_equal(turn(np.arange(6).reshape(2, 3)), probe))
+
+
+def heif_transformations(heif):
+    """[(kind, *values)]: what libheif applies to a HEIF file's (pillow_heif.HeifFile) primary image, in order
+    ('irot', 'imir', 'clap'). pillow-heif (pinned, requirements.txt) has them on its C image only: [] where another
+    version does not (the image is then taken as libheif gives it, unrotated and uncropped)."""
+    try:
+        return list(heif[heif.primary_index]._c_image.transformations)
+    except AttributeError:
+        return []
 
 
 def orientation_key(value):
