@@ -548,6 +548,7 @@ def test_a_heic_photo_with_premultiplied_alpha_keeps_its_colours(tmp_path):
     assert np.abs(alpha.astype(int) - 128).max() <= 2 and np.abs(rgb.astype(int) - pixels).max() <= 4
     assert read_mask(str(tmp_path / "cut.heic"), (30, 40)).all()  # grey 134 of the colours: the object's
 
+
 def test_mask_size_mismatch(small_scene, tmp_path, capsys):
     bad = broken_copy(small_scene, tmp_path)
     name = sorted(os.listdir(bad / "mask"))[3]

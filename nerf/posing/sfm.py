@@ -143,7 +143,9 @@ def mapping_options(pycolmap, options, relaxed=False, fixed_distortion=False):
     mapper = pycolmap.IncrementalPipelineOptions()
     mapper.num_threads = options.num_threads
     mapper.random_seed = options.seed
-    mapper.multiple_models = False  # one object, one model: the largest connected one is what we want
+    # One object, one model, but COLMAP stops at its first if it may build no other: where the first initial pair
+    # ends in a dead end (a narrow field of view: the focal length's first guess is half the true one, and no
+    # third image registers), it started from another pair only so. The largest is kept (`largest`).
     mapper.ba_refine_principal_point = False  # refined once all views are in (refine.py)
     if relaxed:  # continuing a model: fewer and less clean 2D-3D matches may register an image
         mapper.min_num_matches = 10
