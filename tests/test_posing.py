@@ -484,7 +484,14 @@ def test_photos_stored_on_their_side_are_posed_upright(scene, tmp_path):
         rgb = cv2.cvtColor(cv2.imread(str(scene / "image" / f"{i:06d}.png")), cv2.COLOR_BGR2RGB)
         save_on_its_side(rgb, tmp_path / "photos" / f"{i:06d}.jpg")
         os.symlink(scene / "image" / f"{i:06d}.png", tmp_path / "ref" / "image" / f"{i:06d}.jpg")  # names only
-    info = pose_images(str(tmp_path / "photos"), str(tmp_path / "out"), progress=False)
+    check_posed_upright(scene, tmp_path, pose_images(str(tmp_path / "photos"), str(tmp_path / "out"),
+                                                     progress=False))
+
+
+def check_posed_upright(scene, tmp_path, info):
+    """`scene`'s views, given on their side with EXIF rotation 6, posed into tmp_path/out: every one registered and
+    turned upright, the images as the scene's, the cameras as those of tmp_path/ref (the scene's, under the
+    photos' names)."""
     assert set(info["turned_upright"].values()) == {6} and info["registered"] == VIEWS
     first = cv2.imread(str(tmp_path / "out" / "image" / "000000.png"))
     assert first.shape == (HEIGHT, WIDTH, 3)
@@ -512,14 +519,8 @@ def test_heic_photos_from_a_phone_are_posed(scene, tmp_path, capfd):
         os.symlink(scene / "image" / f"{i:06d}.png", tmp_path / "ref" / "image" / f"IMG_{i:04d}.HEIC")  # names only
     assert classify_input(str(tmp_path / "phone")).kind == "images"  # main_sdf.py's test for photos to pose
     info = pose_images(str(tmp_path / "phone"), str(tmp_path / "out"), progress=False)
-    assert info["registered"] == VIEWS and set(info["turned_upright"].values()) == {6}
+    check_posed_upright(scene, tmp_path, info)
     assert not info["unreadable_left_out"]
-    first = cv2.imread(str(tmp_path / "out" / "image" / "000000.png"))
-    assert first.shape == (HEIGHT, WIDTH, 3)
-    assert np.abs(first.astype(int) - cv2.imread(str(scene / "image" / "000000.png"))).mean() < 3
-    result = compare_poses(str(tmp_path / "out"), str(tmp_path / "ref"))
-    assert result["rotation_deg"]["median"] < MAX_ROTATION_DEG, result
-    assert result["centre_error_pct"]["median"] < 100 * MAX_CENTRE_ERROR, result
     # the folder itself is untouched: the copies live in posing's work folder, gone once it has ended
     assert sorted(os.listdir(tmp_path / "phone")) == [f"IMG_{i:04d}.HEIC" for i in range(VIEWS)]
     # one phone's photos held different ways share its sensor's stored size: posed as stored, as its JPEGs are
