@@ -120,7 +120,26 @@ def imread(path, flags, what):
     if flags & cv2.IMREAD_IGNORE_ORIENTATION and data[:4] in TIFF_SIGNATURES:  # (IMREAD_UNCHANGED has every bit)
         # OpenCV's TIFF decoder turns the pixels by their orientation tag whatever the flags say: back as stored
         img = np.ascontiguousarray(AS_STORED[exif_orientation(io.BytesIO(data))](img))
+    if data[:4] in TIFF_SIGNATURES and img.ndim == 3 and img.shape[2] == 4 and img.dtype == np.uint8 and \
+            tiff_alpha_premultiplied(data):
+        img = cv2.cvtColor(img, cv2.COLOR_mRGBA2RGBA)  # straight colours, as every other format gives them
     return img
+
+
+def tiff_alpha_premultiplied(data):
+    """Whether OpenCV gives an 8-bit RGBA TIFF's colours multiplied by its alpha: libtiff's RGBA reader, which it
+    uses for them, multiplies by an alpha that the file marks as one (ExtraSamples 2, as Pillow and most editors
+    write it), and one marked 1 is stored so; an unmarked fourth channel comes as stored."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with Image.open(io.BytesIO(data)) as header:
+                extra = header.tag_v2.get(338, ())
+            return any(value in (1, 2) for value in (extra if isinstance(extra, tuple) else (extra,)))
+        except Exception:  # a header Pillow cannot read: as OpenCV gave it
+            return False
 
 
 def decode_heif(data, flags, path, what):

@@ -426,6 +426,25 @@ def test_an_exif_rotation_is_ignored_by_images_and_masks_alike(tmp_path, suffix)
     assert np.mean(read_mask(str(tmp_path / ("mask" + suffix)), rgb.shape[:2]) == mask) > 0.98
 
 
+def test_an_rgba_tiff_gives_its_own_colours(tmp_path):
+    """libtiff's RGBA reader, which OpenCV uses for 8-bit TIFFs, multiplies the colours by the alpha: a cut-out
+    photo saved as TIFF came back half as bright where it was half transparent. An unmarked fourth channel (as
+    OpenCV writes one) was already read as stored."""
+    from PIL import Image
+
+    from nerf.images import read_image
+
+    rgba = np.zeros((6, 8, 4), np.uint8)
+    rgba[..., :3] = (200, 100, 50)
+    rgba[..., 3] = np.where(np.arange(8) < 4, 128, 255)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "pillow.tif")  # alpha marked as such (ExtraSamples 2)
+    cv2.imwrite(str(tmp_path / "opencv.tif"), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))  # unmarked
+    for name in ("pillow.tif", "opencv.tif"):
+        rgb, alpha = read_image(str(tmp_path / name))
+        assert np.abs(rgb.astype(int) - (200, 100, 50)).max() <= 2, (name, rgb[0, 0])
+        assert np.array_equal(alpha, rgba[..., 3])
+
+
 def test_heic_photos_are_read_as_jpeg_photos_are(tmp_path):
     """A phone's HEIC photo (an iPhone's default): decoded by pillow-heif into what OpenCV gives for a JPEG, its
     alpha channel kept, a mask read as grey. As stored, its EXIF orientation told apart, as for a JPEG (libheif
