@@ -184,13 +184,14 @@ def heif_orientation(heif):
     the file's own rotation and mirroring ('irot', 'imir'), which HEIF viewers apply and a phone also writes as its
     EXIF orientation. Not the EXIF itself, which may disagree (stated as a LONG, for which pillow-heif writes no
     rotation; reset to 1 by a converter) and then turned libheif's pixels back onto their side."""
-    probe = np.arange(6).reshape(2, 3)
+    stored = np.arange(6).reshape(2, 3)  # a probe whose turns and mirrorings all differ
+    probe = stored
     for kind, *values in heif_transformations(heif):
         if kind == "irot":  # counter-clockwise, in degrees
             probe = np.rot90(probe, values[0] // 90)
         elif kind == "imir":  # 0: top and bottom swapped, 1: left and right
             probe = probe[::-1] if values[0] == 0 else probe[:, ::-1]
-    return next(key for key, turn in UPRIGHT.items() if np.array_equal(turn(np.arange(6).reshape(2, 3)), probe))
+    return next(key for key, turn in UPRIGHT.items() if np.array_equal(turn(stored), probe))
 
 
 def heif_transformations(heif):

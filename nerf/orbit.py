@@ -163,7 +163,7 @@ def single_roll_axis(c2w):
     if level_right is not None:
         axis = level_right if level_right @ up >= 0 else -level_right
     elif level_down is not None:  # (the mean up vector is level then: no side to take from it)
-        return level_down if level_down @ c2w[:, :3, 2].mean(0) <= 0 else -level_down
+        return looked_down_on(c2w, level_down)
     else:
         eigenvalues, eigenvectors = torch.linalg.eigh(rights.T @ rights / len(rights))
         if eigenvalues[1] > 0.01:  # (the projection gave a level axis: the mean up of cameras on their side)
@@ -195,9 +195,8 @@ def mixed_roll_axis(c2w):
     if len(normals) == 0:
         return None
     normals = normals / normals.norm(dim=-1, keepdim=True)  # [C, 3]
-    # on the side the cameras look down from; a false up (e.g. the normal of tilted vectors) has some look up
-    forwards = c2w[:, :3, 2] @ normals.T  # [N, C]
-    normals = normals * torch.where(forwards.mean(0) <= 0, 1.0, -1.0).to(normals.dtype)[:, None]
+    # a false up (e.g. the normal of tilted vectors) has some cameras look up at it
+    normals = looked_down_on(c2w, normals)
     looks_down = (c2w[:, :3, 2] @ normals.T <= math.sin(math.radians(MIXED_ROLL_TOLERANCE_DEG))).all(0)  # [C]
     agree = level_with(c2w, normals) & looks_down  # [N, C]
     best = int(agree.sum(0).argmax())
@@ -209,7 +208,14 @@ def mixed_roll_axis(c2w):
     # every camera near level with it: a false up that most cameras happen to agree with leaves a few far off
     if tilts(c2w, axis[None]).max() > math.sin(math.radians(2 * MIXED_ROLL_TOLERANCE_DEG)):
         return None
-    return axis if axis @ c2w[:, :3, 2].mean(0) <= 0 else -axis
+    return looked_down_on(c2w, axis)
+
+
+def looked_down_on(c2w, axes):
+    """axes [3] or [C, 3], each turned to the side the cameras c2w [N, 4, 4] look down from (more often than up:
+    their mean optical axis does not lean towards it)."""
+    lean = axes @ c2w[:, :3, 2].mean(0)  # [] or [C]
+    return axes * torch.where(lean <= 0, 1.0, -1.0).to(axes.dtype)[..., None]
 
 
 def _in_plane(vector, normal):

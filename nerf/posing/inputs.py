@@ -45,13 +45,13 @@ def list_image_names(folder):
 
 def unreadable_photo_names(folder):
     """Names of the photo files directly inside `folder` of a format we cannot read (UNREADABLE_PHOTO_SUFFIXES):
-    files only, as list_image_names (a folder named x.heic, or a dangling link, is no photo)."""
+    files only, as list_image_names (a folder named x.dng, or a dangling link, is no photo)."""
     return sorted(n for n in os.listdir(folder)
                   if n.lower().endswith(UNREADABLE_PHOTO_SUFFIXES) and os.path.isfile(os.path.join(folder, n)))
 
 
 def unreadable_kinds(names):
-    """'N photos in DNG/HEIC' of the names (unreadable_photo_names')."""
+    """'N photos in AVIF/DNG' of the names (unreadable_photo_names')."""
     kinds = sorted({os.path.splitext(n)[1].upper().lstrip(".") for n in names})
     return f"{len(names)} photo{'s' if len(names) != 1 else ''} in {'/'.join(kinds)}"
 
